@@ -1,0 +1,104 @@
+"""Evaluation of RS3L representations: metrics, plots and the study report.
+
+Everything here works on plain arrays, ``hist`` histograms and small result objects, so it is
+independent of how the embeddings were produced. Submodules:
+
+* :mod:`~rs3l_coffea.evaluation.wasserstein` - W1 between nominal and re-simulated variants.
+* :mod:`~rs3l_coffea.evaluation.roc` - ROC, AUC, rejection at fixed ε_S with intervals.
+* :mod:`~rs3l_coffea.evaluation.representation` - linear / kNN probes, autoencoder anomaly AUC.
+* :mod:`~rs3l_coffea.evaluation.plots` - figures (imports matplotlib; loaded on first use).
+* :mod:`~rs3l_coffea.evaluation.report` - ``report.md`` writer.
+
+Importing this package does not import torch or matplotlib.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from rs3l_coffea.evaluation._validation import EvaluationInputError
+from rs3l_coffea.evaluation.report import (
+    RejectionRow,
+    WassersteinRow,
+    package_versions,
+    rejection_row,
+    wasserstein_rows,
+    write_report,
+)
+from rs3l_coffea.evaluation.representation import (
+    AnomalyResult,
+    ProbeResult,
+    anomaly_detection,
+    knn_probe,
+    linear_probe,
+)
+from rs3l_coffea.evaluation.roc import (
+    DEFAULT_SIGNAL_EFFICIENCIES,
+    MeanStd,
+    RejectionPoint,
+    RocCurve,
+    background_efficiency_at,
+    background_rejection,
+    clopper_pearson,
+    rejection_summary,
+    roc_curve,
+    subprocess_rocs,
+    summarize,
+)
+from rs3l_coffea.evaluation.wasserstein import (
+    WassersteinTable,
+    wasserstein_1d,
+    wasserstein_binned,
+    wasserstein_table,
+    wasserstein_unbinned_table,
+)
+
+_PLOTS = (
+    "plot_convergence",
+    "plot_corner",
+    "plot_roc_bands",
+    "plot_tsne",
+    "plot_variant_ratios",
+    "save_figure",
+    "tsne_embedding",
+)
+
+__all__ = [
+    "DEFAULT_SIGNAL_EFFICIENCIES",
+    "AnomalyResult",
+    "EvaluationInputError",
+    "MeanStd",
+    "ProbeResult",
+    "RejectionPoint",
+    "RejectionRow",
+    "RocCurve",
+    "WassersteinRow",
+    "WassersteinTable",
+    "anomaly_detection",
+    "background_efficiency_at",
+    "background_rejection",
+    "clopper_pearson",
+    "knn_probe",
+    "linear_probe",
+    "package_versions",
+    "rejection_row",
+    "rejection_summary",
+    "roc_curve",
+    "subprocess_rocs",
+    "summarize",
+    "wasserstein_1d",
+    "wasserstein_binned",
+    "wasserstein_rows",
+    "wasserstein_table",
+    "wasserstein_unbinned_table",
+    "write_report",
+    *_PLOTS,
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Plotting pulls in matplotlib/mplhep; load it only when a plot function is asked for.
+    if name in _PLOTS:
+        return getattr(import_module("rs3l_coffea.evaluation.plots"), name)
+    raise AttributeError(f"module 'rs3l_coffea.evaluation' has no attribute {name!r}")

@@ -1,0 +1,370 @@
+"""Figures of the RS3L study (matplotlib object API + mplhep), written as PNG and PDF.
+
+Every function takes arrays, histograms or result objects, draws one figure and writes it with
+:func:`save_figure` (atomically, one file per format) and returns the written paths. Figures
+are built with :class:`matplotlib.figure.Figure` directly, so no pyplot state or interactive
+backend is involved and the functions are safe to call from workers.
+
+* :func:`plot_variant_ratios` - per-variant normalised histograms and ratio to nominal (Fig. 3).
+* :func:`plot_corner` - corner plot of the embedding with Pearson r per class (Fig. 4).
+* :func:`tsne_embedding` + :func:`plot_tsne` - t-SNE maps by class and by shower model (Fig. 5).
+* :func:`plot_roc_bands` - ε_S vs 1/ε_B with a band over repeated trainings (Figs. 6-8).
+* :func:`plot_convergence` - per-epoch training diagnostics (Fig. 2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike, NDArray
+
+from rs3l_coffea.atomic import atomic_path
+from rs3l_coffea.evaluation._validation import EvaluationInputError, finite_2d
+from rs3l_coffea.evaluation.roc import RocCurve, background_efficiency_at
+
+PathLike = str | os.PathLike[str]
+History = object  # a pandas DataFrame, a CSV/JSONL path, or a sequence of per-epoch dicts
+
+
+def save_figure(
+    figure: Figure, path: PathLike, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150
+) -> list[Path]:
+    """Write ``figure`` once per format next to ``path`` (its suffix is replaced), atomically."""
+    stem = Path(path)
+    if stem.suffix.lstrip(".").lower() in {"png", "pdf", "svg", "jpg", "jpeg"}:
+        stem = stem.with_suffix("")
+    written = []
+    for fmt in formats:
+        target = stem.with_name(f"{stem.name}.{fmt}")
+        with atomic_path(target) as tmp:
+            figure.savefig(tmp, format=fmt, dpi=dpi)
+        written.append(target)
+    return written
+
+
+def plot_variant_ratios(
+    histograms: Mapping[str, object],
+    path: PathLike,
+    nominal: str = "nominal",
+    variant_axis: str = "variant",
+    variant_labels: Mapping[str, str] | None = None,
+) -> list[Path]:
+    """One column per quantity: normalised histograms per variant (top), ratio to nominal (bottom).
+
+    ``histograms`` maps a quantity label (e.g. ``"embedding dim 3"``, ``"N2"``) to a
+    ``hist.Hist`` with axes ``[variant_axis, observable]``; the paper's Fig. 3 puts an embedding
+    dimension next to N2 to show which of the two is more stable under re-simulation.
+    """
+    import mplhep
+
+    if not histograms:
+        raise EvaluationInputError("plot_variant_ratios needs at least one histogram")
+    labels = dict(variant_labels or {})
+    figure = Figure(figsize=(4.8 * len(histograms), 5.2), layout="constrained")
+    grid = figure.add_gridspec(2, len(histograms), height_ratios=(3, 1))
+    for column, (quantity, histogram) in enumerate(histograms.items()):
+        variants, edges, densities = _variant_densities(histogram, quantity, nominal, variant_axis)
+        top = figure.add_subplot(grid[0, column])
+        bottom = figure.add_subplot(grid[1, column], sharex=top)
+        reference = densities[variants.index(nominal)]
+        for variant, density in zip(variants, densities, strict=True):
+            style = {"color": "black", "linewidth": 2} if variant == nominal else {}
+            label = labels.get(variant, variant)
+            mplhep.histplot(density, edges, ax=top, label=label, **style)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(reference > 0, density / reference, np.nan)
+            mplhep.histplot(ratio, edges, ax=bottom, **style)
+        top.set_ylabel("normalised")
+        top.legend(fontsize="small")
+        top.tick_params(labelbottom=False)
+        bottom.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+        bottom.set_ylabel(f"ratio to {labels.get(nominal, nominal)}")
+        bottom.set_xlabel(quantity)
+        finite = densities[:, reference > 0] / reference[reference > 0]
+        if finite.size:
+            spread = float(np.nanmax(np.abs(finite - 1.0)))
+            half = min(max(0.05, 1.1 * spread), 1.0)
+            bottom.set_ylim(1 - half, 1 + half)
+    return save_figure(figure, path)
+
+
+def plot_corner(
+    embeddings: ArrayLike,
+    labels: ArrayLike,
+    path: PathLike,
+    class_names: Mapping[int, str] | None = None,
+    dimension_names: Sequence[str] | None = None,
+    max_points_per_class: int = 2000,
+    seed: int = 0,
+) -> list[Path]:
+    """Corner plot of all embedding dimensions per class, Pearson r per class in the upper half.
+
+    Diagonal: normalised 1-D histograms; lower triangle: scatter of (a random subset of at most
+    ``max_points_per_class``) jets per class; upper triangle: Pearson correlation coefficient
+    of the pair, computed on all jets of each class.
+    """
+    x = finite_2d(embeddings, "embeddings")
+    y = np.asarray(labels)
+    if y.shape != (x.shape[0],):
+        raise EvaluationInputError(f"labels have shape {y.shape}, need ({x.shape[0]},)")
+    dims = x.shape[1]
+    names = list(dimension_names or [f"z{i}" for i in range(dims)])
+    if len(names) != dims:
+        raise EvaluationInputError(f"{len(names)} dimension names for {dims} dimensions")
+    classes = np.unique(y)
+    class_label = {c: (class_names or {}).get(c, str(c)) for c in classes.tolist()}
+    colours = _colours(len(classes))
+    rng = np.random.default_rng(seed)
+    shown = {}
+    for c in classes.tolist():
+        rows = np.flatnonzero(y == c)
+        if rows.size > max_points_per_class:
+            rows = rng.choice(rows, max_points_per_class, replace=False)
+        shown[c] = rows
+    pearson = {c: _pearson_matrix(x[y == c]) for c in classes.tolist()}
+
+    size = max(1.3 * dims, 3.0)
+    figure = Figure(figsize=(size, size), layout="constrained")
+    axes = figure.subplots(dims, dims, squeeze=False)
+    for i in range(dims):
+        for j in range(dims):
+            ax = axes[i, j]
+            ax.tick_params(labelsize=5)
+            if i == j:
+                bins = np.histogram_bin_edges(x[:, i], bins=30)
+                for colour, c in zip(colours, classes.tolist(), strict=True):
+                    ax.hist(x[y == c, i], bins=bins, density=True, histtype="step", color=colour)
+            elif i > j:
+                for colour, c in zip(colours, classes.tolist(), strict=True):
+                    ax.scatter(x[shown[c], j], x[shown[c], i], s=1, alpha=0.3, color=colour,
+                               rasterized=True)
+            else:
+                ax.set_axis_off()
+                for k, (colour, c) in enumerate(zip(colours, classes.tolist(), strict=True)):
+                    r = pearson[c][i, j]
+                    text = "n/a" if not math.isfinite(r) else f"{r:+.2f}"
+                    ax.text(0.5, 1 - (k + 1) / (len(classes) + 1), text, color=colour,
+                            ha="center", va="center", fontsize=6, transform=ax.transAxes)
+            if i == dims - 1:
+                ax.set_xlabel(names[j], fontsize=7)
+            if j == 0 and i > 0:
+                ax.set_ylabel(names[i], fontsize=7)
+    handles = [
+        axes[0, 0].plot([], [], color=colour, label=class_label[c])[0]
+        for colour, c in zip(colours, classes.tolist(), strict=True)
+    ]
+    figure.legend(handles=handles, loc="outside upper center", ncols=min(len(classes), 5),
+                  fontsize="small", title="Pearson r per class (upper triangle)")
+    return save_figure(figure, path)
+
+
+def tsne_embedding(
+    embeddings: ArrayLike, perplexity: float = 30.0, seed: int = 0
+) -> NDArray[np.float64]:
+    """2-D t-SNE coordinates of ``embeddings`` (sklearn; perplexity capped below n/3)."""
+    from sklearn.manifold import TSNE
+
+    x = finite_2d(embeddings, "embeddings")
+    if x.shape[0] < 5:
+        raise EvaluationInputError(f"t-SNE needs at least 5 points, got {x.shape[0]}")
+    effective = min(float(perplexity), (x.shape[0] - 1) / 3.0)
+    tsne = TSNE(n_components=2, perplexity=effective, init="pca", random_state=seed)
+    return np.asarray(tsne.fit_transform(x), dtype=np.float64)
+
+
+def plot_tsne(
+    coordinates: ArrayLike,
+    colourings: Mapping[str, ArrayLike],
+    path: PathLike,
+    names: Mapping[str, Mapping[object, str]] | None = None,
+) -> list[Path]:
+    """One t-SNE panel per colouring, e.g. ``{"class": truth, "shower model": variant}``.
+
+    Each colouring holds one category per point (ints or strings); ``names`` optionally maps a
+    colouring's raw categories to display names.
+    """
+    xy = finite_2d(coordinates, "coordinates")
+    if xy.shape[1] != 2:
+        raise EvaluationInputError(f"t-SNE coordinates must be [n, 2], got {xy.shape}")
+    if not colourings:
+        raise EvaluationInputError("plot_tsne needs at least one colouring")
+    figure = Figure(figsize=(4.6 * len(colourings), 4.4), layout="constrained")
+    axes = figure.subplots(1, len(colourings), squeeze=False)[0]
+    for ax, (title, categories) in zip(axes, colourings.items(), strict=True):
+        values = np.asarray(categories)
+        if values.shape != (xy.shape[0],):
+            raise EvaluationInputError(
+                f"colouring {title!r} has shape {values.shape}, need ({xy.shape[0]},)"
+            )
+        display = (names or {}).get(title, {})
+        unique = np.unique(values)
+        for colour, value in zip(_colours(len(unique)), unique.tolist(), strict=True):
+            mask = values == value
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=4, alpha=0.6, color=colour,
+                       label=display.get(value, str(value)), rasterized=True)
+        ax.set_title(f"t-SNE by {title}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize="x-small", markerscale=3)
+    return save_figure(figure, path)
+
+
+def plot_roc_bands(
+    curves: Mapping[str, Sequence[RocCurve]],
+    path: PathLike,
+    band: Literal["minmax", "std"] = "minmax",
+    signal_efficiency_range: tuple[float, float] = (0.05, 1.0),
+    title: str | None = None,
+) -> list[Path]:
+    """Signal efficiency vs background rejection (log y), one line + band per model.
+
+    ``curves`` maps a model name to its ROC curves from repeated trainings. The line is the
+    mean rejection; the band spans min-max (``"minmax"``) or mean ± 1 std (``"std"``) over the
+    runs, on a common ε_S grid using the package's interpolation rule. Points where a run has no
+    background passing (infinite rejection) are not drawn.
+    """
+    if band not in ("minmax", "std"):
+        raise EvaluationInputError(f"band must be 'minmax' or 'std', got {band!r}")
+    if not curves:
+        raise EvaluationInputError("plot_roc_bands needs at least one model")
+    grid = np.linspace(*signal_efficiency_range, 200)
+    figure = Figure(figsize=(5.5, 4.8), layout="constrained")
+    ax = figure.add_subplot()
+    for colour, (model, runs) in zip(_colours(len(curves)), curves.items(), strict=True):
+        if not runs:
+            raise EvaluationInputError(f"model {model!r} has no ROC curve")
+        eps_b = np.array([[background_efficiency_at(roc, e) for e in grid] for roc in runs])
+        with np.errstate(divide="ignore"):
+            rejection = np.where(eps_b > 0, 1.0 / np.where(eps_b > 0, eps_b, 1.0), np.nan)
+        drawable = np.all(np.isfinite(rejection), axis=0)
+        mean = np.mean(rejection, axis=0)
+        if band == "minmax":
+            low, high = np.min(rejection, axis=0), np.max(rejection, axis=0)
+        else:
+            std = np.std(rejection, axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(mean)
+            low, high = np.maximum(mean - std, 1.0), mean + std
+        label = f"{model} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
+        ax.plot(grid[drawable], mean[drawable], color=colour, label=label)
+        ax.fill_between(grid, low, high, where=drawable, color=colour, alpha=0.25, linewidth=0)
+    ax.set_yscale("log")
+    ax.set_xlabel(r"signal efficiency $\varepsilon_S$")
+    ax.set_ylabel(r"background rejection $1/\varepsilon_B$")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return save_figure(figure, path)
+
+
+def plot_convergence(history: History, path: PathLike) -> list[Path]:
+    """Training diagnostics per epoch (paper Fig. 2).
+
+    ``history`` is a pandas DataFrame, a path to the trainer's CSV or JSONL metrics file, or a
+    sequence of per-epoch dicts. Column ``epoch`` is required; drawn when present: ``loss`` and
+    ``val_loss``; every ``pos_cosine_<class>`` (mean positive-pair cosine per class); every
+    column starting with ``class_mean_cosine`` (cosine between class-mean embeddings).
+    """
+    columns = _history_columns(history)
+    if "epoch" not in columns:
+        raise EvaluationInputError(f"history has no 'epoch' column; columns: {sorted(columns)}")
+    epoch = columns["epoch"]
+    panels = [
+        ("loss", [c for c in ("loss", "val_loss") if c in columns]),
+        ("positive-pair cosine", sorted(c for c in columns if c.startswith("pos_cosine"))),
+        ("class-mean cosine", sorted(c for c in columns if c.startswith("class_mean_cosine"))),
+    ]
+    panels = [(title, names) for title, names in panels if names]
+    if not panels:
+        raise EvaluationInputError(
+            "history has none of loss, val_loss, pos_cosine_*, class_mean_cosine*; "
+            f"columns: {sorted(columns)}"
+        )
+    figure = Figure(figsize=(4.4 * len(panels), 3.8), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, names) in zip(axes, panels, strict=True):
+        for name in names:
+            values = columns[name]
+            ok = np.isfinite(values)
+            label = name.removeprefix("pos_cosine_").removeprefix("class_mean_cosine_") or name
+            ax.plot(epoch[ok], values[ok], marker="o", markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(title)
+        ax.legend(fontsize="x-small")
+        ax.grid(True, alpha=0.3)
+    return save_figure(figure, path)
+
+
+def _history_columns(history: History) -> dict[str, NDArray[np.float64]]:
+    import pandas as pd
+
+    if isinstance(history, str | os.PathLike):
+        source = Path(history)
+        if not source.is_file():
+            raise EvaluationInputError(f"training history file {source} does not exist")
+        try:
+            if source.suffix.lower() in {".jsonl", ".json"}:
+                frame = pd.read_json(source, lines=source.suffix.lower() == ".jsonl")
+            else:
+                frame = pd.read_csv(source)
+        except ValueError as error:
+            raise EvaluationInputError(f"cannot read training history {source}: {error}") from error
+    elif isinstance(history, pd.DataFrame):
+        frame = history
+    elif isinstance(history, Sequence):
+        frame = pd.DataFrame(list(history))
+    else:
+        raise EvaluationInputError(
+            f"history must be a DataFrame, a CSV/JSONL path or a list of dicts, got {type(history)}"
+        )
+    if frame.empty:
+        raise EvaluationInputError("training history is empty")
+    columns = {}
+    for name in frame.columns:
+        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
+        if np.isfinite(values).any():  # text columns (e.g. a phase name) are not plottable
+            columns[str(name)] = values
+    return columns
+
+
+def _variant_densities(
+    histogram: object, quantity: str, nominal: str, variant_axis: str
+) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64]]:
+    axes = list(getattr(histogram, "axes", ()))
+    names = [axis.name for axis in axes]
+    if len(axes) != 2 or variant_axis not in names:
+        raise EvaluationInputError(
+            f"histogram for {quantity!r} must have axes [{variant_axis!r}, observable], has {names}"
+        )
+    v_index = names.index(variant_axis)
+    x_axis = axes[1 - v_index]
+    variants = [str(v) for v in axes[v_index]]
+    if nominal not in variants:
+        raise EvaluationInputError(f"{quantity!r}: nominal {nominal!r} not among {variants}")
+    counts = np.asarray(histogram.values(flow=False), dtype=np.float64)
+    if v_index == 1:
+        counts = counts.T
+    edges = np.asarray(x_axis.edges, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    if (totals <= 0).any():
+        empty = [variants[i] for i in np.flatnonzero(totals[:, 0] <= 0)]
+        raise EvaluationInputError(f"{quantity!r}: variants {empty} have an empty histogram")
+    return variants, edges, counts / totals / np.diff(edges)
+
+
+def _pearson_matrix(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    if x.shape[0] < 2:
+        return np.full((x.shape[1], x.shape[1]), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.corrcoef(x, rowvar=False)
+
+
+def _colours(n: int) -> list[str]:
+    base = ["#3f90da", "#ffa90e", "#bd1f01", "#94a4a2", "#832db6", "#a96b59", "#e76300",
+            "#b9ac70", "#717581", "#92dadd"]  # CMS-recommended 10-colour cycle
+    return [base[i % len(base)] for i in range(n)]

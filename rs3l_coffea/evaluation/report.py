@@ -1,0 +1,218 @@
+"""The study report: paper-format markdown tables plus everything needed to reproduce them.
+
+:func:`write_report` takes already computed results (rows built with :func:`rejection_row` and
+:func:`wasserstein_rows`) and plot paths, and writes ``report.md`` atomically, recording the
+configuration, data sizes, wall time and package versions, so a driver such as
+``rs3l report --config study.yaml`` only has to run the stages and collect their outputs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from rs3l_coffea.atomic import atomic_open
+from rs3l_coffea.evaluation._validation import EvaluationInputError
+from rs3l_coffea.evaluation.roc import (
+    DEFAULT_SIGNAL_EFFICIENCIES,
+    MeanStd,
+    RocCurve,
+    rejection_summary,
+    summarize,
+)
+from rs3l_coffea.evaluation.wasserstein import WassersteinTable
+
+PathLike = str | os.PathLike[str]
+
+#: Distributions whose versions every report records (distribution name -> display name).
+RECORDED_PACKAGES: dict[str, str] = {
+    "rs3l-coffea": "rs3l-coffea",
+    "coffea": "coffea",
+    "awkward": "awkward",
+    "uproot": "uproot",
+    "torch": "torch",
+    "pythia8mc": "pythia8mc",
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "scikit-learn": "sklearn",
+    "hist": "hist",
+    "fastjet": "fastjet",
+}
+
+
+@dataclass(frozen=True)
+class RejectionRow:
+    """One line of the rejection table: a model at one labelled-data size."""
+
+    model: str
+    labelled_size: int
+    rejection: Mapping[float, MeanStd]
+    """Signal efficiency -> rejection mean ± std over repeated trainings."""
+    auc: MeanStd
+    n_background: int | None = None
+    """Background jets in the test set (the precision limit of the rejection)."""
+
+
+@dataclass(frozen=True)
+class WassersteinRow:
+    """One line of the Wasserstein table: a model's W1 to nominal for one variant."""
+
+    model: str
+    variant: str
+    distances: Mapping[str, float] = field(default_factory=dict)
+
+
+def rejection_row(
+    model: str,
+    labelled_size: int,
+    rocs: Sequence[RocCurve],
+    signal_efficiencies: Iterable[float] = DEFAULT_SIGNAL_EFFICIENCIES,
+) -> RejectionRow:
+    """Summarise the ROC curves of repeated trainings of one model into a table row."""
+    if not rocs:
+        raise EvaluationInputError(f"model {model!r}: no ROC curves to summarise")
+    return RejectionRow(
+        model=model,
+        labelled_size=int(labelled_size),
+        rejection=rejection_summary(rocs, signal_efficiencies),
+        auc=summarize(roc.auc for roc in rocs),
+        n_background=min(roc.n_background for roc in rocs),
+    )
+
+
+def wasserstein_rows(model: str, table: WassersteinTable) -> list[WassersteinRow]:
+    """Turn a ``{variant: {quantity: W1}}`` table into rows for :func:`write_report`."""
+    return [WassersteinRow(model, variant, dict(row)) for variant, row in table.items()]
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the recorded packages plus Python and the platform."""
+    versions = {}
+    for distribution, display in RECORDED_PACKAGES.items():
+        try:
+            versions[display] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[display] = "not installed"
+    versions["python"] = platform.python_version()
+    versions["platform"] = platform.platform()
+    return versions
+
+
+def write_report(
+    path: PathLike,
+    rejection_rows: Sequence[RejectionRow] = (),
+    wasserstein: Sequence[WassersteinRow] = (),
+    plots: Mapping[str, PathLike] | None = None,
+    config: Mapping[str, object] | None = None,
+    data_sizes: Mapping[str, int] | None = None,
+    wall_time_s: float | None = None,
+    title: str = "RS3L study report",
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write the markdown report to ``path`` atomically and return the path.
+
+    ``plots`` maps a caption to an image path (linked relative to the report's folder);
+    ``config`` is dumped as YAML; ``data_sizes`` maps a sample name to its number of jets.
+    """
+    target = Path(path)
+    lines = [f"# {title}", ""]
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    summary = f"Generated {stamp} UTC"
+    if wall_time_s is not None:
+        summary += f"; wall time {_format_duration(wall_time_s)}"
+    lines += [summary, ""]
+    lines += [f"> {note}" for note in notes] + ([""] if notes else [])
+
+    if rejection_rows:
+        lines += ["## Background rejection", "", *_rejection_table(rejection_rows), ""]
+        lines.append(
+            "Rejection is 1/ε_B at fixed signal efficiency ε_S, ε_B linearly interpolated on the "
+            "ROC; mean ± std over repeated trainings. ∞ means no background jet passed: the test "
+            "set is too small to measure it."
+        )
+        lines.append("")
+    if wasserstein:
+        lines += ["## Wasserstein-1 distance to nominal", "", *_wasserstein_table(wasserstein), ""]
+    if plots:
+        lines += ["## Figures", ""]
+        for caption, plot in plots.items():
+            lines += [f"![{caption}]({_relative(Path(plot), target.parent)})", f"*{caption}*", ""]
+    if data_sizes:
+        lines += ["## Data", "", "| sample | jets |", "|---|---:|"]
+        lines += [f"| {name} | {int(size):,} |" for name, size in data_sizes.items()]
+        lines.append("")
+    if config:
+        dumped = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False)
+        lines += ["## Configuration", "", "```yaml", dumped.rstrip(), "```", ""]
+    lines += ["## Software", "", "| package | version |", "|---|---|"]
+    lines += [f"| {name} | {version} |" for name, version in package_versions().items()]
+    lines.append("")
+    with atomic_open(target, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines))
+    return target
+
+
+def _rejection_table(rows: Sequence[RejectionRow]) -> list[str]:
+    efficiencies = sorted({eff for row in rows for eff in row.rejection})
+    header = ["model", "labelled jets", *[f"1/ε_B @ ε_S={eff:g}" for eff in efficiencies], "AUC"]
+    out = ["| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(efficiencies) + 1)]
+    for row in rows:
+        cells = [row.model, f"{row.labelled_size:,}"]
+        cells += [row.rejection[e].format() if e in row.rejection else "-" for e in efficiencies]
+        cells.append(_format_auc(row.auc))
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _wasserstein_table(rows: Sequence[WassersteinRow]) -> list[str]:
+    quantities: list[str] = []
+    for row in rows:
+        quantities += [q for q in row.distances if q not in quantities]
+    out = [
+        "| " + " | ".join(["model", "variant", *quantities]) + " |",
+        "|---|---|" + "---:|" * len(quantities),
+    ]
+    for row in rows:
+        cells = [row.model, row.variant]
+        cells += [f"{row.distances[q]:.4g}" if q in row.distances else "-" for q in quantities]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _format_auc(auc: MeanStd) -> str:
+    if auc.n > 1:
+        return f"{auc.mean:.4f} ± {auc.std:.4f}"
+    return f"{auc.mean:.4f}"
+
+
+def _format_duration(seconds: float) -> str:
+    minutes, secs = divmod(float(seconds), 60.0)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours:d}:{minutes:02d}:{secs:04.1f} ({seconds:.1f} s)"
+
+
+def _relative(plot: Path, base: Path) -> str:
+    try:
+        return Path(os.path.relpath(plot.resolve(), base.resolve())).as_posix()
+    except ValueError:  # different drives on Windows
+        return plot.as_posix()
+
+
+def _plain(value: object) -> object:
+    """Make a config YAML-safe (paths and other objects as strings, tuples as lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)

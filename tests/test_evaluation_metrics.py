@@ -1,0 +1,260 @@
+"""Wasserstein distances, ROC/AUC and rejection against hand values and independent formulas."""
+
+from __future__ import annotations
+
+import math
+
+import hist
+import numpy as np
+import pytest
+from scipy.stats import binomtest, wasserstein_distance
+
+from rs3l_coffea.evaluation import (
+    EvaluationInputError,
+    background_efficiency_at,
+    background_rejection,
+    clopper_pearson,
+    rejection_summary,
+    roc_curve,
+    subprocess_rocs,
+    summarize,
+    wasserstein_1d,
+    wasserstein_binned,
+    wasserstein_table,
+    wasserstein_unbinned_table,
+)
+
+RNG = np.random.default_rng(20261123)
+
+
+# --------------------------------------------------------------------------- Wasserstein
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.013, 0.5, 3.25])
+def test_unbinned_w1_of_a_shift_is_the_shift(delta: float) -> None:
+    x = RNG.normal(size=2000)
+    assert wasserstein_1d(x, x + delta) == pytest.approx(delta, abs=1e-9)
+    weights = RNG.uniform(0.5, 2.0, size=x.size)
+    assert wasserstein_1d(x, x + delta, weights, weights) == pytest.approx(delta, abs=1e-9)
+
+
+def test_unbinned_w1_equals_mean_gap_of_sorted_equal_size_samples() -> None:
+    # For two samples of equal size W1 is the mean absolute difference of their order statistics.
+    for _ in range(5):
+        a, b = RNG.exponential(size=500), RNG.normal(1.0, 2.0, size=500)
+        assert wasserstein_1d(a, b) == pytest.approx(np.mean(np.abs(np.sort(a) - np.sort(b))), rel=1e-12)
+
+
+def test_binned_w1_matches_scipy_with_point_masses_at_bin_centres() -> None:
+    for n_bins in (5, 17, 60):
+        edges = np.sort(RNG.uniform(-3, 3, size=n_bins + 1))  # variable widths on purpose
+        a, b = RNG.uniform(0, 10, size=n_bins), RNG.uniform(0, 10, size=n_bins)
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        expected = wasserstein_distance(centres, centres, a, b)
+        assert wasserstein_binned(a, b, edges) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def _variant_hist(samples: dict[str, np.ndarray], edges: np.ndarray, weight: bool = False) -> hist.Hist:
+    storage = hist.storage.Weight() if weight else hist.storage.Double()
+    h = hist.Hist(
+        hist.axis.StrCategory(list(samples), name="variant"),
+        hist.axis.Variable(edges, name="z0"),
+        storage=storage,
+    )
+    for variant, values in samples.items():
+        h.fill(variant=variant, z0=values)
+    return h
+
+
+@pytest.mark.parametrize("delta", [0.07, 0.3, 1.0])
+def test_binned_w1_of_a_shift_is_the_shift_within_one_bin_width(delta: float) -> None:
+    x = RNG.normal(size=20000)
+    width = 0.1
+    edges = np.arange(-6, 7 + width / 2, width)
+    table = wasserstein_table(_variant_hist({"nominal": x, "fsr_up": x + delta}, edges))
+    assert set(table) == {"fsr_up"}
+    assert abs(table["fsr_up"]["z0"] - delta) <= width
+
+
+def test_binned_w1_of_whole_bin_shift_is_exact() -> None:
+    counts = np.array([0, 3, 7, 2, 5, 0, 0, 0], dtype=float)
+    edges = np.linspace(0, 4, 9)  # width 0.5
+    shifted = np.roll(counts, 2)
+    assert wasserstein_binned(counts, shifted, edges) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_binned_w1_of_identical_histograms_is_zero() -> None:
+    x = RNG.normal(size=1000)
+    edges = np.linspace(-5, 5, 41)
+    table = wasserstein_table(_variant_hist({"nominal": x, "seed": x.copy()}, edges, weight=True))
+    assert table == {"seed": {"z0": 0.0}}
+
+
+def test_table_with_extra_category_axis_and_several_quantities() -> None:
+    x = RNG.normal(size=(3000, 2))
+    h = hist.Hist(
+        hist.axis.StrCategory(["nominal", "vincia"], name="variant"),
+        hist.axis.IntCategory([0, 1], name="dim"),
+        hist.axis.Regular(80, -6, 6, name="value"),
+    )
+    shifts = {0: 0.0, 1: 0.45}
+    for dim in (0, 1):
+        h.fill(variant="nominal", dim=dim, value=x[:, dim])
+        h.fill(variant="vincia", dim=dim, value=x[:, dim] + shifts[dim])
+    n2 = _variant_hist({"nominal": x[:, 0], "vincia": x[:, 0] * 1.0}, np.linspace(-6, 6, 81))
+    table = wasserstein_table({"embedding": h, "N2": n2})
+    row = table["vincia"]
+    assert set(row) == {"embedding[dim=0]", "embedding[dim=1]", "N2"}
+    assert row["embedding[dim=0]"] == 0.0 and row["N2"] == 0.0
+    assert abs(row["embedding[dim=1]"] - 0.45) <= 12 / 80
+
+
+def test_unbinned_table_uses_nominal_as_reference() -> None:
+    x, n2 = RNG.normal(size=400), RNG.uniform(size=400)
+    samples = {
+        "nominal": {"z0": x, "N2": n2},
+        "fsr_down": {"z0": x - 0.2, "N2": n2 + 0.05},
+    }
+    table = wasserstein_unbinned_table(samples)
+    assert table["fsr_down"]["z0"] == pytest.approx(0.2, abs=1e-9)
+    assert table["fsr_down"]["N2"] == pytest.approx(0.05, abs=1e-9)
+
+
+def test_wasserstein_bad_inputs_name_the_problem() -> None:
+    edges = np.linspace(0, 1, 5)
+    with pytest.raises(EvaluationInputError, match="non-finite"):
+        wasserstein_1d([0.0, np.nan], [1.0])
+    with pytest.raises(EvaluationInputError, match="empty"):
+        wasserstein_binned([0, 0, 0, 0], [1, 1, 1, 1], edges)
+    with pytest.raises(EvaluationInputError, match="bins but edges"):
+        wasserstein_binned([1, 1, 1], [1, 1, 1, 1], edges)
+    h = hist.Hist(hist.axis.StrCategory(["seed"], name="variant"), hist.axis.Regular(4, 0, 1, name="x"))
+    h.fill(variant="seed", x=[0.5])
+    with pytest.raises(EvaluationInputError, match="nominal variant 'nominal'"):
+        wasserstein_table(h)
+    with pytest.raises(EvaluationInputError, match="no categorical axis 'shower'"):
+        wasserstein_table(h, variant_axis="shower")
+    with pytest.raises(EvaluationInputError, match="not among the samples"):
+        wasserstein_unbinned_table({"seed": {"z0": [1.0]}})
+
+
+# --------------------------------------------------------------------------- ROC / rejection
+
+
+def _tied_example() -> tuple[np.ndarray, np.ndarray]:
+    """Hand-solvable ROC: signal 4x0.9, 4x0.5, 2x0.1; background 4x0.5, 6x0.1.
+
+    Points (ε_S, ε_B): (0,0) -> (0.4,0) -> (0.8,0.4) -> (1,1); the ties make diagonal steps.
+    AUC = 0.4·(0.4+0.8)/2 + 0.6·(0.8+1)/2 = 0.78 (also P(s>b) + ½P(s=b) = 78/100).
+    ε_S=0.3: ε_B=0 (rejection ∞); ε_S=0.5: ε_B=0.1 (10); ε_S=0.7: ε_B=0.3 (10/3).
+    """
+    scores = np.array([0.9] * 4 + [0.5] * 4 + [0.1] * 2 + [0.5] * 4 + [0.1] * 6)
+    is_signal = np.array([True] * 10 + [False] * 10)
+    return scores, is_signal
+
+
+def test_auc_and_rejection_on_hand_solved_roc() -> None:
+    roc = roc_curve(*_tied_example())
+    assert roc.auc == pytest.approx(0.78, abs=1e-12)
+    points = background_rejection(roc)
+    assert [p.signal_efficiency for p in points] == [0.3, 0.5, 0.7]
+    assert points[0].background_efficiency == 0.0 and math.isinf(points[0].rejection)
+    assert points[1].rejection == pytest.approx(10.0, rel=1e-12)
+    assert points[2].rejection == pytest.approx(10.0 / 3.0, rel=1e-12)
+
+
+def test_vertical_step_takes_the_smallest_background_efficiency() -> None:
+    # Alternating scores: background k/10+0.01, signal k/10+0.06 -> (0.3, 0.2) and (0.3, 0.3)
+    # are both on the ROC; the tightest cut reaching ε_S = 0.3 has ε_B = 0.2.
+    k = np.arange(10)
+    scores = np.concatenate([k / 10 + 0.06, k / 10 + 0.01])
+    roc = roc_curve(scores, np.arange(20) < 10)
+    assert background_efficiency_at(roc, 0.3) == pytest.approx(0.2, abs=1e-12)
+    assert background_efficiency_at(roc, 0.35) == pytest.approx(0.3, abs=1e-12)
+    # All signal passes once the cut is just below 0.06, leaving out the background jet at 0.01.
+    assert background_efficiency_at(roc, 1.0) == pytest.approx(0.9, abs=1e-12)
+
+
+def test_rejection_with_uniform_background_matches_formula() -> None:
+    # Background uniform on (0,1), signal uniform on (0.5,1): ε_S = 2(1-t), ε_B = 1-t, so
+    # 1/ε_B = 2/ε_S, and AUC = P(s > b) = E[s] = 0.75.
+    n = 20000
+    background = (np.arange(n) + 0.5) / n
+    signal = 0.5 + 0.5 * (np.arange(n) + 0.25) / n
+    roc = roc_curve(np.concatenate([signal, background]), np.arange(2 * n) < n)
+    assert roc.auc == pytest.approx(0.75, abs=1e-4)
+    for point in background_rejection(roc, (0.3, 0.5, 0.7)):
+        assert point.rejection == pytest.approx(2.0 / point.signal_efficiency, rel=1e-3)
+        assert point.rejection_low < point.rejection < point.rejection_high
+        assert not point.low_statistics
+
+
+def test_clopper_pearson_matches_scipy_exact_interval() -> None:
+    for passing, total in [(0, 20), (3, 20), (17, 250), (50, 50)]:
+        low, high = clopper_pearson(passing, total, 0.9)
+        ref = binomtest(passing, total).proportion_ci(confidence_level=0.9, method="exact")
+        assert low == pytest.approx(ref.low, abs=1e-10)
+        assert high == pytest.approx(ref.high, abs=1e-10)
+    # k = 0: upper limit solves (1 - p)^n = α/2.
+    assert clopper_pearson(0, 40, 0.95)[1] == pytest.approx(1 - 0.025 ** (1 / 40), rel=1e-10)
+
+
+def test_no_background_passing_gives_infinite_rejection_with_finite_lower_limit() -> None:
+    scores = np.concatenate([np.full(30, 2.0), RNG.uniform(size=20)])
+    roc = roc_curve(scores, np.arange(50) < 30)
+    point = background_rejection(roc, (0.5,))[0]
+    assert math.isinf(point.rejection) and math.isinf(point.rejection_high)
+    upper_eff = 1 - ((1 - 0.6826894921370859) / 2) ** (1 / 20)
+    assert point.rejection_low == pytest.approx(1 / upper_eff, rel=1e-9)
+    assert point.low_statistics
+
+
+def test_equal_weights_do_not_change_the_roc() -> None:
+    scores, is_signal = _tied_example()
+    plain = roc_curve(scores, is_signal)
+    weighted = roc_curve(scores, is_signal, np.full(scores.size, 2.5))
+    assert weighted.auc == pytest.approx(plain.auc)
+    assert weighted.n_background_effective == pytest.approx(10.0)
+    np.testing.assert_allclose(weighted.background_efficiency, plain.background_efficiency)
+
+
+def test_summaries_over_repeated_trainings() -> None:
+    stats = summarize([1.0, 2.0, 3.0])
+    assert (stats.mean, stats.std, stats.n, stats.n_infinite) == (2.0, 1.0, 3, 0)
+    with_inf = summarize([math.inf, 4.0, 6.0])
+    assert with_inf.mean == 5.0 and with_inf.n_infinite == 1
+    assert "1/3 runs ∞" in with_inf.format()
+    assert summarize([math.inf]).format() == "∞"
+    rocs = [roc_curve(*_tied_example()), roc_curve(*_tied_example())]
+    summary = rejection_summary(rocs, (0.5, 0.7))
+    assert summary[0.5].mean == pytest.approx(10.0) and summary[0.5].std == pytest.approx(0.0)
+
+
+def _mann_whitney(signal: np.ndarray, background: np.ndarray) -> float:
+    diff = signal[:, None] - background[None, :]
+    return float(np.mean(diff > 0) + 0.5 * np.mean(diff == 0))
+
+
+def test_per_subprocess_rocs_against_pairwise_auc() -> None:
+    labels = np.repeat([3, 0, 1, 7], [200, 150, 100, 80])  # H->bb, light q, c, g->gg (g->bb absent)
+    scores = np.round(RNG.normal(loc=np.where(labels == 3, 1.0, 0.0) + 0.2 * labels), 2)
+    curves = subprocess_rocs(
+        scores, labels, signal=3, backgrounds={"light q": 0, "c": 1, "g→bb": 6, "g→gg": 7}
+    )
+    assert list(curves) == ["light q", "c", "g→gg", "all backgrounds"]
+    signal = scores[labels == 3]
+    for name, code in {"light q": [0], "c": [1], "g→gg": [7], "all backgrounds": [0, 1, 7]}.items():
+        expected = _mann_whitney(signal, scores[np.isin(labels, code)])
+        assert curves[name].auc == pytest.approx(expected, abs=1e-12)
+    assert curves["c"].n_background == 100
+
+
+def test_roc_bad_inputs() -> None:
+    with pytest.raises(EvaluationInputError, match="both classes"):
+        roc_curve([0.1, 0.2], [True, True])
+    with pytest.raises(EvaluationInputError, match="non-finite"):
+        roc_curve([0.1, np.nan], [True, False])
+    with pytest.raises(EvaluationInputError, match=r"signal efficiency must be in \(0, 1\]"):
+        background_efficiency_at(roc_curve(*_tied_example()), 0.0)
+    with pytest.raises(EvaluationInputError, match="signal label"):
+        subprocess_rocs([0.1, 0.2], [0, 1], signal=3, backgrounds={"q": 0})
