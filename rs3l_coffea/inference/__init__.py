@@ -1,0 +1,8 @@
+"""Inference: the batched :class:`InferenceEngine` (torch / ONNX Runtime), no coffea imports here.
+
+The coffea column producer lives in ``rs3l_coffea.inference.tagger`` and is imported from there.
+"""
+
+from rs3l_coffea.inference.engine import InferenceEngine, plan_batches, torch_threads
+
+__all__ = ["InferenceEngine", "plan_batches", "torch_threads"]

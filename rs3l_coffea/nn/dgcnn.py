@@ -1,0 +1,84 @@
+"""The DGCNN backbone of the published RS3L code, dense and padded (``forward(x, mask)``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rs3l_coffea.features.names import FEATURE_NAMES
+from rs3l_coffea.nn.config import DGCNNConfig
+from rs3l_coffea.nn.edge_conv import DenseDynamicEdgeConv
+
+
+def feature_count_message(expected: int) -> str:
+    """Error text for inputs with the wrong number of per-particle features."""
+    if expected == len(FEATURE_NAMES):
+        return f"expected {expected} features per particle, in this order: {', '.join(FEATURE_NAMES)}"
+    return f"expected {expected} features per particle"
+
+
+def masked_pool(h: torch.Tensor, mask: torch.Tensor, mean: bool) -> torch.Tensor:
+    """Sum (or mean) of ``h (B, P, C)`` over real particles; a jet without particles pools to 0."""
+    total = torch.where(mask.unsqueeze(-1), h, torch.zeros_like(h)).sum(dim=1)
+    if mean:
+        count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(h.dtype)
+        return total / count
+    return total
+
+
+class DGCNN(nn.Module):
+    """Embedding MLP → dynamic EdgeConv layers → pool and output MLP (order per config).
+
+    ``forward(x (B, P, F) float, mask (B, P) bool) -> (B, output_dim)``. Padded particles
+    (mask False) never enter the kNN graph nor the pool, whatever values they hold. A jet with
+    zero particles pools to the zero vector, so its embedding is ``output(0)`` with
+    ``pool_first=True`` (the published order) and exactly 0 with ``pool_first=False``.
+    Module names mirror the published checkpoint (``embed`` ↔ ``pf_encode``, ``convs.i.message``
+    ↔ ``conv{i+1}.nn``, ``output`` ↔ ``output``).
+    """
+
+    def __init__(self, config: DGCNNConfig | None = None) -> None:
+        super().__init__()
+        config = config or DGCNNConfig()
+        self.config = config
+        layers: list[nn.Module] = []
+        width_in = config.input_dim
+        for _ in range(config.embed_layers):
+            layers += [nn.Linear(width_in, config.width), nn.ELU()]
+            width_in = config.width
+        self.embed = nn.Sequential(*layers)
+        self.convs = nn.ModuleList(
+            DenseDynamicEdgeConv(
+                config.width,
+                config.width,
+                config.k,
+                aggregation=config.aggregation,
+                edge_path=config.edge_path,
+                gather_budget=config.gather_budget,
+            )
+            for _ in range(config.conv_layers)
+        )
+        head: list[nn.Module] = []
+        for hidden in config.output_hidden:
+            head += [nn.Linear(width_in, hidden), nn.ELU()]
+            width_in = hidden
+        head.append(nn.Linear(width_in, config.output_dim))
+        self.output = nn.Sequential(*head)
+        self.input_dim = config.input_dim
+        self.output_dim = config.output_dim
+        self.pool_first = config.pool_first
+        self.mean_pool = config.pool == "mean"
+        self.feature_error = feature_count_message(config.input_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_dim:
+            raise ValueError(self.feature_error + ", got " + str(x.shape[-1]))
+        real = mask.unsqueeze(-1)
+        h = torch.where(real, x, torch.zeros_like(x))  # padding may hold anything, even inf/NaN
+        h = self.embed(h)
+        h = torch.where(real, h, torch.zeros_like(h))
+        for conv in self.convs:
+            h = conv(h, mask)
+        if self.pool_first:
+            return self.output(masked_pool(h, mask, self.mean_pool))
+        return masked_pool(self.output(h), mask, self.mean_pool)

@@ -1,0 +1,147 @@
+"""Dense, padded dynamic EdgeConv (the PyG ``DynamicEdgeConv`` of the published RS3L code).
+
+Per layer: kNN in the current feature space among the real particles of each jet (the particle
+itself included, as torch_cluster's ``knn`` does; fewer neighbours when a jet has fewer than
+``k`` particles), message ``act(W [x_i, x_j − x_i] + b)``, aggregation over the neighbours.
+
+Two numerically equivalent paths:
+
+* ``algebraic`` (max aggregation, default): ``W [x_i, x_j − x_i] = (W_a − W_b) x_i + W_b x_j``,
+  and a monotonic activation commutes with max, so
+  ``max_j act(...) = act((W_a − W_b) x_i + b + max_j W_b x_j)``. Cost: two per-node projections,
+  kNN, a gather-max of width ``out``; no edge tensor of width ``2·in`` is ever built.
+* ``general``: explicit edge messages through the message MLP (max or mean aggregation).
+
+Both process query rows in chunks of at most ``gather_budget`` gathered elements, so memory is
+bounded for any batch; ``gather_budget = 0`` disables chunking (used for graph export, whose
+shapes must not depend on a Python loop over a symbolic size).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def dense_knn(
+    query: torch.Tensor, points: torch.Tensor, point_mask: torch.Tensor, k: int, broadcast: bool = False
+) -> torch.Tensor:
+    """Indices ``(B, R, k)`` of the ``k`` nearest real points of each query row.
+
+    Distances are exact Euclidean differences (no ``|a|²+|b|²−2ab`` matmul shortcut, whose
+    rounding flips near-tied k-th neighbours). ``broadcast=True`` computes them through an
+    explicit ``(B, R, P, C)`` difference tensor instead of ``torch.cdist`` (ONNX has no cdist).
+    Slots without a real neighbour (jets with fewer than ``k`` particles) get the sentinel index
+    ``P`` (= ``points.shape[1]``).
+    """
+    n_points = points.shape[1]
+    query, points = query.detach(), points.detach()
+    if broadcast:
+        dist = (query.unsqueeze(2) - points.unsqueeze(1)).square().sum(dim=-1)
+    else:
+        dist = torch.cdist(query, points, compute_mode="donot_use_mm_for_euclid_dist")
+    dist = dist.masked_fill(~point_mask.unsqueeze(1), float("inf"))
+    # Pad with k infinite columns so topk always has k candidates, also when P < k.
+    filler = torch.full(
+        (dist.shape[0], dist.shape[1], k), float("inf"), dtype=dist.dtype, device=dist.device
+    )
+    dist = torch.cat([dist, filler], dim=2)
+    nearest, index = torch.topk(dist, k, dim=2, largest=False, sorted=False)
+    sentinel = torch.full_like(index, n_points)
+    return torch.where(torch.isinf(nearest), sentinel, index)
+
+
+def _gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table (B, N, C)``, ``index (B, R, k)`` → ``(B, R, k, C)`` with ``out[b,r,t] = table[b, index[b,r,t]]``."""
+    batch, n_rows, width = table.shape
+    offsets = torch.arange(batch, device=index.device).view(batch, 1, 1) * n_rows
+    flat = table.reshape(batch * n_rows, width).index_select(0, (index + offsets).reshape(-1))
+    return flat.view(index.shape[0], index.shape[1], index.shape[2], width)
+
+
+class DenseDynamicEdgeConv(nn.Module):
+    """EdgeConv with the graph rebuilt from the input features (dense ``(B, P, C)`` layout).
+
+    ``forward(x, mask)``: ``x (B, P, in_dim)`` with padded rows already zero, ``mask (B, P)``
+    bool (True = real particle). Returns ``(B, P, out_dim)``, padded rows zero. The parameters
+    live in ``message = Sequential(Linear(2·in_dim, out_dim), ELU())`` (PyG's ``nn`` argument).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        k: int,
+        aggregation: str = "max",
+        edge_path: str = "algebraic",
+        gather_budget: int = 1 << 23,
+    ) -> None:
+        super().__init__()
+        if aggregation not in ("max", "mean"):
+            raise ValueError(f"aggregation must be 'max' or 'mean', got {aggregation!r}")
+        if edge_path not in ("algebraic", "general"):
+            raise ValueError(f"edge_path must be 'algebraic' or 'general', got {edge_path!r}")
+        if edge_path == "algebraic" and aggregation != "max":
+            raise ValueError("the algebraic edge path needs max aggregation")
+        self.message = nn.Sequential(nn.Linear(2 * in_dim, out_dim), nn.ELU())
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.k = k
+        self.use_max = aggregation == "max"
+        self.algebraic = edge_path == "algebraic"
+        self.gather_budget = gather_budget
+        # Set by the ONNX export: distances without torch.cdist (not an ONNX operator).
+        self.broadcast_distances = False
+
+    def _rows_per_chunk(self, batch: int, n_particles: int) -> int:
+        if self.gather_budget <= 0:
+            return n_particles
+        per_row = max(1, batch * self.k * max(self.out_dim, 2 * self.in_dim, n_particles))
+        return max(1, self.gather_budget // per_row)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, n_particles = x.shape[0], x.shape[1]
+        rows = self._rows_per_chunk(batch, n_particles)
+        if rows >= n_particles:
+            out = self._aggregate(x, mask, x, dense_knn(x, x, mask, self.k, self.broadcast_distances))
+        else:
+            chunks: list[torch.Tensor] = []
+            for start in range(0, n_particles, rows):
+                query = x[:, start : start + rows]
+                chunks.append(self._aggregate(x, mask, query, dense_knn(query, x, mask, self.k, self.broadcast_distances)))
+            out = torch.cat(chunks, dim=1)
+        return torch.where(mask.unsqueeze(-1), out, torch.zeros_like(out))
+
+    def _aggregate(
+        self, x: torch.Tensor, mask: torch.Tensor, query: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        if self.algebraic:
+            return self._aggregate_algebraic(x, query, index)
+        return self._aggregate_general(x, query, index)
+
+    def _aggregate_algebraic(self, x: torch.Tensor, query: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        linear = self.message[0]
+        weight_center = linear.weight[:, : self.in_dim]
+        weight_neighbour = linear.weight[:, self.in_dim :]
+        center = nn.functional.linear(query, weight_center - weight_neighbour, linear.bias)
+        neighbour = nn.functional.linear(x, weight_neighbour)
+        # Sentinel row P holds -inf: a missing neighbour never wins the max.
+        sentinel = torch.full(
+            (x.shape[0], 1, self.out_dim), float("-inf"), dtype=neighbour.dtype, device=x.device
+        )
+        table = torch.cat([neighbour, sentinel], dim=1)
+        best = _gather_rows(table, index).amax(dim=2)
+        return self.message[1](center + best)
+
+    def _aggregate_general(self, x: torch.Tensor, query: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        zero_row = torch.zeros((x.shape[0], 1, x.shape[2]), dtype=x.dtype, device=x.device)
+        neighbours = _gather_rows(torch.cat([x, zero_row], dim=1), index)
+        center = query.unsqueeze(2).expand_as(neighbours)
+        messages = self.message(torch.cat([center, neighbours - center], dim=-1))
+        valid = (index < x.shape[1]).unsqueeze(-1)
+        if self.use_max:
+            fill = torch.full_like(messages, float("-inf"))
+            return torch.where(valid, messages, fill).amax(dim=2)
+        total = torch.where(valid, messages, torch.zeros_like(messages)).sum(dim=2)
+        count = valid.sum(dim=2).clamp(min=1).to(messages.dtype)
+        return total / count

@@ -1,0 +1,212 @@
+"""Native model files: ``NAME.safetensors`` (weights) + ``NAME.json`` (the model card).
+
+Convention: a model is addressed by either of its two file names or by the common stem
+``NAME``; both files live side by side. The card holds everything needed to rebuild and use
+the model: the architecture config (``build_model`` input), the per-particle feature order
+(must equal :data:`~rs3l_coffea.features.names.FEATURE_NAMES`), head score names, and the
+free-form ``preprocessing``, ``training``, ``metrics`` dicts that the trainer fills.
+
+Weights are only ever read with safetensors: a pickle or ``torch.save`` file is rejected
+before any byte of it is interpreted as Python objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rs3l_coffea.atomic import atomic_open, atomic_path
+from rs3l_coffea.errors import ConfigError, ModelFormatError
+from rs3l_coffea.features.names import FEATURE_NAMES
+from rs3l_coffea.nn.build import build_model
+from rs3l_coffea.nn.config import ModelConfig
+from rs3l_coffea.nn.jet_model import JetModel
+
+CARD_FORMAT = "rs3l-coffea-model"
+CARD_FORMAT_VERSION = 1
+WEIGHTS_SUFFIX = ".safetensors"
+CARD_SUFFIX = ".json"
+
+
+@dataclass
+class ModelCard:
+    """What is known about a saved model besides its weights.
+
+    ``preprocessing``, ``training`` and ``metrics`` are free-form JSON-serialisable dicts (the
+    trainer fills them: feature scaling, data sets and augmentations, losses and AUCs).
+    ``config``, ``feature_names`` and ``head_names`` are filled by :func:`save_model` from the
+    model; on load they are what the file says.
+    """
+
+    description: str = ""
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+    head_names: tuple[str, ...] = ()
+    created: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready card including the format tag."""
+        out = dataclasses.asdict(self)
+        out["feature_names"] = list(self.feature_names)
+        out["head_names"] = list(self.head_names)
+        return {"format": CARD_FORMAT, "format_version": CARD_FORMAT_VERSION, **out}
+
+
+def model_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(weights, card)`` paths for ``NAME``, ``NAME.safetensors`` or ``NAME.json``."""
+    path = Path(path)
+    if path.suffix in (WEIGHTS_SUFFIX, CARD_SUFFIX):
+        path = path.with_suffix("")
+    return path.with_name(path.name + WEIGHTS_SUFFIX), path.with_name(path.name + CARD_SUFFIX)
+
+
+def save_model(
+    path: str | os.PathLike[str], model: JetModel, card: ModelCard | Mapping[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write ``model`` as ``NAME.safetensors`` + ``NAME.json`` (both atomically); return the paths.
+
+    ``card`` may be a :class:`ModelCard` or a mapping of its user fields (``description``,
+    ``preprocessing``, ``training``, ``metrics``). The architecture config, feature order and
+    head names are always taken from the model itself.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, JetModel):
+        raise TypeError(f"save_model needs a JetModel (from build_model), got {type(model).__name__}")
+    if card is None:
+        card = ModelCard()
+    elif not isinstance(card, ModelCard):
+        user_fields = {"description", "preprocessing", "training", "metrics"}
+        unknown = sorted(set(card) - user_fields)
+        if unknown:
+            raise ConfigError(f"unknown model card keys {unknown}; valid: {sorted(user_fields)}")
+        card = ModelCard(**dict(card))
+    card = dataclasses.replace(
+        card,
+        config=model.config.to_dict(),
+        feature_names=FEATURE_NAMES,
+        head_names=tuple(model.head_names),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        versions=_versions(),
+    )
+    text = json.dumps(card.to_dict(), indent=2, sort_keys=False)  # fails early if not JSON-able
+    weights_path, card_path = model_paths(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(weights_path) as tmp:
+        save_file(state, str(tmp), metadata={"format": CARD_FORMAT})
+    with atomic_open(card_path, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    return weights_path, card_path
+
+
+def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> tuple[JetModel, ModelCard]:
+    """Load a model saved by :func:`save_model`; returns ``(model in eval mode, card)``.
+
+    Raises :class:`ModelFormatError` naming the problem when the weights file is not
+    safetensors (pickles are never unpickled), the card is invalid, the feature order differs
+    from ``FEATURE_NAMES``, or a tensor is missing, unexpected or of the wrong shape.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights_path, card_path = model_paths(path)
+    for file in (weights_path, card_path):
+        if not file.is_file():
+            raise FileNotFoundError(f"model file {file} does not exist")
+    card = read_card(card_path)
+    try:
+        config = ModelConfig.from_dict(card.config)
+    except (ConfigError, TypeError) as error:
+        raise ModelFormatError(f"{card_path}: invalid architecture config: {error}") from error
+    check_safetensors(weights_path)
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelFormatError(f"{weights_path}: unreadable safetensors file: {error}") from error
+    model = build_model(config)
+    check_state_dict(model, state, weights_path)
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval(), card
+
+
+def read_card(card_path: Path) -> ModelCard:
+    """Parse and validate a model card JSON file."""
+    try:
+        values = json.loads(card_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFormatError(f"{card_path}: not a JSON model card: {error}") from error
+    if not isinstance(values, dict) or values.get("format") != CARD_FORMAT:
+        raise ModelFormatError(f"{card_path}: not an rs3l-coffea model card (format != {CARD_FORMAT!r})")
+    if values.get("format_version") != CARD_FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{card_path}: card format_version {values.get('format_version')!r}, this code reads {CARD_FORMAT_VERSION}"
+        )
+    names = tuple(values.get("feature_names", ()))
+    if names != FEATURE_NAMES:
+        raise ModelFormatError(f"{card_path}: feature order mismatch: {_describe_mismatch(names)}")
+    known = {f.name for f in dataclasses.fields(ModelCard)}
+    fields = {k: v for k, v in values.items() if k in known}
+    fields["feature_names"] = names
+    fields["head_names"] = tuple(fields.get("head_names", ()))
+    return ModelCard(**fields)
+
+
+def _describe_mismatch(names: tuple[str, ...]) -> str:
+    if len(names) != len(FEATURE_NAMES):
+        return f"model has {len(names)} features {list(names)}, this code builds {len(FEATURE_NAMES)} {list(FEATURE_NAMES)}"
+    for position, (got, want) in enumerate(zip(names, FEATURE_NAMES, strict=True)):
+        if got != want:
+            return f"feature {position} is {got!r} in the model but {want!r} here (expected order {list(FEATURE_NAMES)})"
+    return "none"
+
+
+def check_safetensors(path: Path) -> None:
+    """Reject anything that is not a safetensors file by inspecting its header bytes only."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    size = path.stat().st_size
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise ModelFormatError(
+            f"{path}: looks like a pickle / torch.save archive, not safetensors; refusing to unpickle it"
+        )
+    if len(head) < 9:
+        raise ModelFormatError(f"{path}: too short to be a safetensors file ({size} bytes)")
+    (header_len,) = struct.unpack("<Q", head[:8])
+    if header_len > size - 8 or head[8:9] != b"{":
+        raise ModelFormatError(f"{path}: not a safetensors file (bad header)")
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Compare tensor names and shapes with the model; the error names the first offending key."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise ModelFormatError(f"{source}: missing tensor {missing[0]!r} (and {len(missing) - 1} more) for this architecture")
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise ModelFormatError(f"{source}: unexpected tensor {unexpected[0]!r} (and {len(unexpected) - 1} more) for this architecture")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ModelFormatError(
+                f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, the architecture needs {tuple(tensor.shape)}"
+            )
+
+
+def _versions() -> dict[str, str]:
+    import rs3l_coffea
+
+    return {"rs3l_coffea": rs3l_coffea.__version__, "torch": torch.__version__}

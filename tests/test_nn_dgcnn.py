@@ -1,0 +1,217 @@
+"""DGCNN backbone: published-weight parity against an independent per-jet reference, masking,
+permutation and padding invariance, algebraic == general EdgeConv path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rs3l_coffea.errors import ModelFormatError
+from rs3l_coffea.features.names import FEATURE_NAMES
+from rs3l_coffea.nn import DGCNNConfig, ModelConfig, build_model, load_published_rs3l
+
+torch.set_num_threads(1)
+
+
+def reference_published_embedding(state: dict[str, torch.Tensor], jet: torch.Tensor, k: int = 24) -> torch.Tensor:
+    """The published RS3L forward pass for ONE jet (n, 15), written from the PyG semantics.
+
+    pf_encode MLP; three DynamicEdgeConv: kNN by exact pairwise distance in the current
+    features, the point itself included, min(k, n) neighbours, message ELU(W [x_i, x_j - x_i] + b)
+    for every edge explicitly, max over neighbours; global sum pool; output MLP.
+    Uses the checkpoint's own key names, independently of our module layout.
+    """
+    elu = torch.nn.functional.elu
+
+    def lin(h, name):
+        return h @ state[f"{name}.weight"].T + state[f"{name}.bias"]
+
+    h = elu(lin(elu(lin(jet, "pf_encode.0")), "pf_encode.2"))
+    n = h.shape[0]
+    for conv in ("conv1", "conv2", "conv3"):
+        dist = ((h[:, None, :] - h[None, :, :]) ** 2).sum(-1)
+        neighbours = torch.topk(dist, min(k, n), dim=1, largest=False).indices
+        new = torch.empty_like(h)
+        for i in range(n):
+            xi = h[i].expand(neighbours.shape[1], -1)
+            xj = h[neighbours[i]]
+            messages = elu(lin(torch.cat([xi, xj - xi], dim=1), f"{conv}.nn.0"))
+            new[i] = messages.max(dim=0).values
+        h = new
+    pooled = h.sum(dim=0)
+    out = elu(lin(pooled, "output.0"))
+    out = elu(lin(out, "output.2"))
+    out = elu(lin(out, "output.4"))
+    return lin(out, "output.6")
+
+
+def ragged_batch(multiplicities, generator, pad_to=None, dtype=torch.float64):
+    n_max = pad_to or max(max(multiplicities), 1)
+    x = torch.randn(len(multiplicities), n_max, len(FEATURE_NAMES), generator=generator, dtype=dtype)
+    mask = torch.zeros(len(multiplicities), n_max, dtype=torch.bool)
+    for row, n in enumerate(multiplicities):
+        mask[row, :n] = True
+    return x, mask
+
+
+@pytest.fixture(scope="module")
+def published(published_checkpoint):
+    state = torch.load(published_checkpoint, map_location="cpu", weights_only=True)["model"]
+    state64 = {k: v.double() for k, v in state.items()}
+    return state64, load_published_rs3l(published_checkpoint).double()
+
+
+def test_published_parity_ragged_jets(published):
+    state64, model = published
+    generator = torch.Generator().manual_seed(1)
+    multiplicities = [1, 2, 5, 23, 24, 25, 37, 60, 100]
+    x, mask = ragged_batch(multiplicities, generator)
+    with torch.no_grad():
+        ours, scores = model(x, mask)
+    assert scores.shape == (len(multiplicities), 0)
+    for row, n in enumerate(multiplicities):
+        expected = reference_published_embedding(state64, x[row, :n])
+        rel = (ours[row] - expected).abs().max() / expected.abs().max()
+        assert rel < 1e-4, (n, float(rel))
+
+
+def test_published_128_dim_variant(published_checkpoint):
+    path = published_checkpoint.with_name("mar20_run0_128outputdims.pt")
+    if not path.is_file():
+        pytest.skip("128-d checkpoint absent")
+    model = load_published_rs3l(path).double()
+    state = {k: v.double() for k, v in torch.load(path, map_location="cpu", weights_only=True)["model"].items()}
+    x, mask = ragged_batch([7, 30], torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours = model(x, mask)[0]
+    assert ours.shape == (2, 128)
+    for row, n in enumerate([7, 30]):
+        expected = reference_published_embedding(state, x[row, :n])
+        assert (ours[row] - expected).abs().max() / expected.abs().max() < 1e-4
+
+
+def test_torch_geometric_edgeconv_parity(published):
+    pyg_nn = pytest.importorskip("torch_geometric.nn")
+    state64, model = published
+    x, mask = ragged_batch([12, 40], torch.Generator().manual_seed(3))
+    elu = torch.nn.ELU()
+    for row, n in enumerate([12, 40]):
+        h = x[row, :n]
+        h = elu(h @ state64["pf_encode.0.weight"].T + state64["pf_encode.0.bias"])
+        h = elu(h @ state64["pf_encode.2.weight"].T + state64["pf_encode.2.bias"])
+        for conv in ("conv1", "conv2", "conv3"):
+            lin = torch.nn.Linear(256, 128).double()
+            lin.weight.data, lin.bias.data = state64[f"{conv}.nn.0.weight"], state64[f"{conv}.nn.0.bias"]
+            edge_conv = pyg_nn.EdgeConv(torch.nn.Sequential(lin, elu), aggr="max")
+            dist = ((h[:, None] - h[None]) ** 2).sum(-1)
+            nbr = torch.topk(dist, min(24, n), dim=1, largest=False).indices
+            edge_index = torch.stack([nbr.reshape(-1), torch.arange(n).repeat_interleave(nbr.shape[1])])
+            h = edge_conv(h, edge_index)
+        out = h.sum(0)
+        for i, name in enumerate(("output.0", "output.2", "output.4", "output.6")):
+            out = out @ state64[f"{name}.weight"].T + state64[f"{name}.bias"]
+            if i < 3:
+                out = elu(out)
+        ours = model(x[row : row + 1, :n], mask[row : row + 1, :n])[0][0]
+        assert (ours - out).abs().max() / out.abs().max() < 1e-4
+
+
+def small_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    config = DGCNNConfig(width=16, k=5, output_hidden=(8,), output_dim=4, **overrides)
+    return build_model(ModelConfig(backbone=config)).double().eval()
+
+
+def test_padding_length_particle_order_and_masked_values():
+    model = small_model()
+    generator = torch.Generator().manual_seed(4)
+    multiplicities = [0, 1, 3, 6, 11]
+    x, mask = ragged_batch(multiplicities, generator)
+    with torch.no_grad():
+        base = model(x, mask)[0]
+        # longer padding, filled with huge garbage (and inf/NaN) under mask=False
+        x_long, mask_long = ragged_batch(multiplicities, generator, pad_to=20)
+        x_long[:, : x.shape[1]] = x
+        x_long[~mask_long] = torch.randn(int((~mask_long).sum()), 15, dtype=torch.float64) * 1e30
+        x_long[0, 0, 0] = float("nan")
+        x_long[1, 5, 3] = float("inf")
+        padded = model(x_long, mask_long)[0]
+        # permute the particles of each jet (real and padded slots together)
+        perm = torch.stack([torch.randperm(20, generator=generator) for _ in multiplicities])
+        rows = torch.arange(len(multiplicities))[:, None]
+        permuted = model(x_long[rows, perm], mask_long[rows, perm])[0]
+    assert torch.isfinite(padded).all()
+    torch.testing.assert_close(padded, base, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(permuted, base, rtol=1e-10, atol=1e-12)
+
+
+def test_empty_jet_is_output_of_zero_pool():
+    model = small_model()
+    x = torch.full((2, 4, 15), 7.0, dtype=torch.float64)
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    with torch.no_grad():
+        out = model(x, mask)[0]
+        expected = model.backbone.output(torch.zeros(1, 16, dtype=torch.float64))
+    torch.testing.assert_close(out, expected.expand(2, -1))
+    mlp_first = small_model(pool_first=False)
+    assert torch.equal(mlp_first(x, mask)[0], torch.zeros(2, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("pool_first", [True, False])
+def test_algebraic_path_equals_general_path(pool_first):
+    algebraic = small_model(seed=5, pool_first=pool_first)
+    general = small_model(seed=5, pool_first=pool_first, edge_path="general")
+    general.load_state_dict(algebraic.state_dict())
+    x, mask = ragged_batch([1, 4, 5, 9, 17], torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        a, g = algebraic(x, mask)[0], general(x, mask)[0]
+    torch.testing.assert_close(a, g, rtol=1e-10, atol=0)
+
+
+def test_chunked_rows_equal_unchunked():
+    whole = small_model(seed=7, gather_budget=1 << 30)
+    chunked = small_model(seed=7, gather_budget=50)  # forces one query row per chunk
+    x, mask = ragged_batch([3, 13, 30], torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(x, mask)[0], whole(x, mask)[0], rtol=1e-12, atol=0)
+
+
+def test_mean_aggregation_matches_reference():
+    model = small_model(seed=9, aggregation="mean", edge_path="general", conv_layers=1, embed_layers=1)
+    x, mask = ragged_batch([3, 8], torch.Generator().manual_seed(10))
+    bb = model.backbone
+    with torch.no_grad():
+        ours = model(x, mask)[0]
+        for row, n in enumerate([3, 8]):
+            h = bb.embed(x[row, :n])
+            dist = ((h[:, None] - h[None]) ** 2).sum(-1)
+            nbr = torch.topk(dist, min(5, n), dim=1, largest=False).indices
+            xi = h[:, None].expand(-1, nbr.shape[1], -1)
+            h = bb.convs[0].message(torch.cat([xi, h[nbr] - xi], -1)).mean(1)
+            torch.testing.assert_close(ours[row], bb.output(h.sum(0)), rtol=1e-10, atol=1e-12)
+
+
+def test_wrong_feature_count_names_features():
+    model = small_model()
+    with pytest.raises(ValueError, match=r"expected 15 features.*log_pt, log_pt_rel"):
+        model(torch.zeros(1, 3, 14, dtype=torch.float64), torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_published_loader_rejects_pickle_and_other_layout(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    import pickle
+
+    evil.write_bytes(pickle.dumps({"model": Payload()}))
+    with pytest.raises(ModelFormatError, match=r"evil\.pt"):
+        load_published_rs3l(evil)
+    assert not marker.exists()
+    other = tmp_path / "other.pt"
+    torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, other)
+    with pytest.raises(ModelFormatError, match=r"fc\.weight"):
+        load_published_rs3l(other)

@@ -1,0 +1,149 @@
+"""Model files (NAME.safetensors + NAME.json), build_model round trips, and their error paths."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from rs3l_coffea.errors import ConfigError, ModelFormatError
+from rs3l_coffea.features.names import FEATURE_NAMES
+from rs3l_coffea.nn import (
+    DGCNNConfig,
+    HeadConfig,
+    LoRAConfig,
+    ModelCard,
+    ModelConfig,
+    TransformerConfig,
+    build_model,
+    load_model,
+    model_paths,
+    save_model,
+)
+
+torch.set_num_threads(1)
+
+CONFIGS = [
+    ModelConfig(
+        backbone=DGCNNConfig(width=16, k=4, output_hidden=(8,), output_dim=4),
+        heads=(HeadConfig("higgs"), HeadConfig("flavour", kind="mlp", hidden=(6,), classes=("b", "c", "light"))),
+    ),
+    ModelConfig(backbone=TransformerConfig(d_model=16, n_heads=2, n_layers=1, dim_feedforward=32, output_dim=4, ir_safe=True)),
+    ModelConfig(backbone=DGCNNConfig(width=8, k=3, output_hidden=(), output_dim=3), lora=LoRAConfig(rank=2, alpha=4.0)),
+]
+
+
+def inputs(n_jets=3, n_particles=7, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_jets, n_particles, 15, generator=generator)
+    mask = torch.rand(n_jets, n_particles, generator=generator) < 0.7
+    return x, mask
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["dgcnn-heads", "transformer", "lora"])
+def test_save_load_round_trip(tmp_path, config):
+    torch.manual_seed(0)
+    model = build_model(config.to_dict()).eval()
+    for parameter in model.parameters():  # make LoRA B non-zero so it is really stored
+        parameter.data.add_(0.01 * torch.randn_like(parameter))
+    card = {"description": "test", "training": {"epochs": 3}, "metrics": {"auc": 0.9}, "preprocessing": {"scale": [1.0]}}
+    weights, card_path = save_model(tmp_path / "m", model, card)
+    assert (weights.name, card_path.name) == ("m.safetensors", "m.json")
+    for address in (tmp_path / "m", weights, card_path):
+        loaded, loaded_card = load_model(address)
+        x, mask = inputs()
+        with torch.no_grad():
+            for a, b in zip(model(x, mask), loaded(x, mask), strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert loaded.config == config
+    assert loaded_card.feature_names == FEATURE_NAMES
+    assert loaded_card.metrics == {"auc": 0.9} and loaded_card.training == {"epochs": 3}
+    assert list(loaded_card.head_names) == model.head_names
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
+
+
+def test_head_scores_shapes_and_names():
+    model = build_model(CONFIGS[0]).eval()
+    x, mask = inputs()
+    embedding, scores = model(x, mask)
+    assert embedding.shape == (3, 4) and scores.shape == (3, 4)
+    assert model.head_names == ["higgs", "flavour:b", "flavour:c", "flavour:light"]
+    assert ((scores >= 0) & (scores <= 1)).all()
+    torch.testing.assert_close(scores[:, 1:].sum(1), torch.ones(3))  # softmax block
+
+
+def test_config_rejects_unknown_and_invalid_values():
+    with pytest.raises(ConfigError, match="widht"):
+        ModelConfig.from_dict({"backbone": {"type": "dgcnn", "widht": 3}})
+    with pytest.raises(ConfigError, match="aggregation"):
+        DGCNNConfig(aggregation="mean")  # the algebraic path needs max
+    with pytest.raises(ConfigError, match="gnn"):
+        ModelConfig.from_dict({"backbone": {"type": "gnn"}})
+
+
+def write_pair(tmp_path, name="m"):
+    model = build_model(CONFIGS[0])
+    return model, *save_model(tmp_path / name, model)
+
+
+def test_feature_order_mismatch_is_named(tmp_path):
+    _, _, card_path = write_pair(tmp_path)
+    card = json.loads(card_path.read_text())
+    card["feature_names"][2], card["feature_names"][3] = card["feature_names"][3], card["feature_names"][2]
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="feature 2 is 'dphi'"):
+        load_model(card_path)
+    card["feature_names"] = card["feature_names"][:14]
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="14 features"):
+        load_model(card_path)
+
+
+def test_architecture_mismatch_names_the_key(tmp_path):
+    _, weights, card_path = write_pair(tmp_path)
+    card = json.loads(card_path.read_text())
+    card["config"]["backbone"]["width"] = 32
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match=r"backbone\.embed\.0\.weight.*shape"):
+        load_model(weights)
+    card["config"]["backbone"]["width"] = 16
+    card["config"]["backbone"]["conv_layers"] = 4
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match=r"missing tensor 'backbone\.convs\.3"):
+        load_model(weights)
+
+
+def test_malicious_pickle_is_never_unpickled(tmp_path):
+    _, weights, _ = write_pair(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    weights.write_bytes(pickle.dumps({"w": Payload()}))
+    with pytest.raises(ModelFormatError, match="refusing to unpickle"):
+        load_model(weights)
+    torch.save({"w": torch.zeros(2)}, weights)
+    with pytest.raises(ModelFormatError, match=r"m\.safetensors"):
+        load_model(weights)
+    weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00garbage garbage!")
+    with pytest.raises(ModelFormatError, match="not a safetensors"):
+        load_model(weights)
+    assert not marker.exists()
+
+
+def test_missing_and_invalid_card(tmp_path):
+    _, weights, card_path = write_pair(tmp_path)
+    card_path.write_text("not json")
+    with pytest.raises(ModelFormatError, match=r"m\.json"):
+        load_model(weights)
+    card_path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"m\.json"):
+        load_model(weights)
+    assert model_paths(tmp_path / "a.b") == (tmp_path / "a.b.safetensors", tmp_path / "a.b.json")
+    with pytest.raises(ConfigError, match="epochs"):
+        save_model(tmp_path / "x", build_model(CONFIGS[0]), {"epochs": 3})
+    assert isinstance(ModelCard().to_dict()["format"], str)
