@@ -42,7 +42,9 @@ def test_unbinned_w1_equals_mean_gap_of_sorted_equal_size_samples() -> None:
     # For two samples of equal size W1 is the mean absolute difference of their order statistics.
     for _ in range(5):
         a, b = RNG.exponential(size=500), RNG.normal(1.0, 2.0, size=500)
-        assert wasserstein_1d(a, b) == pytest.approx(np.mean(np.abs(np.sort(a) - np.sort(b))), rel=1e-12)
+        assert wasserstein_1d(a, b) == pytest.approx(
+            np.mean(np.abs(np.sort(a) - np.sort(b))), rel=1e-12
+        )
 
 
 def test_binned_w1_matches_scipy_with_point_masses_at_bin_centres() -> None:
@@ -54,7 +56,9 @@ def test_binned_w1_matches_scipy_with_point_masses_at_bin_centres() -> None:
         assert wasserstein_binned(a, b, edges) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
-def _variant_hist(samples: dict[str, np.ndarray], edges: np.ndarray, weight: bool = False) -> hist.Hist:
+def _variant_hist(
+    samples: dict[str, np.ndarray], edges: np.ndarray, weight: bool = False
+) -> hist.Hist:
     storage = hist.storage.Weight() if weight else hist.storage.Double()
     h = hist.Hist(
         hist.axis.StrCategory(list(samples), name="variant"),
@@ -128,7 +132,9 @@ def test_wasserstein_bad_inputs_name_the_problem() -> None:
         wasserstein_binned([0, 0, 0, 0], [1, 1, 1, 1], edges)
     with pytest.raises(EvaluationInputError, match="bins but edges"):
         wasserstein_binned([1, 1, 1], [1, 1, 1, 1], edges)
-    h = hist.Hist(hist.axis.StrCategory(["seed"], name="variant"), hist.axis.Regular(4, 0, 1, name="x"))
+    h = hist.Hist(
+        hist.axis.StrCategory(["seed"], name="variant"), hist.axis.Regular(4, 0, 1, name="x")
+    )
     h.fill(variant="seed", x=[0.5])
     with pytest.raises(EvaluationInputError, match="nominal variant 'nominal'"):
         wasserstein_table(h)

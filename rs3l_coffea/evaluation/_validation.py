@@ -34,9 +34,7 @@ def finite_1d(values: ArrayLike, name: str, *, allow_empty: bool = False) -> NDA
     return array
 
 
-def optional_weights(
-    weights: ArrayLike | None, size: int, name: str
-) -> NDArray[np.float64] | None:
+def optional_weights(weights: ArrayLike | None, size: int, name: str) -> NDArray[np.float64] | None:
     """Validate per-entry weights: finite, non-negative, same length as the data, positive sum."""
     if weights is None:
         return None
@@ -54,7 +52,9 @@ def finite_2d(values: ArrayLike, name: str) -> NDArray[np.float64]:
     """Return ``values`` as a finite float64 matrix ``[n_samples, n_dims]``."""
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise EvaluationInputError(f"{name} must be a non-empty [n, d] matrix, got shape {array.shape}")
+        raise EvaluationInputError(
+            f"{name} must be a non-empty [n, d] matrix, got shape {array.shape}"
+        )
     bad = ~np.isfinite(array)
     if bad.any():
         row = int(np.flatnonzero(bad.any(axis=1))[0])
@@ -72,11 +72,15 @@ def matching_labels(labels: ArrayLike, size: int, name: str) -> NDArray[np.int64
             f"{name} must be 1-D with {size} entries (one per sample), got shape {array.shape}"
         )
     if not np.issubdtype(array.dtype, np.integer) and not np.issubdtype(array.dtype, np.bool_):
-        if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(
-            array == np.round(array)
+        if (
+            np.issubdtype(array.dtype, np.floating)
+            and np.all(np.isfinite(array))
+            and np.all(array == np.round(array))
         ):
             return array.astype(np.int64)
-        raise EvaluationInputError(f"{name} must hold integer class labels, got dtype {array.dtype}")
+        raise EvaluationInputError(
+            f"{name} must hold integer class labels, got dtype {array.dtype}"
+        )
     return array.astype(np.int64)
 
 

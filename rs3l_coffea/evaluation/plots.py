@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike, NDArray
 
 from rs3l_coffea.atomic import atomic_path
@@ -142,15 +143,29 @@ def plot_corner(
                     ax.hist(x[y == c, i], bins=bins, density=True, histtype="step", color=colour)
             elif i > j:
                 for colour, c in zip(colours, classes.tolist(), strict=True):
-                    ax.scatter(x[shown[c], j], x[shown[c], i], s=1, alpha=0.3, color=colour,
-                               rasterized=True)
+                    ax.scatter(
+                        x[shown[c], j],
+                        x[shown[c], i],
+                        s=1,
+                        alpha=0.3,
+                        color=colour,
+                        rasterized=True,
+                    )
             else:
                 ax.set_axis_off()
                 for k, (colour, c) in enumerate(zip(colours, classes.tolist(), strict=True)):
                     r = pearson[c][i, j]
                     text = "n/a" if not math.isfinite(r) else f"{r:+.2f}"
-                    ax.text(0.5, 1 - (k + 1) / (len(classes) + 1), text, color=colour,
-                            ha="center", va="center", fontsize=6, transform=ax.transAxes)
+                    ax.text(
+                        0.5,
+                        1 - (k + 1) / (len(classes) + 1),
+                        text,
+                        color=colour,
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        transform=ax.transAxes,
+                    )
             if i == dims - 1:
                 ax.set_xlabel(names[j], fontsize=7)
             if j == 0 and i > 0:
@@ -159,8 +174,13 @@ def plot_corner(
         axes[0, 0].plot([], [], color=colour, label=class_label[c])[0]
         for colour, c in zip(colours, classes.tolist(), strict=True)
     ]
-    figure.legend(handles=handles, loc="outside upper center", ncols=min(len(classes), 5),
-                  fontsize="small", title="Pearson r per class (upper triangle)")
+    figure.legend(
+        handles=handles,
+        loc="outside upper center",
+        ncols=min(len(classes), 5),
+        fontsize="small",
+        title="Pearson r per class (upper triangle)",
+    )
     return save_figure(figure, path)
 
 
@@ -206,8 +226,15 @@ def plot_tsne(
         unique = np.unique(values)
         for colour, value in zip(_colours(len(unique)), unique.tolist(), strict=True):
             mask = values == value
-            ax.scatter(xy[mask, 0], xy[mask, 1], s=4, alpha=0.6, color=colour,
-                       label=display.get(value, str(value)), rasterized=True)
+            ax.scatter(
+                xy[mask, 0],
+                xy[mask, 1],
+                s=4,
+                alpha=0.6,
+                color=colour,
+                label=display.get(value, str(value)),
+                rasterized=True,
+            )
         ax.set_title(f"t-SNE by {title}")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -226,8 +253,9 @@ def plot_roc_bands(
 
     ``curves`` maps a model name to its ROC curves from repeated trainings. The line is the
     mean rejection; the band spans min-max (``"minmax"``) or mean ± 1 std (``"std"``) over the
-    runs, on a common ε_S grid using the package's interpolation rule. Points where a run has no
-    background passing (infinite rejection) are not drawn.
+    runs, on a common ε_S grid using the package's interpolation rule. A run with no background
+    passing at some ε_S (infinite rejection) is left out of the line's mean there, and the band
+    is drawn only where every run is finite.
     """
     if band not in ("minmax", "std"):
         raise EvaluationInputError(f"band must be 'minmax' or 'std', got {band!r}")
@@ -242,16 +270,21 @@ def plot_roc_bands(
         eps_b = np.array([[background_efficiency_at(roc, e) for e in grid] for roc in runs])
         with np.errstate(divide="ignore"):
             rejection = np.where(eps_b > 0, 1.0 / np.where(eps_b > 0, eps_b, 1.0), np.nan)
-        drawable = np.all(np.isfinite(rejection), axis=0)
-        mean = np.mean(rejection, axis=0)
-        if band == "minmax":
-            low, high = np.min(rejection, axis=0), np.max(rejection, axis=0)
-        else:
-            std = np.std(rejection, axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(mean)
-            low, high = np.maximum(mean - std, 1.0), mean + std
+        finite = np.isfinite(rejection)
+        line = finite.any(axis=0)  # mean over the runs with background passing
+        full_band = finite.all(axis=0)  # a band needs every run
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(np.where(finite, rejection, np.nan)[:, line], axis=0)
         label = f"{model} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
-        ax.plot(grid[drawable], mean[drawable], color=colour, label=label)
-        ax.fill_between(grid, low, high, where=drawable, color=colour, alpha=0.25, linewidth=0)
+        ax.plot(grid[line], mean, color=colour, label=label)
+        if len(runs) > 1 and full_band.any():
+            kept = rejection[:, full_band]
+            if band == "minmax":
+                low, high = kept.min(axis=0), kept.max(axis=0)
+            else:
+                centre, std = kept.mean(axis=0), kept.std(axis=0, ddof=1)
+                low, high = np.maximum(centre - std, 1.0), centre + std
+            ax.fill_between(grid[full_band], low, high, color=colour, alpha=0.25, linewidth=0)
     ax.set_yscale("log")
     ax.set_xlabel(r"signal efficiency $\varepsilon_S$")
     ax.set_ylabel(r"background rejection $1/\varepsilon_B$")
@@ -294,6 +327,7 @@ def plot_convergence(history: History, path: PathLike) -> list[Path]:
             label = name.removeprefix("pos_cosine_").removeprefix("class_mean_cosine_") or name
             ax.plot(epoch[ok], values[ok], marker="o", markersize=3, label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(title)
         ax.legend(fontsize="x-small")
         ax.grid(True, alpha=0.3)
@@ -365,6 +399,16 @@ def _pearson_matrix(x: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def _colours(n: int) -> list[str]:
-    base = ["#3f90da", "#ffa90e", "#bd1f01", "#94a4a2", "#832db6", "#a96b59", "#e76300",
-            "#b9ac70", "#717581", "#92dadd"]  # CMS-recommended 10-colour cycle
+    base = [
+        "#3f90da",
+        "#ffa90e",
+        "#bd1f01",
+        "#94a4a2",
+        "#832db6",
+        "#a96b59",
+        "#e76300",
+        "#b9ac70",
+        "#717581",
+        "#92dadd",
+    ]  # CMS-recommended 10-colour cycle
     return [base[i % len(base)] for i in range(n)]

@@ -157,7 +157,7 @@ def anomaly_detection(
         n_train=int(x_train.shape[0]),
         n_test_background=len(test),
         n_test_anomaly=len(anomaly),
-        final_train_loss=float(loss),
+        final_train_loss=float(loss.detach()),
     )
 
 

@@ -197,4 +197,3 @@ __all__ = [
     "wasserstein_table",
     "wasserstein_unbinned_table",
 ]
-
