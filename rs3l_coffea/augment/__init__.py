@@ -1,0 +1,62 @@
+"""JetCLR symmetry augmentations for RS3L positive pairs.
+
+Rotations about the jet axis, η-φ translations, soft (collinear-safe) smearing, collinear
+splitting and constituent dropout, vectorised over padded ``(x, mask)`` batches (torch or
+numpy, seeded by the generator passed in) and over awkward jets + constituents. Every
+derived feature is recomputed from the changed kinematics. Physics and conventions:
+``docs/augmentations.md``.
+
+>>> aug = build_augmentation("rotate,translate,smear,split")
+>>> x_aug, mask_aug = aug(x, mask, torch.Generator().manual_seed(1))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from rs3l_coffea.augment.constituents import augment_constituents, augmented_features
+from rs3l_coffea.augment.kinematics import (
+    CARRIED_FEATURES,
+    KINEMATIC_FEATURES,
+    JetBatch,
+    decode_features,
+    encode_features,
+    estimate_jet_eta,
+)
+from rs3l_coffea.augment.registry import (
+    AUGMENTATIONS,
+    build_augmentation,
+    parse_spec,
+    partition_spec,
+)
+from rs3l_coffea.augment.symmetry import (
+    Augmentation,
+    CollinearSplit,
+    Compose,
+    Dropout,
+    Identity,
+    Rotate,
+    Smear,
+    Translate,
+)
+
+__all__ = [
+    "AUGMENTATIONS",
+    "CARRIED_FEATURES",
+    "KINEMATIC_FEATURES",
+    "Augmentation",
+    "CollinearSplit",
+    "Compose",
+    "Dropout",
+    "Identity",
+    "JetBatch",
+    "Rotate",
+    "Smear",
+    "Translate",
+    "augment_constituents",
+    "augmented_features",
+    "build_augmentation",
+    "decode_features",
+    "encode_features",
+    "estimate_jet_eta",
+    "parse_spec",
+    "partition_spec",
+]
