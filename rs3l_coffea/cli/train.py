@@ -1,0 +1,144 @@
+"""``rs3l train pretrain|finetune|supervised``: the standalone trainer on the command line.
+
+Configuration: an optional YAML file (``--config``; schema ``rs3l_coffea.training.config``),
+then explicit options, then ``--set key.path=value`` overrides (applied last, YAML-parsed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rs3l_coffea.cli._common import user_errors
+
+train_app = typer.Typer(
+    help="Train RS3L models: contrastive pretraining, fine-tuning, supervised baseline.",
+    no_args_is_help=True,
+)
+
+_CONFIG = typer.Option(None, "--config", "-c", help="YAML configuration file.", exists=False)
+_DATA = typer.Option(None, "--data", "-d", help="Ntuple shards (globs or directories); repeatable.")
+_OUT = typer.Option(None, "--out", "-o", help="Output directory (checkpoints, metrics, model).")
+_EPOCHS = typer.Option(None, "--epochs", help="Number of epochs.")
+_BATCH = typer.Option(None, "--batch-size", help="Jets (classification) or pairs (pretraining) per batch.")
+_LR = typer.Option(None, "--lr", help="Learning rate.")
+_SEED = typer.Option(None, "--seed", help="Random seed.")
+_AUG = typer.Option(None, "--augmentations", help="Re-simulated variants, e.g. seed,fsr_up,fsr_down,vincia.")
+_SET = typer.Option(None, "--set", "-s", help="Override: key.path=value (repeatable), e.g. optimizer.lr=1e-3.")
+_RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
+
+
+def _run(
+    task: str,
+    config: Path | None,
+    data: list[str] | None,
+    out: Path | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    seed: int | None,
+    augmentations: str | None,
+    overrides: list[str] | None,
+    resume: bool,
+    quiet: bool,
+    extra: dict | None = None,
+) -> None:
+    from rs3l_coffea.training.config import load_config
+
+    base: dict = {"task": task}
+    explicit: list[str] = []
+    if data:
+        explicit.append(f"data.files={list(data)!r}")
+    if out is not None:
+        explicit.append(f"out_dir={str(out)!r}")
+    for key, value in (("epochs", epochs), ("data.batch_size", batch_size), ("optimizer.lr", lr), ("seed", seed)):
+        if value is not None:
+            explicit.append(f"{key}={value!r}")
+    if augmentations is not None:
+        explicit.append(f"data.augmentations={augmentations}")
+    if quiet:
+        explicit.append("progress=false")
+    for key, value in (extra or {}).items():
+        if value is not None:
+            explicit.append(f"{key}={value!r}")
+    with user_errors():
+        cfg = load_config(config, [f"task={task}", *explicit, *(overrides or [])], base=base)
+        if cfg.task != task:
+            from rs3l_coffea.errors import ConfigError
+
+            raise ConfigError(f"config key task: {cfg.task!r} conflicts with the command 'rs3l train {task}'")
+        from rich.console import Console
+
+        from rs3l_coffea.training.trainer import train
+
+        console = Console(stderr=True)
+        result = train(cfg, resume=resume, log=None if quiet else console.print)
+        typer.echo(str(result.model_path))
+
+
+@train_app.command("pretrain")
+def pretrain(
+    config: Path | None = _CONFIG,
+    data: list[str] | None = _DATA,
+    out: Path | None = _OUT,
+    epochs: int | None = _EPOCHS,
+    batch_size: int | None = _BATCH,
+    lr: float | None = _LR,
+    seed: int | None = _SEED,
+    augmentations: str | None = _AUG,
+    loss: str | None = typer.Option(None, "--loss", help="ntxent (default) or vicreg."),
+    temperature: float | None = typer.Option(None, "--temperature", help="NT-Xent temperature (0.1)."),
+    partner: str | None = typer.Option(None, "--partner", help="resim, symmetry or resim+symmetry."),
+    overrides: list[str] | None = _SET,
+    resume: bool = _RESUME,
+    quiet: bool = _QUIET,
+) -> None:
+    """Contrastive pretraining on nominal / re-simulated jet pairs (NT-Xent or VICReg)."""
+    extra = {"loss.name": loss, "loss.temperature": temperature, "data.partner": partner}
+    _run("pretrain", config, data, out, epochs, batch_size, lr, seed, augmentations, overrides, resume, quiet, extra)
+
+
+@train_app.command("finetune")
+def finetune(
+    backbone: Path | None = typer.Option(None, "--backbone", help="Pretrained model (rs3l train pretrain output)."),
+    mode: str | None = typer.Option(None, "--mode", help="fixed (default), floating or lora."),
+    config: Path | None = _CONFIG,
+    data: list[str] | None = _DATA,
+    out: Path | None = _OUT,
+    epochs: int | None = _EPOCHS,
+    batch_size: int | None = _BATCH,
+    lr: float | None = _LR,
+    seed: int | None = _SEED,
+    augmentations: str | None = _AUG,
+    overrides: list[str] | None = _SET,
+    resume: bool = _RESUME,
+    quiet: bool = _QUIET,
+) -> None:
+    """Train a classifier head on a pretrained backbone (frozen, floating or with LoRA adapters)."""
+    extra = {"finetune.backbone": None if backbone is None else str(backbone), "finetune.mode": mode}
+    _run("finetune", config, data, out, epochs, batch_size, lr, seed, augmentations, overrides, resume, quiet, extra)
+
+
+@train_app.command("supervised")
+def supervised(
+    config: Path | None = _CONFIG,
+    data: list[str] | None = _DATA,
+    out: Path | None = _OUT,
+    epochs: int | None = _EPOCHS,
+    batch_size: int | None = _BATCH,
+    lr: float | None = _LR,
+    seed: int | None = _SEED,
+    augmentations: str | None = _AUG,
+    overrides: list[str] | None = _SET,
+    resume: bool = _RESUME,
+    quiet: bool = _QUIET,
+) -> None:
+    """The fully supervised baseline: same architecture from scratch, same data and augmentation mix."""
+    _run("supervised", config, data, out, epochs, batch_size, lr, seed, augmentations, overrides, resume, quiet)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``rs3l train`` to the root CLI."""
+    app.add_typer(train_app, name="train")

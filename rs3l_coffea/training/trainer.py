@@ -1,0 +1,769 @@
+"""The training loop for ``pretrain`` (contrastive), ``finetune`` and ``supervised`` tasks.
+
+One :class:`Trainer` serves the three tasks; what differs is the data mode (pairs vs labelled
+jets), the loss and which parameters train. It runs single-process or under ``torchrun``
+(DDP; gloo on CPU, NCCL on CUDA), uses autocast only on CUDA, and checkpoints every
+``checkpoint_every`` optimizer steps and at each epoch end such that ``resume=True`` reproduces
+the losses of an uninterrupted run exactly (model, optimizer, scheduler, RNG states and the
+position in the deterministic data stream are all restored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rs3l_coffea.atomic import atomic_open
+from rs3l_coffea.errors import ConfigError, InputFileError, ModelFormatError
+from rs3l_coffea.training.checkpoint import (
+    TrainingProgress,
+    capture_rng_state,
+    checkpoint_dir,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from rs3l_coffea.training.config import TrainConfig
+from rs3l_coffea.training.dataset import JetStream, expand_files, inspect_shards
+from rs3l_coffea.training.losses import nt_xent, vicreg
+from rs3l_coffea.training.partners import PartnerFn, make_partner_fn
+
+MODEL_NAME = "model"  # -> model.safetensors + model.json (rs3l_coffea.nn.save_model)
+
+
+# --- models as the trainer sees them ------------------------------------------------------------
+
+
+class TrainingView(nn.Module):
+    """``forward(x, mask) -> (embedding, logits)`` of a ``JetModel`` (head logits, not probabilities).
+
+    The trainer optimises (and DDP wraps) this view so that every forward pass, including the
+    heads' pre-activation outputs, goes through one ``nn.Module.__call__``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        backbone = getattr(self.model, "backbone", None)
+        heads = getattr(self.model, "heads", None)
+        if backbone is None or heads is None:
+            # Any module returning (embedding, scores) or an embedding is accepted (no heads).
+            out = self.model(x, mask)
+            embedding = out[0] if isinstance(out, tuple) else out
+            return embedding, embedding.new_zeros((embedding.shape[0], 0))
+        embedding = backbone(x, mask)
+        if len(heads) == 0:
+            return embedding, embedding.new_zeros((embedding.shape[0], 0))
+        return embedding, torch.cat([head.logits(embedding) for head in heads], dim=1)
+
+
+def model_input_dim(model: nn.Module) -> int | None:
+    """Features per particle the model expects, when it says so."""
+    value = getattr(model, "input_dim", None)
+    return int(value) if value is not None else None
+
+
+# --- distributed helpers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_world(device: torch.device) -> World:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE > 1``), or stay single."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size())
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def gather_with_grad(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """Concatenate ``tensor`` from all ranks in rank order, keeping the autograd graph.
+
+    The backward pass sums the gradients every rank computes for this rank's slice; combined
+    with DDP's gradient averaging this makes a DDP step over the gathered (global) batch equal
+    to a single-process step over the same batch.
+    """
+    if not world.distributed:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor), dim=0)
+
+
+# --- losses per task ----------------------------------------------------------------------------
+
+
+def contrastive_loss(
+    view: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    partner_fn: PartnerFn,
+    generator: torch.Generator,
+    config: TrainConfig,
+    world: World = World(),
+    device: torch.device | None = None,
+    return_embeddings: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NT-Xent (or VICReg) loss of one pair batch; with DDP over the batch of all ranks."""
+    x_a, mask_a, x_b, mask_b = partner_fn(batch, generator)
+    device = device or x_a.device
+    x = torch.cat([x_a, x_b]).to(device, non_blocking=True)
+    mask = torch.cat([mask_a, mask_b]).to(device, non_blocking=True)
+    # One forward pass over both views: every jet's embedding is independent of the others.
+    embedding, _ = view(x, mask)
+    z_a, z_b = embedding.chunk(2)
+    z_a = gather_with_grad(z_a, world)
+    z_b = gather_with_grad(z_b, world)
+    if config.loss.name == "ntxent":
+        loss = nt_xent(z_a, z_b, config.loss.temperature)
+    else:
+        loss = vicreg(
+            z_a, z_b, config.loss.vicreg_invariance, config.loss.vicreg_variance, config.loss.vicreg_covariance
+        )
+    if return_embeddings:
+        return loss, z_a.detach(), z_b.detach()
+    return loss
+
+
+def classification_loss(
+    view: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    device: torch.device | None = None,
+    return_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Binary cross entropy (one logit column) or cross entropy (several) of a labelled batch."""
+    device = device or batch["x"].device
+    x = batch["x"].to(device, non_blocking=True)
+    mask = batch["mask"].to(device, non_blocking=True)
+    label = batch["label"].to(device, non_blocking=True)
+    _, logits = view(x, mask)
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        loss = F.binary_cross_entropy_with_logits(logits[:, 0], label.float())
+    else:
+        loss = F.cross_entropy(logits, label)
+    if return_logits:
+        return loss, logits.detach()
+    return loss
+
+
+def step_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator seeded by ``(seed, *keys)``: per-step augmentation randomness that
+    does not depend on (or disturb) global RNG state."""
+    entropy = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(entropy[0] >> np.uint64(1)))
+
+
+# --- the trainer ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model_path: Path | None
+    progress: TrainingProgress
+    stopped_early: bool
+
+
+class Trainer:
+    """Train a ``JetModel`` as configured; see :func:`rs3l_coffea.training.train`.
+
+    ``model``: a prebuilt model (default: built from ``config.model``, or for ``finetune``
+    loaded from ``config.finetune.backbone``). ``partner_fn``: the positive-partner hook
+    (default from ``config.data.partner``). ``on_step(step, loss)`` is called after every step.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: nn.Module | None = None,
+        partner_fn: PartnerFn | None = None,
+        on_step: Callable[[int, float], None] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.on_step = on_step
+        self._log = log
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        self.device = _pick_device(config.device)
+        self.world = init_world(self.device)
+        self.out_dir = Path(config.out_dir)
+        self.checkpoint_root = self.out_dir / "checkpoints"
+        torch.manual_seed(config.seed + self.world.rank)
+        np.random.seed((config.seed + self.world.rank) % 2**32)  # noqa: NPY002 - for code we call
+
+        # Everything that can fail on bad input fails here, before the first step.
+        self.model = model if model is not None else build_task_model(config)
+        self.shards = inspect_shards(expand_files(config.data.files), model_input_dim(self.model))
+        self.partner_fn = partner_fn or (
+            make_partner_fn(
+                config.data.partner,
+                augmentation_names=config.data.symmetry_augmentations,
+                augmentation_params=config.data.symmetry_params,
+            )
+            if config.task == "pretrain"
+            else None
+        )
+        if config.task != "pretrain":
+            _check_head(self.model, config)
+        self.model.to(self.device)
+        self.view: nn.Module = TrainingView(self.model)
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.view = DistributedDataParallel(
+                self.view, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ConfigError(f"task {config.task!r}: the model has no trainable parameters")
+        self.optimizer = build_optimizer(config, trainable)
+        self.scheduler = build_scheduler(config, self.optimizer)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.amp_dtype = (
+            torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.train_stream = self._stream("train")
+        self.val_stream = self._stream("val")
+        self.progress = TrainingProgress(config=config.to_dict())
+
+    # -- construction helpers --
+
+    def _stream(self, split: str) -> JetStream:
+        c = self.config
+        data = c.data
+        pretrain = c.task == "pretrain"
+        pool = "pretrain" if pretrain else ("finetune" if c.task == "finetune" else "all")
+        # Supervised training uses every labelled hard event (it has no pretraining stage).
+        return JetStream(
+            self.shards,
+            mode="pairs" if pretrain else "jets",
+            split=split,
+            pool=pool,
+            variants=data.augmentations,
+            batch_size=data.batch_size,
+            shuffle_buffer=data.shuffle_buffer,
+            step_size=data.step_size,
+            n_classes=data.n_classes,
+            balance_classes=data.balance_classes and not pretrain and split == "train",
+            use_partner_jets=data.use_partner_jets and split == "train",
+            require_partner=not (pretrain and data.partner == "symmetry"),
+            drop_last=split == "train",
+            pretrain_fraction=data.pretrain_fraction,
+            val_fraction=data.val_fraction,
+            test_fraction=data.test_fraction,
+            split_salt=data.split_salt,
+            seed=c.seed,
+            rank=self.world.rank,
+            world_size=self.world.size,
+        )
+
+    def _loader(self, stream: JetStream, epoch: int) -> torch.utils.data.DataLoader:
+        stream.set_epoch(epoch)
+        workers = self.config.data.num_workers
+        return torch.utils.data.DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=workers,
+            # A private generator: creating the iterator must not consume global RNG state.
+            generator=torch.Generator().manual_seed(self.config.seed + epoch),
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+            multiprocessing_context="spawn" if workers and self.device.type == "cuda" else None,
+        )
+
+    def log(self, message: str) -> None:
+        if self.world.is_main and self._log is not None:
+            self._log(message)
+
+    # -- resume --
+
+    def _resume(self) -> dict[str, Any] | None:
+        directory = checkpoint_dir(self.checkpoint_root, "last")
+        if directory is None:
+            self.log(f"no checkpoint in {self.checkpoint_root}; starting from scratch")
+            return None
+        loaded = load_checkpoint(directory)
+        try:
+            self.model.load_state_dict(loaded.model_state)
+        except RuntimeError as error:
+            raise ModelFormatError(f"checkpoint {directory} does not fit the model: {error}") from error
+        state = loaded.tensors_state
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.progress = loaded.progress
+        self.log(
+            f"resuming from {directory.name}: epoch {self.progress.epoch}, "
+            f"{self.progress.batches_in_epoch} batches into it, step {self.progress.global_step}"
+        )
+        rng = state["rng"]
+        return rng[self.world.rank] if isinstance(rng, list) else rng
+
+    def _tensors_state(self) -> dict[str, Any]:
+        rng = capture_rng_state()
+        if self.world.distributed:
+            import torch.distributed as dist
+
+            every: list[Any] = [None] * self.world.size
+            dist.all_gather_object(every, rng)
+            rng = every
+        state = {"optimizer": self.optimizer.state_dict(), "rng": rng, "scaler": self.scaler.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def _checkpoint(self, is_best: bool = False) -> None:
+        state = self._tensors_state()  # collective in DDP: every rank takes part
+        if self.world.is_main:
+            save_checkpoint(self.checkpoint_root, self.model, state, self.progress, is_best=is_best)
+            self._write_step_log()
+
+    # -- the loop --
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train for ``config.epochs`` epochs (or until early stopping); write the final model."""
+        c = self.config
+        rng_to_restore = self._resume() if resume else None
+        if self.world.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_open(self.out_dir / "config.json") as handle:
+                json.dump(c.to_dict(), handle, indent=2)
+        stopped_early = self._stopping_reached()
+        with _progress_bar(c.progress and self.world.is_main) as bar:
+            while self.progress.epoch < c.epochs and not stopped_early:
+                epoch = self.progress.epoch
+                train_loss = self._train_epoch(epoch, bar, rng_to_restore)
+                rng_to_restore = None
+                record = {"epoch": epoch, "step": self.progress.global_step, "train_loss": train_loss}
+                record["lr"] = self.optimizer.param_groups[0]["lr"]
+                record.update(self._validate(epoch))
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                monitored = record.get("val_loss")
+                if monitored is None or not math.isfinite(monitored):
+                    monitored = train_loss
+                improved = self.progress.best_val_loss is None or monitored < self.progress.best_val_loss
+                if improved:
+                    self.progress.best_val_loss = float(monitored)
+                    self.progress.best_epoch = epoch
+                    self.progress.epochs_without_improvement = 0
+                else:
+                    self.progress.epochs_without_improvement += 1
+                self.progress.history.append(record)
+                self.progress.epoch = epoch + 1
+                self.progress.batches_in_epoch = 0
+                self._checkpoint(is_best=improved)
+                self._write_metrics(record)
+                self.log(_format_record(record))
+                stopped_early = self._stopping_reached()
+        model_path = self._save_final() if self.world.is_main else None
+        if self.world.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return TrainResult(self.out_dir, model_path, self.progress, stopped_early)
+
+    def _stopping_reached(self) -> bool:
+        patience = self.config.early_stopping_patience
+        return patience is not None and self.progress.epochs_without_improvement >= patience
+
+    def _batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
+        loader = iter(self._loader(self.train_stream, epoch))
+        for _ in range(skip):
+            if next(loader, None) is None:
+                return
+        yield from loader
+
+    def _train_epoch(self, epoch: int, bar: Any, rng_to_restore: dict[str, Any] | None) -> float:
+        c = self.config
+        self.view.train()
+        skip = self.progress.batches_in_epoch
+        limit = c.max_steps_per_epoch
+        batches = self._batches(epoch, skip)
+        # Restore RNG states only now: building the loader and skipping batches must not shift them.
+        if rng_to_restore is not None:
+            restore_rng_state(rng_to_restore)
+        epoch_losses = self.progress.step_losses[len(self.progress.step_losses) - skip :] if skip else []
+        task = bar.add_task(f"epoch {epoch}", total=limit) if bar is not None else None
+        while limit is None or self.progress.batches_in_epoch < limit:
+            batch = next(batches, None)
+            if not self._all_ranks_have(batch is not None):
+                break
+            loss = self._train_step(batch)
+            self.progress.global_step += 1
+            self.progress.batches_in_epoch += 1
+            self.progress.step_losses.append(loss)
+            epoch_losses.append(loss)
+            if self.on_step is not None:
+                self.on_step(self.progress.global_step, loss)
+            if bar is not None:
+                bar.update(task, advance=1, description=f"epoch {epoch} loss {loss:.4f}")
+            if self.progress.global_step % c.checkpoint_every == 0:
+                self._checkpoint()
+        if not epoch_losses:
+            raise InputFileError(
+                f"epoch {epoch}: the training stream gave no complete batch of {c.data.batch_size} "
+                f"(files {[str(s.path) for s in self.shards]}, task {c.task}); use more data or a smaller batch"
+            )
+        return float(np.mean(epoch_losses))
+
+    def _all_ranks_have(self, have: bool) -> bool:
+        """True when every rank still has a batch (DDP ranks must take the same number of steps)."""
+        if not self.world.distributed:
+            return have
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if have else 0], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def _train_step(self, batch: Mapping[str, torch.Tensor]) -> float:
+        c = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            if c.task == "pretrain":
+                generator = step_generator(c.seed, 1, self.world.rank, self.progress.global_step)
+                loss = contrastive_loss(
+                    self.view, batch, self.partner_fn, generator, c, self.world, self.device
+                )
+            else:
+                loss = classification_loss(self.view, batch, self.device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at step {self.progress.global_step} "
+                f"(epoch {self.progress.epoch}); lower optimizer.lr or check the inputs"
+            )
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=self.amp_dtype)
+        return contextlib.nullcontext()
+
+    # -- validation and diagnostics --
+
+    @torch.no_grad()
+    def _validate(self, epoch: int) -> dict[str, float]:
+        c = self.config
+        self.view.eval()
+        # Validation runs the bare view: no DDP gradient hooks, every rank its own shard of data.
+        view = self.view.module if self.world.distributed else self.view
+        losses, weights = [], []
+        labels, z_as, z_bs, scores = [], [], [], []
+        loader = self._loader(self.val_stream, epoch)
+        for i, batch in enumerate(loader):
+            if c.max_val_steps is not None and i >= c.max_val_steps:
+                break
+            if c.task == "pretrain" and len(batch["label"]) < 2:
+                continue  # a lone pair has no negatives (and no variance for VICReg)
+            with self._autocast():
+                if c.task == "pretrain":
+                    generator = step_generator(c.seed, 2, self.world.rank, epoch, i)
+                    loss, z_a, z_b = contrastive_loss(
+                        view, batch, self.partner_fn, generator, c, World(), self.device, return_embeddings=True
+                    )
+                    z_as.append(z_a.float().cpu())
+                    z_bs.append(z_b.float().cpu())
+                else:
+                    loss, logits = classification_loss(view, batch, self.device, return_logits=True)
+                    scores.append(logits.float().cpu())
+            losses.append(float(loss))
+            weights.append(len(batch["label"]))
+            labels.append(batch["label"])
+        self.view.train()
+        totals = torch.tensor([sum(loss * n for loss, n in zip(losses, weights, strict=True)), sum(weights)], dtype=torch.float64)
+        if self.world.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(totals)
+        if totals[1] == 0:
+            return {}
+        record: dict[str, float] = {"val_loss": float(totals[0] / totals[1])}
+        if not self.world.is_main:
+            return record
+        label = torch.cat(labels).numpy()
+        if c.task == "pretrain":
+            record.update(convergence_diagnostics(torch.cat(z_as), torch.cat(z_bs), label))
+        else:
+            record.update(classification_metrics(torch.cat(scores), label))
+        return record
+
+    # -- outputs --
+
+    def _write_metrics(self, record: dict[str, Any]) -> None:
+        if not self.world.is_main:
+            return
+        history = self.progress.history
+        with atomic_open(self.out_dir / "metrics.jsonl") as handle:
+            for row in history:
+                handle.write(json.dumps(row) + "\n")
+        columns: list[str] = []
+        for row in history:
+            columns += [k for k in row if k not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+        with atomic_open(self.out_dir / "metrics.csv") as handle:
+            handle.write(buffer.getvalue())
+        _tensorboard_log(self.out_dir, record)
+
+    def _write_step_log(self) -> None:
+        with atomic_open(self.out_dir / "steps.csv") as handle:
+            handle.write("step,loss\n")
+            for step, loss in enumerate(self.progress.step_losses, start=1):
+                handle.write(f"{step},{loss!r}\n")
+
+    def _save_final(self) -> Path:
+        """The best (else last) weights as ``<out>/model.safetensors`` + ``model.json`` (nn format)."""
+        from rs3l_coffea.nn import save_model
+
+        best = checkpoint_dir(self.checkpoint_root, "best")
+        if best is not None:
+            self.model.load_state_dict(load_checkpoint(best).model_state)
+        last = self.progress.history[-1] if self.progress.history else {}
+        card = {
+            "description": f"rs3l-coffea {self.config.task} model",
+            "training": {
+                "task": self.config.task,
+                "trained_epochs": self.progress.epoch,
+                "global_steps": self.progress.global_step,
+                "best_epoch": self.progress.best_epoch,
+                "config": self.config.to_dict(),
+                "ntuples": [str(s.path) for s in self.shards],
+            },
+            "metrics": {"best_val_loss": self.progress.best_val_loss, "last_epoch": last},
+        }
+        weights, _card = save_model(self.out_dir / MODEL_NAME, self.model, card)
+        return weights
+
+
+# --- builders -----------------------------------------------------------------------------------
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key device: 'cuda' requested but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def build_optimizer(config: TrainConfig, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+    o = config.optimizer
+    if o.name == "adam":
+        return torch.optim.Adam(parameters, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(parameters, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(parameters, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def build_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-epoch LR schedule: StepLR(step_size, gamma) (paper: 50, 0.5) or cosine to zero."""
+    s = config.scheduler
+    if s.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return None
+
+
+def default_head(config: TrainConfig) -> Any:
+    """The classification head used when the model config names none: one sigmoid column for
+    two classes (label 1 = signal), a softmax block for more."""
+    from rs3l_coffea.nn.config import HeadConfig
+
+    n = config.data.n_classes
+    classes = () if n == 2 else tuple(f"class{i}" for i in range(n))
+    return HeadConfig(name="score", classes=classes)
+
+
+def build_task_model(config: TrainConfig) -> nn.Module:
+    """Model for the task: fresh for pretrain/supervised, pretrained backbone + head for finetune."""
+    from rs3l_coffea.nn import build_model
+    from rs3l_coffea.nn.config import LoRAConfig, ModelConfig
+
+    model_config = ModelConfig.from_dict(config.model) if config.model else ModelConfig()
+    if config.task == "pretrain":
+        return build_model(dataclasses.replace(model_config, heads=(), lora=None))
+    heads = model_config.heads or (default_head(config),)
+    if config.task == "supervised":
+        return build_model(dataclasses.replace(model_config, heads=heads, lora=None))
+
+    from rs3l_coffea.nn import load_model
+    from rs3l_coffea.nn.lora import apply_lora
+
+    path = config.finetune.backbone
+    if not path:
+        raise ConfigError("config key finetune.backbone: fine-tuning needs a pretrained model file (--backbone)")
+    if not Path(path).is_file():
+        raise InputFileError(f"pretrained backbone file {path} does not exist")
+    pretrained, _card = load_model(path)
+    base_config = dataclasses.replace(pretrained.config, heads=heads, lora=None)
+    model = build_model(base_config)
+    model.backbone.load_state_dict(pretrained.backbone.state_dict())
+    mode = config.finetune.mode
+    if mode == "fixed":
+        for parameter in model.backbone.parameters():
+            parameter.requires_grad_(False)
+    elif mode == "lora":
+        lora = LoRAConfig(rank=config.finetune.lora_rank, alpha=config.finetune.lora_alpha)
+        apply_lora(model.backbone, rank=lora.rank, alpha=lora.alpha)
+        # Record the adapters in the model's config so the saved file rebuilds the same tree.
+        model.config = dataclasses.replace(model.config, lora=lora)
+    return model
+
+
+def _check_head(model: nn.Module, config: TrainConfig) -> None:
+    heads = getattr(model, "heads", None)
+    if heads is None:
+        return
+    width = sum(max(1, len(h.config.classes)) for h in heads)
+    expected = 1 if config.data.n_classes == 2 else config.data.n_classes
+    if width != expected:
+        raise ConfigError(
+            f"config key data.n_classes = {config.data.n_classes} needs {expected} head output(s), "
+            f"the model has {width}"
+        )
+
+
+def convergence_diagnostics(z_a: torch.Tensor, z_b: torch.Tensor, label: np.ndarray) -> dict[str, float]:
+    """The paper's per-epoch diagnostics on validation pairs.
+
+    ``pos_cos/<class>``: mean cosine similarity of positive pairs per truth class (rising as
+    the representation becomes invariant); ``class_mean_cos/<a>_<b>``: cosine between the mean
+    normalised embeddings of two classes (falling as classes separate); plus
+    ``pos_cos/all`` and ``neg_cos/all`` (a jet against the partner of another pair).
+    """
+    a = F.normalize(z_a, dim=1)
+    b = F.normalize(z_b, dim=1)
+    positive = (a * b).sum(dim=1)
+    out = {"pos_cos/all": float(positive.mean())}
+    if len(a) > 1:
+        out["neg_cos/all"] = float((a * b.roll(1, dims=0)).sum(dim=1).mean())
+    classes = sorted(int(c) for c in np.unique(label))
+    means = {}
+    for c in classes:
+        selected = torch.from_numpy(label == c)
+        out[f"pos_cos/{c}"] = float(positive[selected].mean())
+        means[c] = F.normalize(torch.cat([a[selected], b[selected]]).mean(dim=0), dim=0)
+    for i, ci in enumerate(classes):
+        for cj in classes[i + 1 :]:
+            out[f"class_mean_cos/{ci}_{cj}"] = float((means[ci] * means[cj]).sum())
+    return out
+
+
+def classification_metrics(logits: torch.Tensor, label: np.ndarray) -> dict[str, float]:
+    """Validation accuracy and (binary) ROC AUC."""
+    if logits.shape[1] == 1:
+        score = logits[:, 0].numpy()
+        predicted = (score > 0).astype(int)
+    else:
+        score = None
+        predicted = logits.argmax(dim=1).numpy()
+    out = {"val_accuracy": float(np.mean(predicted == label))}
+    if score is not None and len(np.unique(label)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        out["val_auc"] = float(roc_auc_score(label, score))
+    return out
+
+
+def _format_record(record: Mapping[str, Any]) -> str:
+    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()]
+    return " ".join(parts)
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+    ) as bar:
+        yield bar
+
+
+_TB_WRITERS: dict[str, Any] = {}
+
+
+def _tensorboard_log(out_dir: Path, record: Mapping[str, Any]) -> None:
+    """Scalars to TensorBoard when the ``tensorboard`` package is installed (optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return
+    key = str(out_dir)
+    if key not in _TB_WRITERS:
+        _TB_WRITERS[key] = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+    writer = _TB_WRITERS[key]
+    for name, value in record.items():
+        if isinstance(value, float | int) and name not in ("epoch", "step"):
+            writer.add_scalar(name, value, record["epoch"])
+    writer.flush()
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    model: nn.Module | None = None,
+    partner_fn: PartnerFn | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Validate everything, then train; the one entry point behind ``rs3l train``."""
+    start = time.perf_counter()
+    trainer = Trainer(config, model=model, partner_fn=partner_fn, on_step=on_step, log=log)
+    result = trainer.fit(resume=resume)
+    trainer.log(f"done in {time.perf_counter() - start:.1f} s; model: {result.model_path}")
+    return result
