@@ -101,23 +101,26 @@ def test_threads_are_restored(model):
     assert torch.get_num_threads() == before
 
 
-def test_from_path_native_and_onnx(model, tmp_path):
-    pytest.importorskip("onnxruntime")
-    from rs3l_coffea.nn import export_onnx
-
+def test_from_path_native(model, tmp_path):
+    # the ONNX backend is covered in tests/test_export.py (it shares one export there)
     x, mask = jets(n_jets=12, seed=3, scattered=True)
     expected = unbatched(model, x, mask)
     save_model(tmp_path / "tagger", model)
-    export_onnx(model, tmp_path / "tagger.onnx")
-    for engine in (
-        InferenceEngine.from_path(tmp_path / "tagger.json", particle_budget=50),
-        InferenceEngine.from_path(tmp_path / "tagger.onnx", particle_budget=50, threads=1),
-        InferenceEngine(model, backend="onnx", particle_budget=7),
-    ):
-        embedding, scores = engine.run(x, mask)
-        assert engine.head_names == ["higgs", "flavour:b", "flavour:light"]
-        assert_rel_close(embedding, expected[0])
-        assert_rel_close(scores, expected[1])
+    engine = InferenceEngine.from_path(tmp_path / "tagger.json", particle_budget=50)
+    embedding, scores = engine.run(x, mask)
+    assert engine.head_names == ["higgs", "flavour:b", "flavour:light"]
+    assert engine.card.feature_names[0] == "log_pt"
+    assert_rel_close(embedding, expected[0])
+    assert_rel_close(scores, expected[1])
+
+
+def test_engine_does_not_modify_callers_model(model):
+    model.train()
+    try:
+        InferenceEngine(model).run(*jets(n_jets=3))
+        assert model.training
+    finally:
+        model.eval()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -39,6 +39,8 @@ def script_model(model: nn.Module) -> torch.jit.ScriptModule:
     """``torch.jit.script`` of a prepared copy of ``model``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        # JetModel.head_names is plain Python metadata; TorchScript warns that it cannot type it.
+        warnings.filterwarnings("ignore", message="The TorchScript type system", category=UserWarning)
         return torch.jit.script(_prepared_copy(model, chunking=True))
 
 

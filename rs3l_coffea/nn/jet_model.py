@@ -24,9 +24,9 @@ class JetModel(nn.Module):
         self.backbone = backbone
         self.heads = nn.ModuleList(heads)
         self.config = config
-        self.head_names: list[str] = [c for h in config.heads for c in h.column_names]
-        self.embedding_dim: int = int(config.backbone.output_dim)
-        self.input_dim: int = int(config.backbone.input_dim)
+        self.head_names = [c for h in config.heads for c in h.column_names]
+        self.embedding_dim = int(config.backbone.output_dim)
+        self.input_dim = int(config.backbone.input_dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = self.backbone(x, mask)

@@ -1,0 +1,122 @@
+"""TorchScript and ONNX export: parity with eager incl. batches with fewer slots than k, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rs3l_coffea.cli import app
+from rs3l_coffea.inference import InferenceEngine
+from rs3l_coffea.nn import (
+    DGCNNConfig,
+    HeadConfig,
+    LoRAConfig,
+    ModelConfig,
+    TransformerConfig,
+    build_model,
+    export_onnx,
+    export_torchscript,
+    save_model,
+)
+
+torch.set_num_threads(1)
+ort = pytest.importorskip("onnxruntime")
+
+
+def make_model(backbone, seed=0, lora=None):
+    torch.manual_seed(seed)
+    config = ModelConfig(backbone=backbone, heads=(HeadConfig("higgs"), HeadConfig("f", classes=("b", "q"))), lora=lora)
+    model = build_model(config).eval()
+    if lora is not None:  # non-trivial adapters, so merging is really exercised
+        for name, parameter in model.named_parameters():
+            if "lora_b" in name:
+                parameter.data.normal_(0, 0.1)
+    return model
+
+
+DGCNN_SMALL = DGCNNConfig(width=16, k=6, output_hidden=(8,), output_dim=4)
+SHAPES = [(5, 20), (3, 4), (1, 1)]  # (jets, slots): includes fewer slots than k = 6
+
+
+def batch(n_jets, n_slots, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_jets, n_slots, 15, generator=generator)
+    mask = torch.rand(n_jets, n_slots, generator=generator) < 0.8
+    mask[0, 0] = True
+    if n_jets > 2:
+        mask[2] = False  # an empty jet
+    return x, mask
+
+
+def assert_rel_close(got, expected, rtol=1e-4):
+    got, expected = np.asarray(got), np.asarray(expected)
+    scale = np.maximum(np.abs(expected).max(axis=1, keepdims=True), 1e-6)
+    assert (np.abs(got - expected) / scale).max() < rtol
+
+
+@pytest.mark.parametrize(
+    "backbone,lora",
+    [(DGCNN_SMALL, None), (DGCNN_SMALL, LoRAConfig(rank=2)), (TransformerConfig(d_model=16, n_heads=2, n_layers=1, dim_feedforward=32, ir_safe=True), None)],
+    ids=["dgcnn", "dgcnn-lora", "transformer"],
+)
+def test_torchscript_parity(tmp_path, backbone, lora):
+    model = make_model(backbone, lora=lora)
+    path = export_torchscript(model, tmp_path / "model.pt")
+    scripted = torch.jit.load(str(path))
+    with torch.no_grad():
+        for n_jets, n_slots in SHAPES:
+            x, mask = batch(n_jets, n_slots)
+            for got, expected in zip(scripted(x, mask), model(x, mask), strict=True):
+                assert_rel_close(got, expected)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory):
+    model = make_model(DGCNN_SMALL, lora=LoRAConfig(rank=2))
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return model, path
+
+
+def test_onnx_parity_dynamic_shapes(onnx_export):
+    model, path = onnx_export
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert "log_pt" in meta["feature_names"] and "higgs" in meta["head_names"]
+    with torch.no_grad():
+        for n_jets, n_slots in [*SHAPES, (7, 33)]:
+            x, mask = batch(n_jets, n_slots, seed=n_slots)
+            got = session.run(None, {"x": x.numpy(), "mask": mask.numpy()})
+            for g, e in zip(got, model(x, mask), strict=True):
+                assert_rel_close(g, e.numpy())
+
+
+def test_onnx_engine_matches_torch_engine(onnx_export):
+    model, path = onnx_export
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 25, 15)).astype(np.float32)
+    mask = np.arange(25) < rng.integers(0, 26, 30)[:, None]
+    torch_out = InferenceEngine(model, particle_budget=10_000).run(x, mask)
+    onnx_engine = InferenceEngine.from_path(path, particle_budget=60, threads=1)
+    assert onnx_engine.head_names == ["higgs", "f:b", "f:q"]
+    for got, expected in zip(onnx_engine.run(x, mask), torch_out, strict=True):
+        assert_rel_close(got, expected)
+
+
+def test_cli_export_torchscript_and_errors(tmp_path):
+    model = make_model(DGCNN_SMALL)
+    save_model(tmp_path / "m", model)
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(tmp_path / "m.json"), "--format", "torchscript", "--out", str(tmp_path / "m.pt")])
+    assert result.exit_code == 0, result.output
+    scripted = torch.jit.load(str(tmp_path / "m.pt"))
+    x, mask = batch(3, 9)
+    with torch.no_grad():
+        assert_rel_close(scripted(x, mask)[0], model(x, mask)[0])
+    (tmp_path / "bad.safetensors").write_bytes(b"\x80\x04garbage")
+    (tmp_path / "bad.json").write_text((tmp_path / "m.json").read_text())
+    result = runner.invoke(app, ["export", str(tmp_path / "bad"), "--format", "onnx", "--out", str(tmp_path / "bad.onnx")])
+    assert result.exit_code == 2
+    assert "refusing to unpickle" in result.output
+    assert not (tmp_path / "bad.onnx").exists()
