@@ -146,7 +146,7 @@ def _check_kinematics(
             bad |= values <= 0
         if bad.any():
             jet = int(np.flatnonzero(bad)[0])
-            raise ConfigError(f"jet {jet} has invalid {name} = {values[jet]!r}")
+            raise ConfigError(f"jet {jet} has invalid {name} = {float(values[jet])!r}")
     for name in KINEMATIC_FIELDS:
         values = columns[name]
         bad = ~np.isfinite(values)
@@ -158,7 +158,7 @@ def _check_kinematics(
         if bad.any():
             jet, particle = (int(i) for i in np.argwhere(bad)[0])
             raise ConfigError(
-                f"constituent {particle} of jet {jet} has invalid {name} = {values[jet, particle]!r}"
+                f"constituent {particle} of jet {jet} has invalid {name} = {float(values[jet, particle])!r}"
             )
 
 
