@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rs3l_coffea.augment import (
     AUGMENTATIONS,
@@ -348,3 +350,24 @@ def test_truncated_jets_keep_their_unseen_constituents_in_the_jet():
         out_jet_pt = np.exp(out_x[j, 0, FI["log_pt"]] - out_x[j, 0, FI["log_pt_rel"]])
         np.testing.assert_allclose(out_jet_pt, expected, rtol=1e-9)
         assert dropped.any()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    width=st.integers(1, 6),
+    counts=st.lists(st.integers(0, 6), min_size=1, max_size=5),
+    spec=st.sampled_from(ALL_SPECS),
+    seed=st.integers(0, 2**16),
+)
+def test_padding_invariants_hold_for_any_multiplicity(width, counts, spec, seed):
+    counts = np.minimum(np.array(counts), width)
+    x, mask, _ = make_batch(seed=seed, n_jets=len(counts), width=max(width, 2),
+                            multiplicities=np.maximum(counts, 1))
+    x, mask = x[:, :width], mask[:, :width]
+    x[counts == 0], mask[counts == 0] = 0.0, False  # jets without particles stay empty
+    out_x, out_mask = build_augmentation(spec)(x, mask, np.random.default_rng(seed))
+    n_out = out_mask.sum(axis=1)
+    assert np.array_equal(mask.sum(axis=1) == 0, n_out == 0)
+    assert np.array_equal(out_mask, np.arange(width)[None, :] < n_out[:, None])
+    assert np.all(out_x[~out_mask] == 0.0) and np.isfinite(out_x).all()
+    assert (n_out <= width).all()

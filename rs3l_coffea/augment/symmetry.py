@@ -288,7 +288,7 @@ class Dropout(Augmentation):
 
         def zero_dropped(values: torch.Tensor) -> torch.Tensor:
             keep = survivors if values.dim() == 2 else survivors[..., None]
-            return torch.where(keep, values, torch.zeros((), dtype=values.dtype))
+            return torch.where(keep, values, 0.0)
 
         return replace(
             batch,
