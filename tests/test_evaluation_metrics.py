@@ -124,6 +124,21 @@ def test_unbinned_table_uses_nominal_as_reference() -> None:
     assert table["fsr_down"]["N2"] == pytest.approx(0.05, abs=1e-9)
 
 
+def test_relative_w1_is_shift_over_nominal_spread_in_any_units() -> None:
+    x = RNG.normal(size=5000)
+    for scale in (1e-3, 1.0, 250.0):  # e.g. an embedding dimension vs N2 vs a mass in GeV
+        nominal, shifted = scale * x, scale * (x + 0.4)
+        table = wasserstein_unbinned_table(
+            {"nominal": {"q": nominal}, "seed": {"q": shifted}}, relative=True
+        )
+        assert table["seed"]["q"] == pytest.approx(0.4 / np.std(x), rel=1e-9)
+        edges = scale * np.linspace(-6, 6.5, 126)  # width 0.1 in units of the scale
+        binned = wasserstein_table(
+            _variant_hist({"nominal": nominal, "seed": shifted}, edges), relative=True
+        )
+        assert binned["seed"]["z0"] == pytest.approx(0.4 / np.std(x), abs=0.1 / np.std(x) + 0.01)
+
+
 def test_wasserstein_bad_inputs_name_the_problem() -> None:
     edges = np.linspace(0, 1, 5)
     with pytest.raises(EvaluationInputError, match="non-finite"):
@@ -140,6 +155,8 @@ def test_wasserstein_bad_inputs_name_the_problem() -> None:
         wasserstein_table(h)
     with pytest.raises(EvaluationInputError, match="no categorical axis 'shower'"):
         wasserstein_table(h, variant_axis="shower")
+    with pytest.raises(EvaluationInputError, match="zero spread"):
+        wasserstein_unbinned_table({"nominal": {"z": [1.0, 1.0]}, "s": {"z": [2.0]}}, relative=True)
     with pytest.raises(EvaluationInputError, match="not among the samples"):
         wasserstein_unbinned_table({"seed": {"z0": [1.0]}})
 

@@ -74,6 +74,7 @@ def wasserstein_table(
     histograms: object,
     nominal: str = "nominal",
     variant_axis: str = "variant",
+    relative: bool = False,
 ) -> WassersteinTable:
     """Binned W1 to ``nominal`` for every variant of one or several ``hist.Hist`` objects.
 
@@ -82,7 +83,8 @@ def wasserstein_table(
     (the observable) and optionally further categorical axes (for example the embedding
     dimension or the jet class); each combination of those becomes its own quantity, named
     ``"<quantity>[<axis>=<value>,...]"``. A single histogram's quantity name is its ``name``,
-    else its observable axis name.
+    else its observable axis name. With ``relative`` each W1 is divided by the standard
+    deviation of the nominal histogram (contents at bin centres), see :func:`wasserstein_unbinned_table`.
     """
     if isinstance(histograms, Mapping):
         items = list(histograms.items())
@@ -90,7 +92,8 @@ def wasserstein_table(
         items = [(None, histograms)]
     table: WassersteinTable = {}
     for quantity, histogram in items:
-        for variant, distances in _table_of_one(histogram, quantity, nominal, variant_axis).items():
+        one = _table_of_one(histogram, quantity, nominal, variant_axis, relative)
+        for variant, distances in one.items():
             table.setdefault(variant, {}).update(distances)
     return table
 
@@ -99,11 +102,15 @@ def wasserstein_unbinned_table(
     samples: Mapping[str, Mapping[str, ArrayLike]],
     nominal: str = "nominal",
     weights: Mapping[str, ArrayLike] | None = None,
+    relative: bool = False,
 ) -> WassersteinTable:
     """Unbinned W1 to ``nominal`` from ``{variant: {quantity: per-jet values}}``.
 
     ``weights`` optionally maps a variant to per-jet weights, shared by all its quantities.
-    Quantities absent from a variant are skipped for that variant.
+    Quantities absent from a variant are skipped for that variant. With ``relative`` each W1
+    is divided by the (weighted) standard deviation of the nominal distribution, which makes
+    embedding dimensions, head scores and N2 (different units and spreads) comparable: a
+    variant that shifts a quantity by δ without changing its shape then scores δ/σ_nominal.
     """
     if nominal not in samples:
         raise EvaluationInputError(
@@ -119,15 +126,22 @@ def wasserstein_unbinned_table(
         for quantity, values in quantities.items():
             if quantity not in reference:
                 continue
-            row[quantity] = wasserstein_1d(
+            distance = wasserstein_1d(
                 reference[quantity], values, weights.get(nominal), weights.get(variant)
             )
+            if relative:
+                nominal_values = finite_1d(reference[quantity], f"{nominal}/{quantity}")
+                w = optional_weights(weights.get(nominal), nominal_values.size, "weights")
+                mean = np.average(nominal_values, weights=w)
+                spread = float(np.sqrt(np.average((nominal_values - mean) ** 2, weights=w)))
+                distance = _relative(distance, spread, quantity)
+            row[quantity] = distance
         table[variant] = row
     return table
 
 
 def _table_of_one(
-    histogram: object, quantity: str | None, nominal: str, variant_axis: str
+    histogram: object, quantity: str | None, nominal: str, variant_axis: str, relative: bool
 ) -> WassersteinTable:
     axes = list(getattr(histogram, "axes", ()))
     names = [axis.name for axis in axes]
@@ -177,12 +191,27 @@ def _table_of_one(
                     f"{names[axis_i]}={extra_labels[k][combo[k]]}" for k, axis_i in enumerate(extra)
                 )
                 name = f"{base_name}[{tags}]"
+            reference = nominal_values[combo]
             try:
-                row[name] = wasserstein_binned(nominal_values[combo], values[v_pos][combo], edges)
+                distance = wasserstein_binned(reference, values[v_pos][combo], edges)
             except EvaluationInputError as error:
                 raise EvaluationInputError(f"{name}, variant {variant!r}: {error}") from error
+            if relative:
+                centres = 0.5 * (edges[1:] + edges[:-1])
+                mean = np.average(centres, weights=reference)
+                spread = float(np.sqrt(np.average((centres - mean) ** 2, weights=reference)))
+                distance = _relative(distance, spread, name)
+            row[name] = distance
         table[variant] = row
     return table
+
+
+def _relative(distance: float, spread: float, quantity: str) -> float:
+    if spread <= 0:
+        raise EvaluationInputError(
+            f"{quantity}: the nominal distribution has zero spread, a relative W1 is undefined"
+        )
+    return distance / spread
 
 
 def _is_categorical(axis: object) -> bool:
