@@ -1,7 +1,7 @@
 """A learnable toy data set for tests, benchmarks and smoke runs (not physics).
 
 Two jet classes with distinct substructure: class 0 has one hard prong, class 1 two prongs
-separated by ΔR ≈ 0.3-0.6 (a boosted two-body decay). A jet's re-simulated "partner" is a
+separated by ΔR ≈ 0.4-0.7 (a boosted two-body decay) and more particles. A jet's re-simulated "partner" is a
 noisy copy of it: particle momenta smeared, angles jittered, a few soft particles dropped,
 as a different shower seed would do. Rows come in the training-ntuple layout
 (:func:`rs3l_coffea.training.ntuple.build_pair_rows`), one pair per hard event.
@@ -26,7 +26,7 @@ def _particles(rng: np.random.Generator, label: int, n: int) -> tuple[np.ndarray
         deta = rng.normal(0, 1, n) * spread
         dphi = rng.normal(0, 1, n) * spread
     else:
-        separation = rng.uniform(0.3, 0.6)
+        separation = rng.uniform(0.4, 0.7)
         angle = rng.uniform(0, 2 * np.pi)
         prong = rng.random(n) < 0.5
         centre_eta = np.where(prong, 0.5, -0.5) * separation * np.cos(angle)
@@ -77,7 +77,8 @@ def toy_pair_rows(
     )}
     for event in range(n_events):
         label = int(rng.random() < 0.5)
-        n = int(rng.integers(12, 40))
+        # Two-prong jets also carry more particles (as H->bb jets do than light-quark jets).
+        n = int(rng.integers(25, 50)) if label else int(rng.integers(10, 30))
         jet_pt = float(rng.uniform(400, 600))
         fractions, deta, dphi = _particles(rng, label, n)
         kind = rng.choice(5, size=n, p=[0.25, 0.02, 0.03, 0.5, 0.2])

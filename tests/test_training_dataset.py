@@ -1,0 +1,137 @@
+"""The streaming dataset: chunks, shuffling, partitioning, splits, filters, balancing, errors."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rs3l_coffea.errors import ConfigError, InputFileError
+from rs3l_coffea.training.dataset import JetStream, assign_split, expand_files, inspect_shards
+from rs3l_coffea.training.ntuple import write_shards
+from rs3l_coffea.training.toy import toy_pair_rows
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> list:
+    out = tmp_path_factory.mktemp("ntuple")
+    rows = toy_pair_rows(300, seed=5, variants=("seed", "fsr_up"))
+    write_shards(rows, out, shard_size=170)
+    return inspect_shards(expand_files([str(out / "shard_*.root")]))
+
+
+def _ids(stream: JetStream) -> list[tuple[int, int]]:
+    return [
+        (int(e), int(v))
+        for batch in stream
+        for e, v in zip(batch["hard_event_id"], batch["variant"], strict=True)
+    ]
+
+
+def test_split_is_a_pure_function_of_the_event_id() -> None:
+    ids = np.arange(20000)
+    pool, split = assign_split(ids, pretrain_fraction=0.5, val_fraction=0.1, test_fraction=0.2)
+    again_pool, again_split = assign_split(ids[::-1], 0.5, 0.1, 0.2)
+    np.testing.assert_array_equal(pool, again_pool[::-1])
+    np.testing.assert_array_equal(split, again_split[::-1])
+    assert abs(np.mean(pool == "pretrain") - 0.5) < 0.02
+    finetune = pool == "finetune"
+    assert abs(np.mean(split[finetune] == "val") - 0.1) < 0.02
+    assert abs(np.mean(split[finetune] == "test") - 0.2) < 0.02
+    salted, _ = assign_split(ids, 0.5, 0.1, 0.2, salt=1)
+    assert np.mean(salted != pool) > 0.3
+
+
+def test_splits_and_pools_are_disjoint_by_hard_event(shards: list) -> None:
+    seen: dict[tuple[str, str], set[int]] = {}
+    for pool in ("pretrain", "finetune"):
+        for split in ("train", "val", "test"):
+            stream = JetStream(shards, mode="pairs", split=split, pool=pool, batch_size=5, drop_last=False)
+            seen[pool, split] = {e for e, _ in _ids(stream)}
+    union = set().union(*seen.values())
+    assert sum(len(s) for s in seen.values()) == len(union) == 300
+    # Both variants of an event travel together.
+    stream = JetStream(shards, mode="pairs", split="train", pool="pretrain", batch_size=5, drop_last=False)
+    counts = Counter(e for e, _ in _ids(stream))
+    assert set(counts.values()) == {2}
+
+
+def test_workers_and_ranks_read_disjoint_rows_covering_everything(shards: list) -> None:
+    reference = sorted(_ids(JetStream(shards, mode="pairs", split=None, batch_size=7, drop_last=False, step_size=40)))
+    assert len(reference) == 600
+    got = []
+    for rank in range(2):
+        stream = JetStream(
+            shards, mode="pairs", split=None, batch_size=7, drop_last=False, step_size=40, rank=rank, world_size=2
+        )
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+        got += [
+            (int(e), int(v))
+            for batch in loader
+            for e, v in zip(batch["hard_event_id"], batch["variant"], strict=True)
+        ]
+    assert sorted(got) == reference
+
+
+def test_stream_is_deterministic_per_epoch_and_shuffled(shards: list) -> None:
+    stream = JetStream(shards, mode="pairs", split=None, batch_size=10, shuffle_buffer=50, step_size=60, seed=3)
+    first = _ids(stream)
+    assert first == _ids(stream)
+    stream.set_epoch(1)
+    second = _ids(stream)
+    assert first != second and sorted(first) == sorted(second)
+    # Shuffled: not in file order, and batches are full (drop_last).
+    assert first != sorted(first)
+    assert len(first) == 600
+
+
+def test_variant_filter_and_jets_mode(shards: list) -> None:
+    only_fsr = _ids(JetStream(shards, mode="pairs", split=None, variants=["fsr_up"], batch_size=10, drop_last=False))
+    assert {v for _, v in only_fsr} == {1} and len(only_fsr) == 300
+    nominal_only = JetStream(
+        shards, mode="jets", split=None, batch_size=10, drop_last=False, use_partner_jets=False
+    )
+    events = _ids(nominal_only)
+    assert len(events) == 300 and {v for _, v in events} == {-1}
+    mixed = _ids(JetStream(shards, mode="jets", split=None, variants=["seed"], batch_size=10, drop_last=False))
+    assert Counter(v for _, v in mixed) == {-1: 300, 0: 300}
+
+
+def test_class_balancing_gives_equal_counts(tmp_path: Path) -> None:
+    rows = toy_pair_rows(200, seed=2)
+    rows["label"] = np.where(np.arange(200) % 5 == 0, 1, 0).astype(np.int32)  # 20% class 1
+    write_shards(rows, tmp_path, shard_size=1000)
+    infos = inspect_shards(expand_files([str(tmp_path)]))
+    stream = JetStream(infos, mode="jets", split=None, batch_size=8, balance_classes=True, use_partner_jets=False)
+    batches = list(stream)
+    assert len(batches) == 40 // 4  # the minority class (40 jets, 4 per batch) limits the epoch
+    for batch in batches:
+        assert Counter(batch["label"].tolist()) == {0: 4, 1: 4}
+    with pytest.raises(ConfigError, match="batch_size"):
+        list(JetStream(infos, mode="jets", split=None, batch_size=1, n_classes=2, balance_classes=True))
+
+
+def test_bad_inputs_fail_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="does not exist"):
+        expand_files([str(tmp_path / "nope.root")])
+    with pytest.raises(InputFileError, match="matches"):
+        expand_files([str(tmp_path / "*.root")])
+    with pytest.raises(ConfigError, match=r"data\.files"):
+        expand_files([])
+    empty = {k: v[:0] for k, v in toy_pair_rows(2).items()}
+    from rs3l_coffea.training.ntuple import _write_one_shard
+
+    _write_one_shard(tmp_path / "shard_00000.root", empty)
+    with pytest.raises(InputFileError, match="empty"):
+        inspect_shards([tmp_path / "shard_00000.root"])
+    write_shards(toy_pair_rows(3), tmp_path / "ok")
+    with pytest.raises(InputFileError, match="15 features per particle but the model expects 12"):
+        inspect_shards(expand_files([str(tmp_path / "ok")]), expected_features=12)
+    (tmp_path / "bad.root").write_bytes(b"garbage")
+    with pytest.raises(InputFileError, match=r"bad\.root"):
+        inspect_shards([tmp_path / "bad.root"])
