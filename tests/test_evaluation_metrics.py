@@ -7,6 +7,8 @@ import math
 import hist
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import binomtest, wasserstein_distance
 
 from rs3l_coffea.evaluation import (
@@ -45,6 +47,25 @@ def test_unbinned_w1_equals_mean_gap_of_sorted_equal_size_samples() -> None:
         assert wasserstein_1d(a, b) == pytest.approx(
             np.mean(np.abs(np.sort(a) - np.sort(b))), rel=1e-12
         )
+
+
+def test_integer_weights_equal_replicated_entries() -> None:
+    a, b = RNG.normal(size=300), RNG.normal(0.3, 1.2, size=200)
+    wa, wb = RNG.integers(1, 4, size=300), RNG.integers(1, 4, size=200)
+    replicated = wasserstein_1d(np.repeat(a, wa), np.repeat(b, wb))
+    assert wasserstein_1d(a, b, wa, wb) == pytest.approx(replicated, rel=1e-10)
+
+
+_counts = st.lists(st.integers(0, 50), min_size=6, max_size=6).filter(lambda c: sum(c) > 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_counts, _counts, _counts)
+def test_binned_w1_is_a_metric(a: list[int], b: list[int], c: list[int]) -> None:
+    edges = np.array([0.0, 0.5, 1.5, 2.0, 4.0, 4.5, 7.0])
+    ab, ba = wasserstein_binned(a, b, edges), wasserstein_binned(b, a, edges)
+    assert ab >= 0 and ab == pytest.approx(ba, abs=1e-12)
+    assert ab <= wasserstein_binned(a, c, edges) + wasserstein_binned(c, b, edges) + 1e-12
 
 
 def test_binned_w1_matches_scipy_with_point_masses_at_bin_centres() -> None:
@@ -241,6 +262,19 @@ def test_equal_weights_do_not_change_the_roc() -> None:
     np.testing.assert_allclose(weighted.background_efficiency, plain.background_efficiency)
 
 
+def test_integer_weights_equal_replicated_jets_in_the_roc() -> None:
+    truth = np.arange(300) < 120
+    scores = np.round(RNG.normal(size=300) + truth, 1)
+    weights = RNG.integers(1, 5, size=300)
+    weighted = roc_curve(scores, truth, weights)
+    replicated = roc_curve(np.repeat(scores, weights), np.repeat(truth, weights))
+    assert weighted.auc == pytest.approx(replicated.auc, abs=1e-12)
+    for eff in (0.3, 0.5, 0.7):
+        assert background_efficiency_at(weighted, eff) == pytest.approx(
+            background_efficiency_at(replicated, eff), abs=1e-12
+        )
+
+
 def test_summaries_over_repeated_trainings() -> None:
     stats = summarize([1.0, 2.0, 3.0])
     assert (stats.mean, stats.std, stats.n, stats.n_infinite) == (2.0, 1.0, 3, 0)
@@ -277,6 +311,8 @@ def test_roc_bad_inputs() -> None:
         roc_curve([0.1, 0.2], [True, True])
     with pytest.raises(EvaluationInputError, match="non-finite"):
         roc_curve([0.1, np.nan], [True, False])
+    with pytest.raises(EvaluationInputError, match=r"boolean or 0/1, found values \[3\]"):
+        roc_curve([0.1, 0.2, 0.3], [0, 1, 3])
     with pytest.raises(EvaluationInputError, match=r"signal efficiency must be in \(0, 1\]"):
         background_efficiency_at(roc_curve(*_tied_example()), 0.0)
     with pytest.raises(EvaluationInputError, match="signal label"):

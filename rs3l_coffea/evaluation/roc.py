@@ -109,6 +109,14 @@ def roc_curve(
         raise EvaluationInputError(
             f"is_signal has shape {truth.shape}, scores have {score_values.shape}"
         )
+    if truth.dtype != np.bool_:
+        # Refuse e.g. multi-class labels, which astype(bool) would silently merge.
+        unexpected = np.setdiff1d(np.unique(truth), [0, 1])
+        if unexpected.size:
+            raise EvaluationInputError(
+                f"is_signal must be boolean or 0/1, found values {unexpected[:5].tolist()}; "
+                "use subprocess_rocs for class labels"
+            )
     truth = truth.astype(bool)
     w = optional_weights(weights, score_values.size, "weights")
     n_signal, n_background = int(truth.sum()), int((~truth).sum())
