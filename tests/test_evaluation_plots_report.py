@@ -127,6 +127,25 @@ def test_convergence_plot_from_frame_csv_jsonl_and_dicts(tmp_path: Path) -> None
     ):
         out = tmp_path / "plots" / f"fig2_{i}"
         _assert_figures(plot_convergence(source, out), out)
+    # The trainer's own spelling (rs3l_coffea.training writes metrics.csv/jsonl like this).
+    trainer_rows = [
+        {
+            "epoch": epoch,
+            "step": 10 * epoch,
+            "train_loss": 4.0 - epoch,
+            "lr": 1e-3,
+            "val_loss": 4.1 - epoch,
+            "pos_cos/all": 0.5 + 0.1 * epoch,
+            "neg_cos/all": 0.05,
+            "pos_cos/1": 0.4 + 0.1 * epoch,
+            "pos_cos/4": 0.6 + 0.1 * epoch,
+            "class_mean_cos/1_4": 0.9 - 0.2 * epoch,
+        }
+        for epoch in range(3)
+    ]
+    out = tmp_path / "trainer_fig2"
+    paths = plot_convergence(trainer_rows, out, class_names={"1": "light q", "4": "H→bb"})
+    _assert_figures(paths, out)
     with pytest.raises(EvaluationInputError, match="no 'epoch' column"):
         plot_convergence([{"loss": 1.0}], tmp_path / "bad")
     with pytest.raises(EvaluationInputError, match="does not exist"):

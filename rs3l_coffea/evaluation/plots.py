@@ -313,43 +313,85 @@ def plot_roc_bands(
     return save_figure(figure, path)
 
 
-def plot_convergence(history: History, path: PathLike) -> list[Path]:
-    """Training diagnostics per epoch (paper Fig. 2).
+# Column families of the trainer's per-epoch metrics, (panel title, prefixes). Both spellings
+# are accepted: the trainer's ``pos_cos/<class>`` and the long ``pos_cosine_<class>``.
+_CONVERGENCE_PANELS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    # (panel title, exact column names, column-name prefixes)
+    ("loss", ("loss", "train_loss", "val_loss"), ()),
+    ("pair cosine", (), ("pos_cos/", "pos_cosine_", "neg_cos/", "neg_cosine_")),
+    ("class-mean cosine", ("class_mean_cosine",), ("class_mean_cos/", "class_mean_cosine_")),
+    ("validation classification", ("val_accuracy", "val_auc"), ()),
+)
 
-    ``history`` is a pandas DataFrame, a path to the trainer's CSV or JSONL metrics file, or a
-    sequence of per-epoch dicts. Column ``epoch`` is required; drawn when present: ``loss`` and
-    ``val_loss``; every ``pos_cosine_<class>`` (mean positive-pair cosine per class); every
-    column starting with ``class_mean_cosine`` (cosine between class-mean embeddings).
+
+def plot_convergence(
+    history: History, path: PathLike, class_names: Mapping[str, str] | None = None
+) -> list[Path]:
+    """Training diagnostics per epoch (paper Fig. 2), one panel per family present.
+
+    ``history`` is a pandas DataFrame, a path to the trainer's ``metrics.csv`` or
+    ``metrics.jsonl``, or a sequence of per-epoch dicts. Column ``epoch`` is required. Drawn when
+    present: ``loss``/``train_loss``/``val_loss``; mean positive-pair cosine per class
+    (``pos_cos/<class>`` or ``pos_cosine_<class>``) with random-pair ``neg_cos/*`` for contrast;
+    cosine between class-mean embeddings (``class_mean_cos/<a>_<b>`` or ``class_mean_cosine*``);
+    ``val_accuracy``/``val_auc``. ``class_names`` maps class ids as they appear in the column
+    names (e.g. ``"4"``) to display names (e.g. ``"H→bb"``).
     """
     columns = _history_columns(history)
     if "epoch" not in columns:
         raise EvaluationInputError(f"history has no 'epoch' column; columns: {sorted(columns)}")
     epoch = columns["epoch"]
-    panels = [
-        ("loss", [c for c in ("loss", "val_loss") if c in columns]),
-        ("positive-pair cosine", sorted(c for c in columns if c.startswith("pos_cosine"))),
-        ("class-mean cosine", sorted(c for c in columns if c.startswith("class_mean_cosine"))),
-    ]
-    panels = [(title, names) for title, names in panels if names]
+    panels = []
+    for title, exact, prefixes in _CONVERGENCE_PANELS:
+        names = [c for c in columns if c in exact or c.startswith(prefixes)]
+        if names:
+            panels.append((title, names))
     if not panels:
         raise EvaluationInputError(
-            "history has none of loss, val_loss, pos_cosine_*, class_mean_cosine*; "
+            "history has no loss, pair-cosine, class-mean-cosine or validation columns; "
             f"columns: {sorted(columns)}"
         )
+    names_map = dict(class_names or {})
     figure = Figure(figsize=(4.4 * len(panels), 3.8), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, names) in zip(axes, panels, strict=True):
         for name in names:
             values = columns[name]
             ok = np.isfinite(values)
-            label = name.removeprefix("pos_cosine_").removeprefix("class_mean_cosine_") or name
-            ax.plot(epoch[ok], values[ok], marker="o", markersize=3, label=label)
+            style = {"linestyle": "--"} if name.startswith("neg_cos") else {}
+            ax.plot(
+                epoch[ok],
+                values[ok],
+                marker="o",
+                markersize=3,
+                label=_convergence_label(name, names_map),
+                **style,
+            )
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(title)
         ax.legend(fontsize="x-small")
         ax.grid(True, alpha=0.3)
     return save_figure(figure, path)
+
+
+def _convergence_label(column: str, class_names: Mapping[str, str]) -> str:
+    for prefix, kind in (
+        ("pos_cos/", ""),
+        ("pos_cosine_", ""),
+        ("neg_cos/", "random pairs "),
+        ("neg_cosine_", "random pairs "),
+        ("class_mean_cos/", ""),
+        ("class_mean_cosine_", ""),
+    ):
+        if column.startswith(prefix):
+            key = column.removeprefix(prefix)
+            if key in class_names:
+                return kind + class_names[key]
+            if "_" in key and all(part in class_names for part in key.split("_")):
+                return kind + " vs ".join(class_names[part] for part in key.split("_"))
+            return kind + key
+    return column
 
 
 def _history_columns(history: History) -> dict[str, NDArray[np.float64]]:
