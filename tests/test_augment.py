@@ -22,6 +22,7 @@ from rs3l_coffea.augment import (
     build_augmentation,
     estimate_jet_eta,
     partition_spec,
+    training_overrides,
 )
 from rs3l_coffea.errors import ConfigError
 from rs3l_coffea.features.names import FEATURE_INDEX as FI
@@ -371,3 +372,22 @@ def test_padding_invariants_hold_for_any_multiplicity(width, counts, spec, seed)
     assert np.array_equal(out_mask, np.arange(width)[None, :] < n_out[:, None])
     assert np.all(out_x[~out_mask] == 0.0) and np.isfinite(out_x).all()
     assert (n_out <= width).all()
+
+
+def test_training_overrides_route_variants_and_symmetry_augmentations():
+    variants = ["seed", "fsr_up", "fsr_down"]
+    assert training_overrides("seed, fsr_up", variants) == ["data.augmentations=[seed, fsr_up]"]
+    assert training_overrides("rotate,split", variants) == [
+        "data.symmetry_augmentations=[rotate, split]", "data.partner=symmetry",
+    ]
+    both = training_overrides("fsr_down,smear(lambda_soft=0.2)", variants)
+    assert both == [
+        "data.augmentations=[fsr_down]", "data.symmetry_augmentations=[smear]",
+        'data.symmetry_params={"smear": {"lambda_soft": 0.2}}', "data.partner=resim+symmetry",
+    ]
+    # An explicit --partner is left alone; bad parameters fail before any data is read.
+    assert "data.partner=symmetry" not in training_overrides("rotate", variants, partner="resim+symmetry")
+    with pytest.raises(ConfigError, match="max_shift must be a number"):
+        training_overrides("translate(max_shift=9)", variants)
+    with pytest.raises(ConfigError, match="only make positive partners for pretraining"):
+        training_overrides("seed,rotate", variants, task="finetune")

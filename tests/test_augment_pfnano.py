@@ -6,6 +6,7 @@ References are independent: four-vector sums and ΔR from the ``vector`` library
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import awkward as ak
@@ -161,3 +162,76 @@ def test_bad_constituents_are_named():
         augment_constituents(jets, constituents, Rotate(), np.random.default_rng(0))
     with pytest.raises(ConfigError, match="jets lack field"):
         augment_constituents(jets[["pt", "eta"]], constituents, Rotate(), np.random.default_rng(0))
+
+
+TINY_MODEL = "model={backbone: {width: 16, k: 8, conv_layers: 1, output_hidden: [16], output_dim: 8}}"
+
+
+def write_nominal_only_ntuple(jets: ak.Array, constituents: ak.Array, out) -> None:
+    """Jets of a reader-supported file as training rows without re-simulated partners."""
+    from rs3l_coffea.features import build_features
+    from rs3l_coffea.training.ntuple import JetTable, build_pair_rows, write_shards
+
+    x, mask = build_features(jets, constituents, max_particles=100)
+    per_event = ak.to_numpy(ak.num(jets, axis=1))
+    flat = ak.flatten(jets, axis=1)
+    table = JetTable(
+        hard_event_id=np.repeat(np.arange(len(per_event), dtype=np.int64), per_event),
+        jet_index=ak.to_numpy(ak.flatten(ak.local_index(jets, axis=1))).astype(np.int32),
+        pt=ak.to_numpy(flat.pt), eta=ak.to_numpy(flat.eta), phi=ak.to_numpy(flat.phi),
+        mass=ak.to_numpy(flat.mass), features=x, mask=mask,
+        label=np.zeros(len(x), dtype=np.int32),
+    )
+    rows = build_pair_rows(table, {})
+    assert (rows["variant"] == -1).all()  # no re-simulated partner anywhere
+    write_shards(rows, out, shard_size=1000)
+
+
+def test_pretraining_on_pfnano_jets_with_symmetry_augmentations_only(pfnano_jets, tmp_path):
+    """``rs3l train pretrain --augmentations rotate,...`` on PFNano jets: no re-simulated partner."""
+    from typer.testing import CliRunner
+
+    from rs3l_coffea.cli import app
+    from rs3l_coffea.training.dataset import JetStream, expand_files, inspect_shards
+    from rs3l_coffea.training.partners import make_partner_fn
+
+    write_nominal_only_ntuple(*pfnano_jets, tmp_path / "ntuple")
+    result = CliRunner().invoke(app, [
+        "train", "pretrain", "--data", str(tmp_path / "ntuple"), "--out", str(tmp_path / "run"),
+        "--augmentations", "rotate,translate,smear(lambda_soft=0.2),split", "--epochs", "1",
+        "--batch-size", "4", "--quiet",
+        "--set", "data.pretrain_fraction=1.0", "--set", "data.val_fraction=0.2",
+        "--set", "data.test_fraction=0.0", "--set", "threads=1", "--set", TINY_MODEL,
+    ])
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics and all(np.isfinite(m["train_loss"]) for m in metrics if "train_loss" in m)
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+    # The partner the trainer builds from this spec really is an augmented copy of the jet.
+    stream = JetStream(inspect_shards(expand_files([str(tmp_path / "ntuple")])), mode="pairs",
+                       split=None, require_partner=False, batch_size=4, drop_last=False)
+    batch = next(iter(stream))
+    partner_fn = make_partner_fn("symmetry", augmentation_names=["rotate", "split"])
+    x_a, mask_a, x_b, mask_b = partner_fn(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(x_a, batch["x"]) and not torch.equal(x_a, x_b)
+    assert (mask_b.sum(dim=1) >= mask_a.sum(dim=1)).all() and (x_b[~mask_b] == 0).all()
+
+
+def test_cli_rejects_unknown_augmentations_listing_both_kinds(tmp_path):
+    from typer.testing import CliRunner
+
+    from rs3l_coffea.cli import app
+
+    result = CliRunner().invoke(app, [
+        "train", "pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+        "--augmentations", "seed,twist",
+    ])
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert result.exit_code == 2
+    assert "unknown augmentation 'twist'" in output and "fsr_up" in output and "rotate" in output
+    result = CliRunner().invoke(app, [
+        "train", "supervised", "--data", str(tmp_path), "--augmentations", "rotate",
+    ])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2 and "only make positive partners for pretraining" in output

@@ -26,6 +26,7 @@ from rs3l_coffea.augment.registry import (
     build_augmentation,
     parse_spec,
     partition_spec,
+    training_overrides,
 )
 from rs3l_coffea.augment.symmetry import (
     Augmentation,
@@ -59,4 +60,5 @@ __all__ = [
     "estimate_jet_eta",
     "parse_spec",
     "partition_spec",
+    "training_overrides",
 ]

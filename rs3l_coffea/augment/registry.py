@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -163,3 +164,42 @@ def partition_spec(
                 f"{', '.join(known_variants) or 'none available'}; {_valid_names_message()}"
             )
     return variants, (",".join(symmetry) if symmetry else None)
+
+
+def training_overrides(
+    spec: str,
+    resimulation_variants: Iterable[str],
+    *,
+    task: str = "pretrain",
+    partner: str | None = None,
+) -> list[str]:
+    """Translate an ``rs3l train ... --augmentations`` value into trainer config overrides.
+
+    The value may name re-simulation variants (``seed, fsr_up, ...``), symmetry augmentations
+    (``rotate, translate, smear, split, dropout``, with inline parameters) or both. Variants go
+    to ``data.augmentations``; symmetry augmentations (pretraining only) to
+    ``data.symmetry_augmentations`` and ``data.symmetry_params``; unless ``partner`` was given
+    explicitly, ``data.partner`` becomes ``symmetry`` (symmetry only: no re-simulated partner is
+    needed, so ntuples of any reader-supported file work) or ``resim+symmetry`` (both). Every
+    name and parameter is validated here, before any data is read.
+    """
+    variants, symmetry = partition_spec(spec, resimulation_variants)
+    if not variants and symmetry is None:
+        raise ConfigError(f"--augmentations {spec!r} names nothing; {_valid_names_message()}")
+    overrides = [f"data.augmentations=[{', '.join(variants)}]"] if variants else []
+    if symmetry is None:
+        return overrides
+    if task != "pretrain":
+        raise ConfigError(
+            f"symmetry augmentations ({symmetry}) only make positive partners for pretraining; "
+            f"'{task}' uses re-simulation variants only ({', '.join(resimulation_variants)})"
+        )
+    build_augmentation(symmetry)  # validate names and parameters now
+    parsed = parse_spec(symmetry)
+    params = {name: given for name, given in parsed if given}
+    overrides.append(f"data.symmetry_augmentations=[{', '.join(name for name, _ in parsed)}]")
+    if params:
+        overrides.append(f"data.symmetry_params={json.dumps(params)}")
+    if partner is None:
+        overrides.append(f"data.partner={'resim+symmetry' if variants else 'symmetry'}")
+    return overrides

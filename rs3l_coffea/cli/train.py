@@ -24,7 +24,7 @@ _EPOCHS = typer.Option(None, "--epochs", help="Number of epochs.")
 _BATCH = typer.Option(None, "--batch-size", help="Jets (classification) or pairs (pretraining) per batch.")
 _LR = typer.Option(None, "--lr", help="Learning rate.")
 _SEED = typer.Option(None, "--seed", help="Random seed.")
-_AUG = typer.Option(None, "--augmentations", help="Re-simulated variants, e.g. seed,fsr_up,fsr_down,vincia.")
+_AUG = typer.Option(None, "--augmentations", help="Re-simulated variants (seed,fsr_up,fsr_down,vincia,...) and/or, for pretrain, symmetry augmentations (rotate,translate,smear,split,dropout).")
 _SET = typer.Option(None, "--set", "-s", help="Override: key.path=value (repeatable), e.g. optimizer.lr=1e-3.")
 _RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out.")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
@@ -56,8 +56,14 @@ def _run(
     for key, value in (("epochs", epochs), ("data.batch_size", batch_size), ("optimizer.lr", lr), ("seed", seed)):
         if value is not None:
             explicit.append(f"{key}={value!r}")
-    if augmentations is not None:
-        explicit.append(f"data.augmentations={augmentations}")
+    if augmentations is not None:  # re-simulation variants and/or symmetry augmentations
+        from rs3l_coffea.augment.registry import training_overrides
+        from rs3l_coffea.training.config import VARIANT_CODES
+
+        with user_errors():
+            variants = [name for name in VARIANT_CODES if name != "nominal"]
+            partner = (extra or {}).get("data.partner")
+            explicit.extend(training_overrides(augmentations, variants, task=task, partner=partner))
     if quiet:
         explicit.append("progress=false")
     for key, value in (extra or {}).items():
