@@ -22,10 +22,10 @@ class DetectorParams:
     """Parametrisation of the tracker and calorimeters (see module docstring for units)."""
 
     # --- tracker ---
-    track_eta_max: float = field(default=2.5, metadata={"doc": "tracker acceptance |eta| <"})
+    track_eta_max: float = field(default=2.5, metadata={"doc": "tracker acceptance abs(eta) <"})
     track_pt_min: float = field(default=0.1, metadata={"doc": "minimum track pT (GeV)"})
     track_eta_barrel: float = field(
-        default=1.5, metadata={"doc": "|eta| boundary between barrel and endcap parametrisations"}
+        default=1.5, metadata={"doc": "abs(eta) boundary between barrel and endcap parametrisations"}
     )
     track_eff_low_pt_barrel: float = field(
         default=0.70, metadata={"doc": "hadron/electron efficiency, pT in [min, 1 GeV), barrel"}
@@ -65,7 +65,7 @@ class DetectorParams:
         default=0.150, metadata={"doc": "sigma(dz) = a (+) b/pT: b (mm GeV)"}
     )
     # --- calorimeters ---
-    calo_eta_max: float = field(default=3.0, metadata={"doc": "calorimeter acceptance |eta| <"})
+    calo_eta_max: float = field(default=3.0, metadata={"doc": "calorimeter acceptance abs(eta) <"})
     ecal_stochastic: float = field(
         default=0.03, metadata={"doc": "ECAL sigma(E)/E = s/sqrt(E) (+) c: s (sqrt GeV)"}
     )

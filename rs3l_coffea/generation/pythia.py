@@ -1,0 +1,299 @@
+"""Pythia8 side of the re-simulation: hard process once, then one shower instance per variant.
+
+The hard process (pTHat 400-600 GeV, mass windows, optional |eta| window on the boson/parton)
+is generated once with ``PartonLevel:all = off`` and ``HadronLevel:all = off``, kept in memory
+as plain arrays, and fed to every variant's Pythia instance through :class:`HardProcessFeed`,
+an in-memory ``LHAup`` (``Beams:frameType = 5``). Each variant instance re-seeds its random
+generator once (``Random:seed``). The nominal instance records its random state at the start
+of every event (a user hook); ``rehadronize`` uses the nominal settings, restores that state at
+each event start, so its parton shower is exactly the nominal one, and switches to its own
+random stream once the parton level is complete (``doVetoPartonLevel``), so hadronization and
+decays differ (the Rieck et al. "same shower, new hadronization" pairs).
+
+``pythia8mc`` is imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from rs3l_coffea.errors import RS3LError
+
+HARD_COLUMNS = ("id", "status", "mother1", "mother2", "col", "acol", "px", "py", "pz", "e", "m")
+_QUIET = ("Next:numberCount = 0", "Print:quiet = on", "Init:showChangedSettings = off",
+          "Init:showProcesses = off", "Init:showChangedParticleData = off")
+
+
+@dataclass
+class HardEvents:
+    """Hard-process records (Pythia ``process`` entries 3.., i.e. without system and beams).
+
+    ``particles[i]`` is an ``(n_i, 11)`` float64 array with columns :data:`HARD_COLUMNS`
+    (indices in ``mother1``/``mother2`` refer to the Pythia process record, beams = 1, 2).
+    """
+
+    particles: list[np.ndarray]
+    process_code: np.ndarray
+    scale: np.ndarray
+    alpha_em: np.ndarray
+    alpha_s: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.particles)
+
+
+def pythia_version() -> str:
+    """Version of the installed pythia8mc wheel."""
+    from importlib.metadata import version
+
+    return version("pythia8mc")
+
+
+def _new_pythia(settings: list[str]) -> Any:
+    import pythia8mc
+
+    pythia = pythia8mc.Pythia("", False)
+    for line in settings:
+        if not pythia.readString(line):
+            raise RS3LError(f"Pythia rejected the setting {line!r}")
+    return pythia
+
+
+def hard_settings(process_settings: tuple[str, ...], seed: int) -> list[str]:
+    """Settings of the hard-process-only instance."""
+    return [
+        *_QUIET,
+        *process_settings,
+        "PartonLevel:all = off",
+        "HadronLevel:all = off",
+        "Random:setSeed = on",
+        f"Random:seed = {seed}",
+    ]
+
+
+def generate_hard_events(
+    process_settings: tuple[str, ...],
+    target_ids: tuple[int, ...],
+    n_events: int,
+    seed: int,
+    eta_max: float | None = None,
+    max_tries_per_event: int = 10_000,
+) -> HardEvents:
+    """Generate ``n_events`` hard processes; reject those whose target fails ``|eta| < eta_max``.
+
+    The target is the first outgoing (status -22 or 23) entry whose |PDG id| is in
+    ``target_ids``: the boson for zh_bb/wz_qq/wj_qq, the recoiling parton for zj. The window
+    is applied here, before any showering, so no shower time is spent on rejected events.
+    """
+    pythia = _new_pythia(hard_settings(process_settings, seed))
+    if not pythia.init():
+        raise RS3LError("Pythia failed to initialise the hard process")
+    targets = np.asarray(target_ids)
+    out = HardEvents([], np.zeros(n_events, np.int32), np.zeros(n_events), np.zeros(n_events),
+                     np.zeros(n_events))
+    tries = 0
+    while len(out.particles) < n_events:
+        tries += 1
+        if tries > max_tries_per_event * n_events:
+            raise RS3LError(
+                f"hard-process |eta| window {eta_max} accepts too few events "
+                f"({len(out.particles)} of {tries} tries)"
+            )
+        if not pythia.next():
+            continue
+        record = pythia.process
+        # ~10 entries per event: this small loop costs ~50 us/event, the shower ~1 ms.
+        rows = np.array(
+            [
+                (q.id(), q.status(), q.mother1(), q.mother2(), q.col(), q.acol(),
+                 q.px(), q.py(), q.pz(), q.e(), q.m())
+                for q in (record[i] for i in range(3, record.size()))
+            ],
+            dtype=np.float64,
+        )
+        if eta_max is not None:
+            outgoing = np.isin(rows[:, 1], (-22, 23)) & np.isin(np.abs(rows[:, 0]), targets)
+            if not outgoing.any():
+                raise RS3LError(f"hard process has no particle with |PDG id| in {target_ids}")
+            px, py, pz = rows[outgoing][0, 6:9]
+            if abs(np.arcsinh(pz / np.hypot(px, py))) >= eta_max:
+                continue
+        k = len(out.particles)
+        info = pythia.infoPython()
+        out.particles.append(rows)
+        out.process_code[k] = info.code()
+        out.scale[k] = info.QFac()
+        out.alpha_em[k] = info.alphaEM()
+        out.alpha_s[k] = info.alphaS()
+    return out
+
+
+def _make_feed_class() -> type:
+    import pythia8mc
+
+    class HardProcessFeed(pythia8mc.LHAup):
+        """In-memory Les Houches feed handing out the stored hard events in order."""
+
+        def __init__(self, hard: HardEvents, beam_energy: float) -> None:
+            super().__init__(3)
+            self.hard = hard
+            self.beam_energy = beam_energy
+            self.next_index = 0
+
+        def setInit(self) -> bool:
+            self.setBeamA(2212, self.beam_energy)
+            self.setBeamB(2212, self.beam_energy)
+            self.setStrategy(3)  # unweighted events
+            self.addProcess(9999, 1.0, 0.0, 1.0)
+            return True
+
+        def setEvent(self, process_id: int = 0) -> bool:
+            if self.next_index >= len(self.hard):
+                return False
+            k = self.next_index
+            self.next_index += 1
+            scale = float(self.hard.scale[k])
+            self.setProcess(9999, 1.0, scale, float(self.hard.alpha_em[k]),
+                            float(self.hard.alpha_s[k]))
+            for pid, status, m1, m2, col, acol, px, py, pz, e, m in self.hard.particles[k].tolist():
+                # Les Houches status: -1 incoming, 2 intermediate resonance, 1 outgoing;
+                # Les Houches indices start at 1 for the first incoming parton (Pythia index 3).
+                lhe_status = -1 if status == -21 else (2 if status < 0 else 1)
+                self.addParticle(int(pid), lhe_status, max(int(m1) - 2, 0), max(int(m2) - 2, 0),
+                                 int(col), int(acol), px, py, pz, e, m, 0.0, 9.0, scale)
+            return True
+
+    return HardProcessFeed
+
+
+def _make_hook_class() -> type:
+    import pythia8mc
+
+    class SeedHook(pythia8mc.UserHooks):
+        """Records (nominal) or replays (rehadronize) the random state at each event start.
+
+        ``replay`` maps hard-event index -> random state recorded at the start of that event in
+        the nominal instance. When given, every event starts from the nominal state (so the
+        parton shower is the nominal one); once the parton level is done the generator switches
+        to a separate hadronization stream, continued from event to event.
+        """
+
+        def __init__(self, rndm: Any, feed: Any, replay: dict[int, Any] | None,
+                     hadronization_seed: int | None) -> None:
+            super().__init__()
+            self.rndm = rndm
+            self.feed = feed
+            self.replay = replay
+            self.recorded: dict[int, Any] = {}
+            self.parton_level_size: dict[int, int] = {}
+            self.hadronization_seed = hadronization_seed
+            self.hadronization_state: Any = None
+            if replay is not None and hadronization_seed is None:
+                raise RS3LError("replaying a shower needs a hadronization seed")
+
+        def onBeginEvent(self) -> None:
+            # The feed has not been read yet: the event about to start is feed.next_index.
+            k = self.feed.next_index
+            if self.replay is None:
+                self.recorded[k] = self.rndm.getState()  # a copy (~1 us); init() costs ~140 us
+                return
+            if self.hadronization_state is None:  # first event: start the hadronization stream
+                self.rndm.init(self.hadronization_seed)
+            self.hadronization_state = self.rndm.getState()
+            if k not in self.replay:
+                raise RS3LError(f"no nominal random state recorded for hard event {k}")
+            self.rndm.setState(self.replay[k])
+
+        def canVetoPartonLevel(self) -> bool:
+            return True
+
+        def doVetoPartonLevel(self, event: Any) -> bool:
+            self.parton_level_size[self.feed.next_index - 1] = event.size()
+            if self.replay is not None:
+                self.rndm.setState(self.hadronization_state)
+            return False
+
+    return SeedHook
+
+
+@dataclass
+class VariantShower:
+    """A variant's initialised Pythia instance, its hard-process feed and seed hook."""
+
+    pythia: Any
+    feed: Any
+    hook: Any
+    settings: list[str]
+
+    def next_batch(self, n: int) -> tuple[ak.Array, np.ndarray]:
+        """Shower the next ``n`` hard events; return (nextBatch records, hard-event indices).
+
+        Failed events come back as ``None`` entries (they are kept so event i stays aligned
+        with hard event i across variants).
+        """
+        start = self.feed.next_index
+        batch = self.pythia.nextBatch(n, "none")
+        consumed = self.feed.next_index - start
+        if consumed != len(batch):
+            raise RS3LError(
+                f"Pythia read {consumed} hard events for {len(batch)} output events: an event "
+                "failure desynchronised the variant; rerun this chunk with another seed"
+            )
+        return batch, np.arange(start, start + consumed)
+
+
+def shower_settings(
+    variant_settings: tuple[str, ...], isr: bool, mpi: bool, seed: int
+) -> list[str]:
+    """Settings of a variant's shower instance (reading the in-memory Les Houches feed)."""
+    return [
+        *_QUIET,
+        "Beams:frameType = 5",
+        f"PartonLevel:ISR = {'on' if isr else 'off'}",
+        f"PartonLevel:MPI = {'on' if mpi else 'off'}",
+        "ParticleDecays:limitTau0 = on",
+        "Random:setSeed = on",
+        f"Random:seed = {seed}",
+        *variant_settings,
+    ]
+
+
+def make_variant_shower(
+    hard: HardEvents,
+    settings: list[str],
+    beam_energy: float,
+    replay: dict[int, Any] | None = None,
+    hadronization_seed: int | None = None,
+) -> VariantShower:
+    """Create and initialise one variant instance reading ``hard`` from memory.
+
+    ``replay`` (the nominal instance's ``hook.recorded``) plus ``hadronization_seed`` make a
+    re-hadronization instance: same parton shower as nominal, new hadronization and decays.
+    """
+    pythia = _new_pythia(settings)
+    feed = _make_feed_class()(hard, beam_energy)
+    pythia.setLHAupPtr(feed)
+    hook = _make_hook_class()(pythia.rndm, feed, replay, hadronization_seed)
+    pythia.setUserHooksPtr(hook)  # before init(): Pythia hands hooks to its parts in init()
+    if not pythia.init():
+        raise RS3LError(f"Pythia failed to initialise with settings {settings}")
+    return VariantShower(pythia, feed, hook, settings)
+
+
+class ChargeTable:
+    """PDG id -> electric charge from Pythia's particle data, vectorized via a small cache."""
+
+    def __init__(self, pythia: Any) -> None:
+        self._data = pythia.particleData
+        self._cache: dict[int, float] = {}
+
+    def __call__(self, pids: np.ndarray) -> np.ndarray:
+        unique, inverse = np.unique(pids, return_inverse=True)
+        for pid in unique.tolist():
+            if pid not in self._cache:
+                self._cache[pid] = float(self._data.charge(int(pid)))
+        return np.array([self._cache[pid] for pid in unique.tolist()], dtype=np.float64)[inverse]

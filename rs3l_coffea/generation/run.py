@@ -1,0 +1,312 @@
+"""Chunked, reproducible, resumable generation: ``generate_chunk`` and ``generate``.
+
+``generate_chunk(config, i)`` is pure: its output depends only on (config, i), all seeds are
+derived from (config.seed, i, purpose). It writes one file per variant,
+``<out_dir>/<process>_<variant>_<i:05d>.root``, plus a JSON sidecar (same name, ``.json``)
+written last: a chunk whose sidecars all exist and match the config is complete and skipped
+on re-run, which resumes a killed job. ``generate`` runs the chunks in this process, in local
+processes (``workers > 1``) or on a ``dask.distributed`` client.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import json
+import multiprocessing
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+import rs3l_coffea
+from rs3l_coffea.atomic import atomic_open
+from rs3l_coffea.detector.params import DetectorParams
+from rs3l_coffea.detector.simulate import FinalStateParticles, simulate
+from rs3l_coffea.generation.config import (
+    BEAM_ENERGY,
+    PROCESSES,
+    STREAM_DETECTOR,
+    STREAM_HADRONIZATION,
+    STREAM_HARD,
+    STREAM_SHOWER,
+    VARIANTS,
+    GenerationConfig,
+    derive_seed,
+)
+from rs3l_coffea.generation.pythia import (
+    ChargeTable,
+    HardEvents,
+    generate_hard_events,
+    hard_settings,
+    make_variant_shower,
+    pythia_version,
+    shower_settings,
+)
+from rs3l_coffea.generation.records import hard_block, showered_records
+from rs3l_coffea.generation.writer import DelphesWriter
+
+EVENT_FIELDS = (
+    "Number", "HardEventID", "VariantCode", "Weight", "ProcessID", "PartonLevelSize",
+)
+
+
+@dataclass
+class ChunkTiming:
+    """Seconds spent in each stage of one chunk (for the benchmark)."""
+
+    hard: float = 0.0
+    shower: float = 0.0
+    records: float = 0.0
+    detector: float = 0.0
+    write: float = 0.0
+    init: float = 0.0
+
+    @property
+    def pythia(self) -> float:
+        """Time inside Pythia (hard process, showers, initialisation)."""
+        return self.hard + self.shower + self.init
+
+    @property
+    def total(self) -> float:
+        return self.hard + self.shower + self.records + self.detector + self.write + self.init
+
+
+def sidecar_path(root_path: Path) -> Path:
+    """The JSON provenance sidecar of a generated ROOT file."""
+    return root_path.with_suffix(".json")
+
+
+def variant_seeds(config: GenerationConfig, chunk_index: int, variant: str) -> dict[str, int]:
+    """Seeds of one variant in one chunk (hard process, shower, hadronization, detector)."""
+    code = VARIANTS[variant][0]
+    # rehadronize shares the nominal shower seed and adds its own hadronization seed.
+    shower_code = VARIANTS["nominal"][0] if variant == "rehadronize" else code
+    seeds = {
+        "hard": derive_seed(config.seed, chunk_index, STREAM_HARD),
+        "shower": derive_seed(config.seed, chunk_index, STREAM_SHOWER + shower_code + 1),
+        "detector": derive_seed(config.seed, chunk_index, STREAM_DETECTOR + code + 1),
+    }
+    if variant == "rehadronize":
+        seeds["hadronization"] = derive_seed(config.seed, chunk_index, STREAM_HADRONIZATION + code + 1)
+    return seeds
+
+
+def _variant_settings(config: GenerationConfig, variant: str, seeds: dict[str, int]) -> list[str]:
+    settings_variant = "nominal" if variant == "rehadronize" else variant
+    return shower_settings(VARIANTS[settings_variant][1], config.isr, config.mpi, seeds["shower"])
+
+
+def provenance(config: GenerationConfig, chunk_index: int, variant: str) -> dict[str, Any]:
+    """Everything needed to regenerate one file (no timestamps: the ROOT file is reproducible)."""
+    seeds = variant_seeds(config, chunk_index, variant)
+    first, n = config.chunk_events(chunk_index)
+    return {
+        "generator": f"pythia8mc {pythia_version()}",
+        "rs3l_coffea": rs3l_coffea.__version__,
+        "process": config.process,
+        "variant": variant,
+        "variant_code": VARIANTS[variant][0],
+        "chunk_index": chunk_index,
+        "first_hard_event_id": first,
+        "n_events": n,
+        "seeds": seeds,
+        "rehadronize": "replays the nominal random state at each event start, switches to "
+        "seeds.hadronization after the parton level" if variant == "rehadronize" else None,
+        "hard_process_settings": hard_settings(PROCESSES[config.process].settings, seeds["hard"]),
+        "shower_settings": _variant_settings(config, variant, seeds),
+        "hard_eta_max": config.eta_max,
+        "detector": config.detector.as_dict(),
+        "config": config.as_dict(),
+    }
+
+
+def _chunk_complete(config: GenerationConfig, chunk_index: int) -> bool:
+    for variant in config.variants:
+        root = config.output_path(variant, chunk_index)
+        side = sidecar_path(root)
+        if not (root.is_file() and side.is_file()):
+            return False
+        try:
+            recorded = json.loads(side.read_text())
+        except (OSError, ValueError):
+            return False
+        expected = json.loads(json.dumps(provenance(config, chunk_index, variant)))
+        if recorded.get("provenance") != expected:
+            return False
+    return True
+
+
+def _event_record(
+    first_id: int,
+    indices: np.ndarray,
+    valid: np.ndarray,
+    variant: str,
+    hard: HardEvents,
+    parton_level_size: dict[int, int],
+) -> ak.Array:
+    hard_ids = first_id + indices
+    columns = {
+        "Number": hard_ids.astype(np.int64),
+        "HardEventID": hard_ids.astype(np.int64),
+        "VariantCode": np.full(len(indices), VARIANTS[variant][0], np.int32),
+        "Weight": valid.astype(np.float32),
+        "ProcessID": hard.process_code[indices].astype(np.int32),
+        "PartonLevelSize": np.array(
+            [parton_level_size.get(int(k), -1) if ok else -1 for k, ok in zip(indices, valid, strict=True)],
+            np.int32,
+        ),
+    }
+    return ak.unflatten(ak.zip(columns, depth_limit=1), np.ones(len(indices), np.int64))
+
+
+def _empty_candidates(n: int) -> dict[str, ak.Array]:
+    """Candidate collections with no entries, for events Pythia failed to shower."""
+    empty = np.zeros(0)
+    nothing = FinalStateParticles(
+        counts=np.zeros(n, np.int64), pid=empty.astype(np.int64), charge=empty, px=empty,
+        py=empty, pz=empty, e=empty, mass=empty, vx=empty, vy=empty, vz=empty,
+        index=empty.astype(np.int64),
+    )
+    return simulate(nothing, DetectorParams(), np.random.default_rng(0))
+
+
+def _in_order(valid: np.ndarray, good: ak.Array, bad: ak.Array) -> ak.Array:
+    """Interleave per-event entries of valid (``good``) and failed (``bad``) events in order."""
+    positions = np.concatenate([np.flatnonzero(valid), np.flatnonzero(~valid)])
+    return ak.concatenate([good, bad])[np.argsort(positions, kind="stable")]
+
+
+def generate_chunk(
+    config: GenerationConfig, chunk_index: int, timing: ChunkTiming | None = None
+) -> list[Path]:
+    """Generate chunk ``chunk_index`` of every variant; return the ROOT paths (one per variant).
+
+    Pure and idempotent: complete chunks are skipped, a chunk is reproduced exactly from
+    (config, chunk_index). Safe to run in another process or on a dask worker.
+    """
+    paths = [config.output_path(variant, chunk_index) for variant in config.variants]
+    if _chunk_complete(config, chunk_index):
+        return paths
+    config.check_output_dir()
+    timing = timing if timing is not None else ChunkTiming()
+    first_id, n_events = config.chunk_events(chunk_index)
+    spec = PROCESSES[config.process]
+
+    tick = time.perf_counter()
+    hard = generate_hard_events(
+        spec.settings, spec.target_ids, n_events,
+        derive_seed(config.seed, chunk_index, STREAM_HARD), config.eta_max,
+    )
+    timing.hard += time.perf_counter() - tick
+
+    # nominal runs first: rehadronize replays its recorded random states.
+    order = sorted(config.variants, key=lambda name: name != "nominal")
+    nominal_states: dict[int, Any] | None = None
+    for variant in order:
+        path = config.output_path(variant, chunk_index)
+        seeds = variant_seeds(config, chunk_index, variant)
+        tick = time.perf_counter()
+        rehadronize = variant == "rehadronize"
+        shower = make_variant_shower(
+            hard, _variant_settings(config, variant, seeds), BEAM_ENERGY,
+            replay=nominal_states if rehadronize else None,
+            hadronization_seed=seeds.get("hadronization"),
+        )
+        charges = ChargeTable(shower.pythia)
+        blocks = hard_block(hard, BEAM_ENERGY, charges)
+        rng = np.random.default_rng(seeds["detector"])
+        meta = provenance(config, chunk_index, variant)
+        timing.init += time.perf_counter() - tick
+        with DelphesWriter(path, meta) as writer:
+            while shower.feed.next_index < n_events:
+                tick = time.perf_counter()
+                batch, indices = shower.next_batch(min(config.batch_size, n_events - shower.feed.next_index))
+                timing.shower += time.perf_counter() - tick
+
+                tick = time.perf_counter()
+                valid = ~ak.to_numpy(ak.is_none(batch))
+                block = blocks[indices]
+                n_failed = int((~valid).sum())
+                if n_failed == len(indices):
+                    record, candidates = block, _empty_candidates(len(indices))
+                else:
+                    record, final_state, _ = showered_records(batch[valid].prt, block[valid], charges)
+                    timing.records += time.perf_counter() - tick
+                    tick = time.perf_counter()
+                    candidates = simulate(final_state, config.detector, rng)
+                    timing.detector += time.perf_counter() - tick
+                    tick = time.perf_counter()
+                    if n_failed:  # keep failed events (Weight 0, hard block only): files stay aligned
+                        empty = _empty_candidates(n_failed)
+                        record = _in_order(valid, record, block[~valid])
+                        candidates = {k: _in_order(valid, v, empty[k]) for k, v in candidates.items()}
+                particle = record
+                event = _event_record(first_id, indices, valid, variant, hard,
+                                      shower.hook.parton_level_size)
+                writer.write({"Event": event, "Particle": particle, **candidates})
+                timing.write += time.perf_counter() - tick
+        tick = time.perf_counter()
+        with atomic_open(sidecar_path(path)) as handle:
+            json.dump(
+                {
+                    "provenance": meta,
+                    "n_events_written": writer.n_events,
+                    "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                    "host": platform.node(),
+                },
+                handle, indent=1, sort_keys=True,
+            )
+        timing.write += time.perf_counter() - tick
+        if variant == "nominal":
+            nominal_states = shower.hook.recorded
+    return paths
+
+
+def generate(
+    config: GenerationConfig,
+    workers: int = 1,
+    client: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """Generate every chunk; return all ROOT paths (variant-major within each chunk).
+
+    ``workers > 1`` uses a local ``ProcessPoolExecutor`` (spawned processes); ``client``, a
+    ``dask.distributed.Client``, submits ``generate_chunk`` to its workers instead.
+    ``progress(events_done, events_total)`` is called as chunks finish.
+    Configuration and output directory are checked before any generation starts.
+    """
+    config.validate()
+    config.check_output_dir()
+    chunks = list(range(config.n_chunks))
+    done_events = 0
+    results: dict[int, list[Path]] = {}
+
+    def finished(chunk_index: int, paths: list[Path]) -> None:
+        nonlocal done_events
+        results[chunk_index] = paths
+        done_events += config.chunk_events(chunk_index)[1]
+        if progress is not None:
+            progress(done_events, config.n_events)
+
+    if client is not None:
+        from distributed import as_completed
+
+        futures = {client.submit(generate_chunk, config, i, pure=False): i for i in chunks}
+        for future in as_completed(futures):
+            finished(futures[future], future.result())
+    elif workers > 1 and len(chunks) > 1:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(generate_chunk, config, i): i for i in chunks}
+            for future in concurrent.futures.as_completed(futures):
+                finished(futures[future], future.result())
+    else:
+        for i in chunks:
+            finished(i, generate_chunk(config, i))
+    return [path for i in chunks for path in results[i]]
