@@ -1,0 +1,60 @@
+"""``rs3l features``: ROOT files -> parquet with RS3L features, masks, observables and labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rs3l_coffea.cli._common import user_errors
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``features`` command to the ``rs3l`` app."""
+
+    @app.command("features")
+    def features(
+        files: list[Path] = typer.Argument(..., help="Input ROOT files (Delphes, PFNano, NanoAOD)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output parquet file."),
+        source: str = typer.Option("auto", help="auto | delphes | pfnano | nanoaod"),
+        jets: str | None = typer.Option(
+            None, "--jets", help="Stored jet collection (e.g. FatJet, ParticleFlowJet08)."
+        ),
+        recluster: float | None = typer.Option(
+            None, "--recluster", help="Recluster candidates with anti-kT of this radius."
+        ),
+        max_particles: int = typer.Option(100, help="Particle slots per jet."),
+        selection: str = typer.Option(
+            "permissive", help="Jet selection preset: permissive | generated | paper."
+        ),
+    ) -> None:
+        """Build the 15 RS3L particle features for every selected jet and write parquet."""
+        from rich.progress import Progress
+
+        from rs3l_coffea.features.pipeline import (
+            concatenate_results,
+            features_from_file,
+            write_features_parquet,
+        )
+        from rs3l_coffea.features.selection import JetSelection
+
+        with user_errors():
+            chosen = JetSelection.named(selection)
+            results = []
+            with Progress(disable=len(files) < 2, transient=True) as progress:
+                task = progress.add_task("building features", total=len(files))
+                for path in files:
+                    results.append(
+                        features_from_file(
+                            path,
+                            source=source,
+                            jets=jets,
+                            recluster_radius=recluster,
+                            max_particles=max_particles,
+                            selection=chosen,
+                        )
+                    )
+                    progress.advance(task)
+            result = concatenate_results(results)
+            write_features_parquet(out, result)
+        typer.echo(f"wrote {len(result['label'])} jets from {len(files)} file(s) to {out}")

@@ -1,0 +1,169 @@
+"""The 15 per-particle RS3L features as a dense, padded array (fully vectorised).
+
+Definitions (in :data:`~rs3l_coffea.features.names.FEATURE_NAMES` order), natural logs,
+momenta and energies in GeV, impact parameters in mm:
+
+* ``log_pt = log(pT)``, ``log_pt_rel = log(pT / pT_jet)``
+* ``deta = eta - eta_jet``, ``dphi = phi - phi_jet`` wrapped to ``[-pi, pi)``
+* ``log_e = log(E)``, ``log_e_rel = log(E / E_jet)`` with ``E_jet = sqrt((pT_jet cosh eta_jet)^2 + m_jet^2)``
+* ``charge``, ``tanh_d0 = tanh(d0 / mm)``, ``tanh_dz = tanh(dz / mm)``
+* ``delta_r = sqrt(deta^2 + dphi^2)``
+* particle type from ``pdg_id`` and ``charge``: photon ``pdg_id == 22``; electron
+  ``|pdg_id| == 11``; muon ``|pdg_id| == 13``; charged hadron: any other particle with
+  ``charge != 0``; neutral hadron: any other particle with ``charge == 0`` (not a photon).
+  Exactly one flag is 1 for every real particle.
+
+Particles are sorted by pT descending within each jet, the leading ``max_particles`` kept,
+the rest of each row zero-padded (features exactly 0, ``mask`` False). Particles with
+non-finite kinematics, pT <= 0 or E <= 0 are dropped (the readers already remove them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from rs3l_coffea.errors import InputFileError
+from rs3l_coffea.features.names import FEATURE_INDEX, N_FEATURES
+
+DEFAULT_MAX_PARTICLES = 100
+_NEEDED_CONSTITUENT_FIELDS = ("pt", "eta", "phi", "energy", "charge", "pdg_id", "d0", "dz")
+
+
+def flatten_jets(jets: Any, constituents: Any) -> tuple[ak.Array, ak.Array]:
+    """Accept events x jets (x particles) or already flat jets (x particles); return flat ones."""
+    jets = ak.Array(jets)
+    constituents = ak.Array(constituents)
+    if constituents.ndim == 3:
+        constituents = ak.flatten(constituents, axis=1)
+    elif constituents.ndim != 2:
+        raise ValueError(
+            "constituents must be events x jets x particles or jets x particles, got "
+            f"type {constituents.type}"
+        )
+    if jets.ndim == 2:
+        jets = ak.flatten(jets, axis=1)
+    if len(jets) != len(constituents):
+        raise ValueError(
+            f"{len(jets)} jets but {len(constituents)} constituent lists: jets and constituents "
+            "must come from the same reader call"
+        )
+    return jets, constituents
+
+
+def _numpy(array: Any, dtype: type = np.float64) -> np.ndarray:
+    return np.asarray(ak.to_numpy(ak.fill_none(array, 0)), dtype=dtype)
+
+
+def jet_energy(pt: np.ndarray, eta: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """Jet energy from (pT, eta, m)."""
+    p = pt * np.cosh(eta)
+    return np.sqrt(p * p + mass * mass)
+
+
+def wrap_phi(dphi: np.ndarray) -> np.ndarray:
+    """Wrap an angle difference to ``[-pi, pi)``."""
+    return np.mod(dphi + np.pi, 2.0 * np.pi) - np.pi
+
+
+def build_features(
+    jets: Any, constituents: Any, max_particles: int = DEFAULT_MAX_PARTICLES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-particle features ``x`` (float32, ``(n_jets, max_particles, 15)``) and ``mask``.
+
+    Args:
+        jets: events x jets (or flat jets) records with ``pt, eta, phi, mass``.
+        constituents: events x jets x particles (or jets x particles) records with the uniform
+            fields of :mod:`rs3l_coffea.io` (``pt, eta, phi, energy, charge, pdg_id, d0, dz``).
+        max_particles: number of particle slots per jet (leading in pT).
+
+    Returns:
+        ``(x, mask)``; jets in event order (flattened), ``mask`` bool ``(n_jets, max_particles)``.
+
+    Raises:
+        InputFileError: a jet has non-finite or non-positive pT/energy.
+    """
+    if max_particles < 1:
+        raise ValueError(f"max_particles must be >= 1, got {max_particles}")
+    jets, constituents = flatten_jets(jets, constituents)
+    missing = [f for f in _NEEDED_CONSTITUENT_FIELDS if f not in constituents.fields]
+    if missing:
+        raise ValueError(f"constituents lack field(s) {', '.join(missing)} (use rs3l_coffea.io)")
+    n_jets = len(jets)
+    x = np.zeros((n_jets, max_particles, N_FEATURES), dtype=np.float32)
+    mask = np.zeros((n_jets, max_particles), dtype=bool)
+    if n_jets == 0:
+        return x, mask
+
+    jet_pt, jet_eta = _numpy(jets.pt), _numpy(jets.eta)
+    jet_phi, jet_mass = _numpy(jets.phi), _numpy(jets.mass)
+    with np.errstate(over="ignore", invalid="ignore"):
+        jet_e = jet_energy(jet_pt, jet_eta, jet_mass)
+    bad_jet = ~(np.isfinite(jet_pt) & np.isfinite(jet_eta) & np.isfinite(jet_phi))
+    bad_jet |= ~np.isfinite(jet_e) | (jet_pt <= 0) | (jet_e <= 0)
+    if np.any(bad_jet):
+        first = int(np.flatnonzero(bad_jet)[0])
+        raise InputFileError(
+            f"jet {first} (flattened order) has invalid kinematics pt={jet_pt[first]!r}, "
+            f"eta={jet_eta[first]!r}, phi={jet_phi[first]!r}, E={jet_e[first]!r}"
+        )
+
+    counts = _numpy(ak.num(constituents, axis=1), np.int64)
+    flat = ak.flatten(constituents, axis=1)
+    pt, eta, phi = _numpy(flat.pt), _numpy(flat.eta), _numpy(flat.phi)
+    energy, charge = _numpy(flat.energy), _numpy(flat.charge)
+    pdg = _numpy(flat.pdg_id, np.int64)
+    d0, dz = _numpy(flat.d0), _numpy(flat.dz)
+    jet_of = np.repeat(np.arange(n_jets, dtype=np.int64), counts)
+
+    good = np.isfinite(pt) & np.isfinite(eta) & np.isfinite(phi) & np.isfinite(energy)
+    good &= np.isfinite(d0) & np.isfinite(dz) & np.isfinite(charge) & (pt > 0) & (energy > 0)
+    if not np.all(good):
+        pt, eta, phi, energy = pt[good], eta[good], phi[good], energy[good]
+        charge, pdg, d0, dz, jet_of = charge[good], pdg[good], d0[good], dz[good], jet_of[good]
+        counts = np.bincount(jet_of, minlength=n_jets)
+
+    # Sort by pT descending within each jet: a stable sort on -pT, then a stable (radix) sort on
+    # the jet index, which keeps the pT order inside every jet.
+    order = np.argsort(-pt, kind="stable")
+    order = order[np.argsort(jet_of[order], kind="stable")]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(len(order), dtype=np.int64) - starts[jet_of[order]]
+    keep = slot < max_particles
+    order, slot = order[keep], slot[keep]
+    row = jet_of[order]
+    pt, eta, phi, energy = pt[order], eta[order], phi[order], energy[order]
+    charge, pdg, d0, dz = charge[order], pdg[order], d0[order], dz[order]
+
+    deta = eta - jet_eta[row]
+    dphi = wrap_phi(phi - jet_phi[row])
+    abs_pdg = np.abs(pdg)
+    is_photon = pdg == 22
+    is_electron = abs_pdg == 11
+    is_muon = abs_pdg == 13
+    is_charged_hadron = (charge != 0) & ~is_electron & ~is_muon
+    is_neutral_hadron = (charge == 0) & ~is_photon & ~is_electron & ~is_muon
+
+    values = {
+        "log_pt": np.log(pt),
+        "log_pt_rel": np.log(pt / jet_pt[row]),
+        "deta": deta,
+        "dphi": dphi,
+        "log_e": np.log(energy),
+        "log_e_rel": np.log(energy / jet_e[row]),
+        "charge": charge,
+        "tanh_d0": np.tanh(d0),
+        "tanh_dz": np.tanh(dz),
+        "delta_r": np.hypot(deta, dphi),
+        "is_photon": is_photon,
+        "is_muon": is_muon,
+        "is_electron": is_electron,
+        "is_charged_hadron": is_charged_hadron,
+        "is_neutral_hadron": is_neutral_hadron,
+    }
+    for name, column in values.items():
+        x[row, slot, FEATURE_INDEX[name]] = column
+    mask[row, slot] = True
+    return x, mask

@@ -1,0 +1,131 @@
+"""File -> features pipeline and the parquet layout written by ``rs3l features``.
+
+Parquet layout (one row per selected jet, jets in file and event order):
+
+* ``file`` (string), ``event`` (int64, entry number in the file), ``jet`` (int64, index of the
+  jet in its event as returned by the reader, before selection)
+* ``pt, eta, phi, mass, msd, n2`` (float64), ``n_constituents`` (int64), ``valid`` (bool):
+  see :func:`~rs3l_coffea.features.jet_observables`
+* ``label`` (int64, :class:`~rs3l_coffea.features.JetLabel`)
+* ``features``: fixed-size list ``max_particles`` x fixed-size list 15 of float32
+  (:data:`FEATURE_NAMES` order, stored in the file metadata ``rs3l.feature_names``)
+* ``mask``: fixed-size list ``max_particles`` of bool
+
+:func:`read_features_parquet` returns these as numpy arrays (``features`` as
+``(n, max_particles, 15)``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from rs3l_coffea.atomic import atomic_path
+from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES, build_features
+from rs3l_coffea.features.names import FEATURE_NAMES, N_FEATURES
+from rs3l_coffea.features.observables import jet_observables
+from rs3l_coffea.features.selection import JetSelection
+from rs3l_coffea.features.truth import truth_labels
+
+_SCALAR_COLUMNS = ("pt", "eta", "phi", "mass", "msd", "n2", "n_constituents", "valid")
+
+
+def features_from_file(
+    path: str | os.PathLike[str],
+    *,
+    source: str = "auto",
+    jets: str | None = None,
+    recluster_radius: float | None = None,
+    max_particles: int = DEFAULT_MAX_PARTICLES,
+    selection: JetSelection | None = None,
+) -> dict[str, np.ndarray]:
+    """Read a file, select jets and return features, mask, observables and labels (numpy)."""
+    from rs3l_coffea.io import gen_particles_from_events, jets_from_events, open_events
+
+    selection = selection or JetSelection.permissive()
+    events, source, origin = open_events(path, source=source, jets=jets)
+    jet_array, constituents = jets_from_events(
+        events, source=source, jets=jets, recluster_radius=recluster_radius, origin=origin
+    )
+    keep = selection.mask(jet_array, constituents)
+    n_events = len(jet_array)
+    jet_index = ak.local_index(jet_array, axis=1)
+    event_index = ak.broadcast_arrays(np.arange(n_events), jet_index)[0]
+    labels = truth_labels(jet_array, gen_particles_from_events(events, source))
+    flat_keep = np.asarray(ak.to_numpy(ak.flatten(keep)), dtype=bool)
+    jet_array, constituents = jet_array[keep], constituents[keep]
+    x, mask = build_features(jet_array, constituents, max_particles=max_particles)
+    result: dict[str, np.ndarray] = dict(jet_observables(jet_array, constituents))
+    result.update(
+        features=x,
+        mask=mask,
+        label=labels[flat_keep],
+        event=np.asarray(ak.to_numpy(ak.flatten(event_index[keep])), dtype=np.int64),
+        jet=np.asarray(ak.to_numpy(ak.flatten(jet_index[keep])), dtype=np.int64),
+        file=np.full(len(x), origin, dtype=object),
+    )
+    return result
+
+
+def concatenate_results(results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate per-file results column by column."""
+    if not results:
+        raise ValueError("no results to concatenate")
+    return {key: np.concatenate([r[key] for r in results]) for key in results[0]}
+
+
+def write_features_parquet(path: str | os.PathLike[str], result: dict[str, np.ndarray]) -> None:
+    """Write a result of :func:`features_from_file` atomically as parquet (layout above)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.ascontiguousarray(result["features"], dtype=np.float32)
+    mask = np.ascontiguousarray(result["mask"], dtype=bool)
+    n, max_particles = mask.shape
+    particle_type = pa.list_(pa.float32(), N_FEATURES)
+    features = pa.FixedSizeListArray.from_arrays(
+        pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), N_FEATURES), max_particles
+    )
+    assert features.type == pa.list_(particle_type, max_particles)
+    columns: dict[str, Any] = {
+        "file": pa.array(result["file"].astype(str), pa.string()),
+        "event": pa.array(result["event"], pa.int64()),
+        "jet": pa.array(result["jet"], pa.int64()),
+    }
+    for name in _SCALAR_COLUMNS:
+        columns[name] = pa.array(result[name])
+    columns["label"] = pa.array(result["label"], pa.int64())
+    columns["features"] = features
+    columns["mask"] = pa.FixedSizeListArray.from_arrays(pa.array(mask.reshape(-1)), max_particles)
+    table = pa.table(columns).replace_schema_metadata(
+        {"rs3l.feature_names": json.dumps(list(FEATURE_NAMES)), "rs3l.n_jets": str(n)}
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_features_parquet(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read a file written by :func:`write_features_parquet` back into numpy arrays."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    names = json.loads(table.schema.metadata[b"rs3l.feature_names"])
+    if tuple(names) != FEATURE_NAMES:
+        raise ValueError(f"{path}: feature order {names} differs from FEATURE_NAMES")
+    n = table.num_rows
+    features = table.column("features").combine_chunks()
+    max_particles = features.type.list_size
+    out = {
+        name: table.column(name).to_numpy()
+        for name in ("file", "event", "jet", *_SCALAR_COLUMNS, "label")
+    }
+    out["features"] = (
+        features.flatten().flatten().to_numpy().reshape(n, max_particles, N_FEATURES)
+    )
+    mask = table.column("mask").combine_chunks()
+    out["mask"] = mask.flatten().to_numpy(zero_copy_only=False).reshape(n, max_particles)
+    return out

@@ -1,0 +1,52 @@
+"""Readers: jets and uniform constituents from Delphes, PFNano and NanoAOD v15 files.
+
+Public API (see :mod:`rs3l_coffea.io.readers` for the full contract):
+
+* :func:`load_jets` -- open a file and return ``(jets, constituents)``.
+* :func:`jets_from_events` -- the same from already-opened NanoEvents (eager, virtual or
+  dask): the function coffea processors call.
+* :func:`open_events` -- open a file with the right schema (:class:`FlatDelphesSchema`,
+  ``PFNanoAODSchema`` or ``NanoAODSchema``).
+* :func:`gen_particles_from_events` -- generator particles for truth labelling.
+* :func:`needed_branches` -- branch filter so coffea builds only the needed columns.
+* :func:`recluster` -- anti-kT reclustering of uniform candidates with fastjet.
+"""
+
+from __future__ import annotations
+
+from rs3l_coffea.io.readers import (
+    DEFAULT_RECLUSTER_MIN_PT,
+    DEFAULT_RECLUSTER_RADIUS,
+    SOURCES,
+    detect_source,
+    gen_particles_from_events,
+    jets_from_events,
+    load_jets,
+    needed_branches,
+    open_events,
+    recluster,
+)
+
+
+def __getattr__(name: str):
+    # The schema subclass imports coffea: keep it lazy so `import rs3l_coffea.io` stays light.
+    if name == "FlatDelphesSchema":
+        from rs3l_coffea.io.schemas import FlatDelphesSchema
+
+        return FlatDelphesSchema
+    raise AttributeError(f"module 'rs3l_coffea.io' has no attribute {name!r}")
+
+
+__all__ = [
+    "DEFAULT_RECLUSTER_MIN_PT",
+    "DEFAULT_RECLUSTER_RADIUS",
+    "SOURCES",
+    "FlatDelphesSchema",
+    "detect_source",
+    "gen_particles_from_events",
+    "jets_from_events",
+    "load_jets",
+    "needed_branches",
+    "open_events",
+    "recluster",
+]

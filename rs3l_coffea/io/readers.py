@@ -1,0 +1,729 @@
+"""Jets and their constituents from Delphes, PFNano and NanoAOD files, in one uniform layout.
+
+Every reader returns ``(jets, constituents)``:
+
+* ``jets``: events x jets records with fields ``pt, eta, phi, mass`` (float64, GeV), sorted
+  as in the file (stored jets) or by pT descending (reclustered jets). The outer list carries
+  the parameters ``rs3l_source`` (``"delphes"``, ``"pfnano"``, ``"nanoaod"``) and
+  ``rs3l_jets`` (the stored collection name, or ``"antikt:R"`` for reclustered jets).
+* ``constituents``: events x jets x particles records with the uniform fields
+  ``pt, eta, phi, energy`` (float64, GeV), ``charge`` (int32, units of e), ``pdg_id`` (int32),
+  ``d0, dz`` (float64, **mm**; PFNano stores cm and is converted, NanoAOD v15 ``PFCand`` has
+  no impact parameters and gets 0).
+
+Candidates with non-finite kinematics, pT <= 0 or |eta| >= 10 (Delphes writes tracks with
+pT = 0 and eta = 999.9; fastjet segfaults on them) are removed before anything else.
+
+The integration point for coffea processors is :func:`jets_from_events`, which works on
+already-opened NanoEvents (eager, virtual, or ``mode="dask"`` through ``map_partitions``);
+:func:`load_jets` opens a file and calls it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from rs3l_coffea.errors import ConfigError, InputFileError, MissingConstituentsError
+
+SOURCES: tuple[str, ...] = ("auto", "delphes", "pfnano", "nanoaod")
+DEFAULT_RECLUSTER_RADIUS = 0.8
+DEFAULT_RECLUSTER_MIN_PT = 20.0
+MAX_ABS_ETA = 10.0
+DELPHES_NEUTRAL_HADRON_PDG = 130  # EFlowNeutralHadron has no PID; K0L is CMS PF's convention
+_DELPHES_UID_MASK = 0xFFFFFF
+_CM_TO_MM = 10.0
+_CONSTITUENT_FIELDS = ("pt", "eta", "phi", "energy", "charge", "pdg_id", "d0", "dz")
+
+_NANO_ASSOCIATIONS = {
+    # source -> {jet collection: (association collection, candidate index field, candidates)}
+    "pfnano": {
+        "FatJet": ("FatJetPFCands", "pFCandsIdx", "PFCands"),
+        "Jet": ("JetPFCands", "pFCandsIdx", "PFCands"),
+    },
+    "nanoaod": {
+        "FatJet": ("FatJetPFCand", "pfCandIdx", "PFCand"),
+        "Jet": ("JetPFCand", "pfCandIdx", "PFCand"),
+    },
+}
+_NANO_CANDIDATES = {"pfnano": "PFCands", "nanoaod": "PFCand"}
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+def detect_source(events: Any, origin: str | None = None) -> str:
+    """Guess the source (``delphes``, ``pfnano`` or ``nanoaod``) from the NanoEvents fields.
+
+    Raises :class:`MissingConstituentsError` when the events have jets but no candidates.
+    """
+    fields = set(events.fields)
+    if "EFlowTrack" in fields or "EFlowPhoton" in fields:
+        return "delphes"
+    if "PFCands" in fields:
+        return "pfnano"
+    if "PFCand" in fields:
+        return "nanoaod"
+    where = f" in {origin}" if origin else ""
+    raise MissingConstituentsError(
+        f"no particle candidates{where} (looked for EFlowTrack/EFlowPhoton, PFCands, PFCand): "
+        "RS3L needs jet constituents, so files without PF candidates (plain NanoAOD) cannot be used"
+    )
+
+
+def jets_from_events(
+    events: Any,
+    *,
+    source: str = "auto",
+    jets: str | None = None,
+    recluster_radius: float | None = None,
+    recluster_min_pt: float = DEFAULT_RECLUSTER_MIN_PT,
+    origin: str | None = None,
+) -> tuple[Any, Any]:
+    """Jets and uniform constituents from already-opened NanoEvents (coffea integration point).
+
+    Args:
+        events: NanoEvents from ``NanoEventsFactory.from_root`` (``mode="eager"``, ``"virtual"``
+            or ``"dask"``), e.g. the ``events`` argument of a coffea processor's ``process``.
+            Delphes files need :class:`~rs3l_coffea.io.schemas.FlatDelphesSchema` (or
+            ``DelphesSchema``), PFNano ``PFNanoAODSchema``, NanoAOD v15 ``NanoAODSchema``.
+        source: ``"auto"`` (from the fields), ``"delphes"``, ``"pfnano"`` or ``"nanoaod"``.
+        jets: stored jet collection to use. Defaults: Delphes -> recluster (stored Delphes jets
+            reference constituents through TRefArrays, see below), PFNano/NanoAOD -> ``"FatJet"``.
+        recluster_radius: if given, ignore stored jets and cluster all candidates of each event
+            with anti-kT of this radius (fastjet). Delphes default: 0.8.
+        recluster_min_pt: minimum pT (GeV) of reclustered jets.
+        origin: file name used in error messages.
+
+    Returns:
+        ``(jets, constituents)`` as described in the module docstring. With dask input both are
+        dask-awkward arrays (built with one ``map_partitions`` call; compute them together).
+
+    Raises:
+        MissingConstituentsError: no candidates in the events.
+        InputFileError: a needed collection/branch is missing or an index is out of range;
+            ``mode="dask"`` with a stored Delphes jet collection (coffea resolves TRefArray
+            branches wrongly after the first dask partition; recluster instead).
+        ConfigError: unknown ``source`` or bad ``recluster_radius``.
+    """
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
+    if recluster_radius is not None and not (0.0 < recluster_radius <= 3.0):
+        raise ConfigError(f"recluster_radius must be in (0, 3], got {recluster_radius!r}")
+    if source == "auto":
+        source = detect_source(events, origin)
+    if source == "delphes" and jets is None and recluster_radius is None:
+        recluster_radius = DEFAULT_RECLUSTER_RADIUS
+    if source in ("pfnano", "nanoaod") and jets is None and recluster_radius is None:
+        jets = "FatJet"
+
+    where = f" in {origin}" if origin else ""
+    is_dask = _is_dask(events)
+    if recluster_radius is not None:
+        inputs = _candidate_inputs(events, source, where)
+        builder: Callable[..., ak.Array] = _ReclusterBuilder(
+            source, recluster_radius, recluster_min_pt
+        )
+        label = f"antikt:{recluster_radius:g}"
+    elif source == "delphes":
+        if is_dask:
+            raise InputFileError(
+                f"stored Delphes jet collection {jets!r}{where} cannot be read under "
+                "mode='dask': coffea resolves TRefArray (Constituents) branches wrongly after the "
+                "first partition. Use recluster_radius=... (e.g. 0.8) or eager/virtual mode."
+            )
+        inputs = _delphes_stored_inputs(events, jets, where)
+        builder = _DelphesStoredBuilder(jets)
+        label = jets
+    else:
+        inputs = _nano_stored_inputs(events, source, jets, where)
+        builder = _NanoStoredBuilder(source, jets, where)
+        label = jets
+
+    if is_dask:
+        import dask_awkward as dak
+
+        combined = dak.map_partitions(
+            _TypetracerSafe(builder), *inputs, label="rs3l-jets-from-events"
+        )
+    else:
+        combined = builder(*inputs)
+    jet_array = combined["jet"]
+    constituents = combined["constituents"]
+    if is_dask:
+        import dask_awkward as dak
+
+        with_parameter: Callable[..., Any] = dak.with_parameter
+    else:
+        with_parameter = ak.with_parameter
+    jet_array = with_parameter(jet_array, "rs3l_source", source)
+    jet_array = with_parameter(jet_array, "rs3l_jets", label)
+    return jet_array, constituents
+
+
+def load_jets(
+    path: str | os.PathLike[str],
+    *,
+    source: str = "auto",
+    jets: str | None = None,
+    recluster_radius: float | None = None,
+    entry_start: int | None = None,
+    entry_stop: int | None = None,
+    tree: str | None = None,
+    mode: str = "virtual",
+    recluster_min_pt: float = DEFAULT_RECLUSTER_MIN_PT,
+) -> tuple[ak.Array, ak.Array]:
+    """Open a ROOT file and return ``(jets, constituents)`` (see :func:`jets_from_events`).
+
+    ``tree`` defaults to ``Delphes`` for Delphes files and ``Events`` otherwise; ``mode`` is
+    ``"virtual"`` (default) or ``"eager"``. A tree with zero entries gives empty arrays.
+    """
+    events, source, origin = open_events(
+        path,
+        source=source,
+        entry_start=entry_start,
+        entry_stop=entry_stop,
+        tree=tree,
+        mode=mode,
+        jets=jets,
+    )
+    return jets_from_events(
+        events,
+        source=source,
+        jets=jets,
+        recluster_radius=recluster_radius,
+        recluster_min_pt=recluster_min_pt,
+        origin=origin,
+    )
+
+
+def open_events(
+    path: str | os.PathLike[str],
+    *,
+    source: str = "auto",
+    entry_start: int | None = None,
+    entry_stop: int | None = None,
+    tree: str | None = None,
+    mode: str = "virtual",
+    jets: str | None = None,
+    all_branches: bool = False,
+) -> tuple[Any, str, str]:
+    """Open ``path`` as NanoEvents with the schema for its source.
+
+    Unless ``all_branches``, only the branches RS3L needs are put into the event form
+    (candidates, their jet associations, ``FatJet``/``Jet`` or the stored jet collection
+    ``jets``, generator particles, event ids): Delphes files have hundreds of branches and
+    building the form for all of them dominates the time on small files.
+
+    Returns ``(events, source, origin)``. Raises :class:`InputFileError` naming the file when it
+    is missing, empty, unreadable or lacks the tree, :class:`MissingConstituentsError` when
+    the tree has no candidates.
+    """
+    import uproot
+
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
+    if mode not in ("virtual", "eager"):
+        raise ConfigError(f"mode must be 'virtual' or 'eager' for load_jets, got {mode!r}")
+    origin = str(path)
+    if not os.path.isfile(origin):
+        raise InputFileError(f"input file {origin} does not exist")
+    if os.path.getsize(origin) == 0:
+        raise InputFileError(f"input file {origin} is empty (0 bytes), not a ROOT file")
+    try:
+        handle = uproot.open(origin)
+    except Exception as error:  # uproot raises several unrelated types on corrupt files
+        raise InputFileError(f"cannot open {origin} as a ROOT file: {error}") from error
+    # The handle stays open: virtual NanoEvents read from it lazily (and the TTree metadata,
+    # slow to parse for Delphes' ~1800 branches, is parsed once and cached by uproot).
+    trees = [k.split(";")[0] for k, c in handle.classnames().items() if c == "TTree"]
+    if tree is None:
+        if source == "delphes" or (source == "auto" and "Delphes" in trees):
+            tree = "Delphes"
+        elif "Events" in trees:
+            tree = "Events"
+        else:
+            raise InputFileError(
+                f"{origin} has no 'Delphes' or 'Events' TTree "
+                f"(trees found: {', '.join(trees) or 'none'}); pass tree=..."
+            )
+    if tree not in trees:
+        raise InputFileError(
+            f"{origin} has no TTree {tree!r} (trees found: {', '.join(trees) or 'none'})"
+        )
+    branches = set(handle[tree].keys())
+    n_entries = handle[tree].num_entries
+    if source == "auto":
+        if any(b.startswith(("EFlowTrack", "EFlowPhoton")) for b in branches):
+            source = "delphes"
+        elif "nPFCands" in branches:
+            source = "pfnano"
+        elif "nPFCand" in branches:
+            source = "nanoaod"
+        else:
+            raise MissingConstituentsError(
+                f"{origin}: tree {tree!r} has no particle candidates (EFlowTrack, PFCands or "
+                "PFCand branches): RS3L needs jet constituents, so this file cannot be used"
+            )
+
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory, PFNanoAODSchema
+
+    from rs3l_coffea.io.schemas import FlatDelphesSchema
+
+    schema = {"delphes": FlatDelphesSchema, "pfnano": PFNanoAODSchema, "nanoaod": NanoAODSchema}[
+        source
+    ]
+    if n_entries == 0:
+        entry_start, entry_stop = None, None
+    options = {} if all_branches else {"filter_name": needed_branches(source, jets)}
+    try:
+        events = NanoEventsFactory.from_root(
+            handle,
+            treepath=tree,
+            schemaclass=schema,
+            mode=mode,
+            entry_start=entry_start,
+            entry_stop=entry_stop,
+            iteritems_options=options,
+        ).events()
+    except Exception as error:
+        raise InputFileError(
+            f"cannot read tree {tree!r} of {origin} with {schema.__name__}: {error}"
+        ) from error
+    return events, source, origin
+
+
+_EVENT_ID_BRANCHES = frozenset({"run", "luminosityBlock", "event"})
+
+
+def needed_branches(source: str, jets: str | None = None) -> Callable[[str], bool]:
+    """Branch-name predicate keeping only the collections RS3L reads from ``source`` files.
+
+    Pass it to coffea to skip building the form of unused branches, e.g.
+    ``NanoEventsFactory.from_root(..., iteritems_options={"filter_name": needed_branches("delphes")})``
+    (virtual/eager) or ``uproot_options={"filter_name": ...}`` (``mode="dask"``).
+    """
+    if source not in ("delphes", "pfnano", "nanoaod"):
+        raise ConfigError(f"needed_branches needs a concrete source, got {source!r}")
+    if source == "delphes":
+        wanted = {"EFlowTrack", "EFlowPhoton", "EFlowNeutralHadron", "Particle", "Event"}
+        if jets:
+            wanted.add(jets)
+
+        def keep_delphes(name: str) -> bool:
+            collection = name.split("/")[0].split(".")[0]
+            return collection.removesuffix("_size") in wanted
+
+        return keep_delphes
+
+    wanted = {"GenPart", _NANO_CANDIDATES[source]}
+    for jet_name, (assoc, _, _) in _NANO_ASSOCIATIONS[source].items():
+        wanted |= {jet_name, assoc}
+    if jets:
+        wanted.add(jets)
+
+    def keep_nano(name: str) -> bool:
+        collection = name.split("_")[0]
+        if name in _EVENT_ID_BRANCHES or collection in wanted:
+            return True
+        return collection.startswith("n") and collection[1:] in wanted
+
+    return keep_nano
+
+
+def gen_particles_from_events(events: Any, source: str = "auto") -> ak.Array | None:
+    """Generator particles in a uniform layout, or ``None`` when the events have none.
+
+    Fields: ``pt, eta, phi`` (float64), ``pdg_id, status, mother`` (int64; ``mother`` is the
+    event-local index of the first mother, -1 if none). Delphes ``Particle`` and NanoAOD
+    ``GenPart`` are supported; Pythia status codes are kept as stored (absolute values).
+    """
+    if source == "auto":
+        source = detect_source(events)
+    if source == "delphes":
+        if "Particle" not in events.fields:
+            return None
+        gen = events["Particle"]
+        return ak.zip(
+            {
+                "pt": ak.values_astype(gen["PT"], np.float64),
+                "eta": ak.values_astype(gen["Eta"], np.float64),
+                "phi": ak.values_astype(gen["Phi"], np.float64),
+                "pdg_id": ak.values_astype(gen["PID"], np.int64),
+                "status": ak.values_astype(abs(gen["Status"]), np.int64),
+                "mother": ak.values_astype(gen["M1"], np.int64),
+            },
+            with_name=None,
+        )
+    if "GenPart" not in events.fields:
+        return None
+    gen = events["GenPart"]
+    return ak.zip(
+        {
+            "pt": ak.values_astype(gen["pt"], np.float64),
+            "eta": ak.values_astype(gen["eta"], np.float64),
+            "phi": ak.values_astype(gen["phi"], np.float64),
+            "pdg_id": ak.values_astype(gen["pdgId"], np.int64),
+            "status": ak.values_astype(abs(gen["status"]), np.int64),
+            "mother": ak.values_astype(gen["genPartIdxMother"], np.int64),
+        },
+        with_name=None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# field access (phase 1: works the same on eager, virtual and dask NanoEvents)
+# --------------------------------------------------------------------------------------------
+def _is_dask(array: Any) -> bool:
+    return type(array).__module__.startswith("dask_awkward")
+
+
+def _collection(events: Any, name: str, where: str, purpose: str) -> Any:
+    if name not in events.fields:
+        raise InputFileError(
+            f"collection {name!r} not found{where} (needed for {purpose}); "
+            f"available collections: {', '.join(sorted(f for f in events.fields if '.' not in f))}"
+        )
+    return events[name]
+
+
+def _fields(collection: Any, name: str, wanted: Sequence[str], where: str) -> list[Any]:
+    available = set(collection.fields)
+    missing = [f for f in wanted if f not in available]
+    if missing:
+        raise InputFileError(
+            f"branch(es) {', '.join(f'{name}.{f}' for f in missing)} missing{where}"
+        )
+    return [collection[f] for f in wanted]
+
+
+def _delphes_candidate_columns(events: Any, where: str, with_uid: bool) -> list[Any]:
+    track = _collection(events, "EFlowTrack", where, "Delphes candidates")
+    columns = _fields(track, "EFlowTrack", ["PT", "Eta", "Phi", "Mass", "Charge", "PID"], where)
+    # Impact parameters are optional in our generator output; Delphes always writes them.
+    for optional in ("D0", "DZ"):
+        columns.append(track[optional] if optional in track.fields else None)
+    if with_uid:
+        columns += _fields(track, "EFlowTrack", ["fUniqueID"], where)
+    for name in ("EFlowPhoton", "EFlowNeutralHadron"):
+        coll = _collection(events, name, where, "Delphes candidates")
+        columns += _fields(coll, name, ["ET", "Eta", "Phi"], where)
+        if with_uid:
+            columns += _fields(coll, name, ["fUniqueID"], where)
+    return columns
+
+
+def _candidate_inputs(events: Any, source: str, where: str) -> list[Any]:
+    if source == "delphes":
+        return _delphes_candidate_columns(events, where, with_uid=False)
+    name = _NANO_CANDIDATES[source]
+    cands = _collection(events, name, where, "PF candidates")
+    return _nano_candidate_columns(cands, name, source, where)
+
+
+def _nano_candidate_columns(cands: Any, name: str, source: str, where: str) -> list[Any]:
+    columns = _fields(cands, name, ["pt", "eta", "phi", "mass", "pdgId"], where)
+    # Missing optional branches travel as None (NanoAOD v15 PFCand has no charge/d0/dz).
+    for optional in ("charge", "d0", "dz"):
+        columns.append(cands[optional] if optional in cands.fields else None)
+    return columns
+
+
+def _delphes_stored_inputs(events: Any, jets: str, where: str) -> list[Any]:
+    coll = _collection(events, jets, where, "stored jets")
+    jet_columns = _fields(coll, jets, ["PT", "Eta", "Phi", "Mass", "Constituents"], where)
+    jet_columns[-1] = jet_columns[-1]["refs"]
+    return jet_columns + _delphes_candidate_columns(events, where, with_uid=True)
+
+
+def _nano_stored_inputs(events: Any, source: str, jets: str, where: str) -> list[Any]:
+    associations = _NANO_ASSOCIATIONS[source]
+    if jets not in associations:
+        raise ConfigError(
+            f"stored jets {jets!r} not supported for {source}; valid: {', '.join(associations)} "
+            "(or recluster with recluster_radius=...)"
+        )
+    assoc_name, index_field, cand_name = associations[jets]
+    coll = _collection(events, jets, where, "stored jets")
+    jet_columns = _fields(coll, jets, ["pt", "eta", "phi", "mass"], where)
+    if assoc_name not in events.fields and cand_name in events.fields:
+        raise MissingConstituentsError(
+            f"{assoc_name!r} not found{where}: the file has {cand_name} but no association of "
+            f"{jets} to its candidates; recluster instead (recluster_radius=0.8)"
+        )
+    assoc = _collection(events, assoc_name, where, f"{jets} constituents")
+    assoc_columns = _fields(assoc, assoc_name, [index_field, "jetIdx"], where)
+    cands = _collection(events, cand_name, where, "PF candidates")
+    return jet_columns + assoc_columns + _nano_candidate_columns(cands, cand_name, source, where)
+
+
+# --------------------------------------------------------------------------------------------
+# builders (phase 2: plain awkward on one partition)
+# --------------------------------------------------------------------------------------------
+def _energy(pt: Any, eta: Any, mass: Any) -> Any:
+    # Sentinel candidates (eta = 999.9) overflow here; they are dropped by _good right after.
+    with np.errstate(over="ignore", invalid="ignore"):
+        p = pt * np.cosh(eta)
+        return np.sqrt(p * p + mass * mass)
+
+
+def _uniform(pt, eta, phi, energy, charge, pdg_id, d0, dz) -> ak.Array:
+    return ak.zip(
+        {
+            "pt": ak.values_astype(pt, np.float64),
+            "eta": ak.values_astype(eta, np.float64),
+            "phi": ak.values_astype(phi, np.float64),
+            "energy": ak.values_astype(energy, np.float64),
+            "charge": ak.values_astype(charge, np.int32),
+            "pdg_id": ak.values_astype(pdg_id, np.int32),
+            "d0": ak.values_astype(d0, np.float64),
+            "dz": ak.values_astype(dz, np.float64),
+        },
+        with_name=None,
+    )
+
+
+def _delphes_candidates(columns: Sequence[Any], with_uid: bool) -> tuple[ak.Array, Any]:
+    """Events x candidates (tracks, then photons, then neutral hadrons), and their uids."""
+    step = 1 if with_uid else 0
+    pt, eta, phi, mass, charge, pid, d0, dz = (_plain(c) for c in columns[:8])
+    d0 = ak.zeros_like(pt) if d0 is None else d0
+    dz = ak.zeros_like(pt) if dz is None else dz
+    i = 8 + step
+    tracks = _uniform(
+        pt, eta, phi, _energy(pt, eta, mass), charge, pid, d0, dz
+    )
+    parts = [tracks]
+    uids = [columns[8]] if with_uid else []
+    for pdg in (22, DELPHES_NEUTRAL_HADRON_PDG):
+        et, ceta, cphi = (ak.without_parameters(c) for c in columns[i : i + 3])
+        zero = ak.zeros_like(et)
+        # Delphes EFlow towers are massless: E = ET cosh(eta).
+        parts.append(
+            _uniform(et, ceta, cphi, _energy(et, ceta, zero), zero, zero + pdg, zero, zero)
+        )
+        if with_uid:
+            uids.append(columns[i + 3])
+        i += 3 + step
+    cands = ak.concatenate(parts, axis=1)
+    uid = ak.concatenate(uids, axis=1) if with_uid else None
+    return cands, uid
+
+
+def _nano_candidates(columns: Sequence[Any], source: str) -> ak.Array:
+    pt, eta, phi, mass, pdg, charge, d0, dz = (_plain(c) for c in columns)
+    flat_pdg = ak.values_astype(pdg, np.int64)
+    # NanoAOD v15 PFCand has no charge branch: PF pdg ids are +-11, +-13, +-211, 22, 130, 1, 2.
+    abs_pdg = abs(flat_pdg)
+    sign = ak.where(flat_pdg > 0, 1, -1)
+    charge_from_pdg = ak.where(
+        (abs_pdg == 11) | (abs_pdg == 13), -sign, ak.where(abs_pdg == 211, sign, 0)
+    )
+    charge = charge_from_pdg if charge is None else charge
+    d0 = ak.zeros_like(pt) if d0 is None else d0
+    dz = ak.zeros_like(pt) if dz is None else dz
+    if source == "pfnano":
+        d0, dz = d0 * _CM_TO_MM, dz * _CM_TO_MM
+    return _uniform(pt, eta, phi, _energy(pt, eta, mass), charge, pdg, d0, dz)
+
+
+def _plain(column: Any) -> Any:
+    return None if column is None else ak.without_parameters(column)
+
+
+def _good(cands: ak.Array) -> Any:
+    finite = np.isfinite(cands.pt) & np.isfinite(cands.eta) & np.isfinite(cands.phi)
+    finite = finite & np.isfinite(cands.energy) & np.isfinite(cands.d0) & np.isfinite(cands.dz)
+    return finite & (cands.pt > 0) & (abs(cands.eta) < MAX_ABS_ETA)
+
+
+def _combine(jets: ak.Array, constituents: ak.Array) -> ak.Array:
+    return ak.zip({"jet": jets, "constituents": constituents}, depth_limit=2, with_name=None)
+
+
+def _jet_record(pt, eta, phi, mass) -> ak.Array:
+    return ak.zip(
+        {
+            "pt": ak.values_astype(ak.without_parameters(pt), np.float64),
+            "eta": ak.values_astype(ak.without_parameters(eta), np.float64),
+            "phi": ak.values_astype(ak.without_parameters(phi), np.float64),
+            "mass": ak.values_astype(ak.without_parameters(mass), np.float64),
+        },
+        with_name=None,
+    )
+
+
+class _ReclusterBuilder:
+    """Cluster all good candidates of each event with anti-kT (one fastjet call per partition)."""
+
+    def __init__(self, source: str, radius: float, min_pt: float) -> None:
+        self.source, self.radius, self.min_pt = source, radius, min_pt
+
+    def __call__(self, *columns: Any) -> ak.Array:
+        if self.source == "delphes":
+            cands, _ = _delphes_candidates(columns, with_uid=False)
+        else:
+            cands = _nano_candidates(columns, self.source)
+        cands = cands[_good(cands)]
+        jets, constituents = recluster(cands, self.radius, self.min_pt)
+        return _combine(jets, constituents)
+
+
+def recluster(
+    candidates: ak.Array, radius: float = DEFAULT_RECLUSTER_RADIUS, min_pt: float = 0.0
+) -> tuple[ak.Array, ak.Array]:
+    """Anti-kT jets of ``candidates`` (events x particles, uniform fields) with fastjet.
+
+    Returns ``(jets, constituents)``: jets sorted by pT descending with ``pt, eta, phi, mass``
+    from fastjet's four-momenta (E-scheme), constituents the matching candidate records.
+    Candidates must already be filtered (see module docstring).
+    """
+    import fastjet
+    import vector
+
+    vector.register_awkward()
+    momenta = ak.zip(
+        {
+            "px": candidates.pt * np.cos(candidates.phi),
+            "py": candidates.pt * np.sin(candidates.phi),
+            "pz": candidates.pt * np.sinh(candidates.eta),
+            "E": candidates.energy,
+        },
+        with_name="Momentum4D",
+    )
+    sequence = fastjet.ClusterSequence(
+        momenta, fastjet.JetDefinition(fastjet.antikt_algorithm, float(radius))
+    )
+    raw_jets = sequence.inclusive_jets(min_pt)
+    index = sequence.constituent_index(min_pt)
+    order = ak.argsort(raw_jets.pt, axis=1, ascending=False)
+    raw_jets, index = raw_jets[order], index[order]
+    jets = _jet_record(raw_jets.pt, raw_jets.eta, raw_jets.phi, raw_jets.mass)
+    # Guard against fastjet's tiny negative m^2 for near-massless jets: mass is >= 0.
+    jets = ak.with_field(jets, ak.where(np.isfinite(jets.mass), jets.mass, 0.0), "mass")
+    constituents = _gather_per_jet(candidates, index)
+    return jets, constituents
+
+
+def _gather_per_jet(candidates: ak.Array, index: ak.Array) -> ak.Array:
+    """``candidates[event][index[event][jet]]`` for events x jets x k indices, vectorised."""
+    n_cands = _counts(ak.num(candidates, axis=1))
+    offsets = np.concatenate([[0], np.cumsum(n_cands)]).astype(np.int64)
+    jets_per_event = _counts(ak.num(index, axis=1))
+    per_jet = _counts(ak.flatten(ak.num(index, axis=2)))
+    event_of_jet = np.repeat(np.arange(len(jets_per_event), dtype=np.int64), jets_per_event)
+    flat_index = _counts(ak.flatten(index, axis=None))
+    event_of_particle = np.repeat(event_of_jet, per_jet)
+    flat = ak.flatten(candidates)[offsets[event_of_particle] + flat_index]
+    return ak.unflatten(ak.unflatten(flat, per_jet), jets_per_event)
+
+
+def _counts(array: Any) -> np.ndarray:
+    """Integer numpy copy of a flat awkward array (an empty one may come back as float)."""
+    return np.asarray(ak.to_numpy(array), dtype=np.int64)
+
+
+class _DelphesStoredBuilder:
+    """Resolve a stored Delphes jet collection's TRefArray ``Constituents`` (eager/virtual)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, pt, eta, phi, mass, refs, *cand_columns) -> ak.Array:
+        cands, uid = _delphes_candidates(cand_columns, with_uid=True)
+        n_events = len(cands)
+        # One global key per candidate: (event << 24) | (fUniqueID & 0xFFFFFF). TRef ids are
+        # unique within an event across all collections, so a sorted join resolves every ref.
+        event_of_cand = np.repeat(np.arange(n_events, dtype=np.int64), _counts(ak.num(cands)))
+        cand_keys = (event_of_cand << 24) | (
+            ak.to_numpy(ak.flatten(uid)).astype(np.int64) & _DELPHES_UID_MASK
+        )
+        order = np.argsort(cand_keys, kind="stable")
+        sorted_keys = cand_keys[order]
+
+        refs = ak.without_parameters(refs)
+        jets_per_event = _counts(ak.num(refs, axis=1))
+        refs_per_jet = _counts(ak.flatten(ak.num(refs, axis=2)))
+        event_of_jet = np.repeat(np.arange(n_events, dtype=np.int64), jets_per_event)
+        event_of_ref = np.repeat(event_of_jet, refs_per_jet)
+        ref_keys = (event_of_ref << 24) | (
+            ak.to_numpy(ak.flatten(refs, axis=None)).astype(np.int64) & _DELPHES_UID_MASK
+        )
+        position = np.searchsorted(sorted_keys, ref_keys)
+        position = np.minimum(position, max(len(sorted_keys) - 1, 0))
+        matched = (
+            sorted_keys[position] == ref_keys if len(sorted_keys) else np.zeros(0, dtype=bool)
+        )
+        if len(ref_keys) and not np.all(matched):
+            bad_event = int(event_of_ref[~matched][0])
+            raise InputFileError(
+                f"{int(np.sum(~matched))} constituent reference(s) of {self.name} do not point to "
+                f"EFlowTrack/EFlowPhoton/EFlowNeutralHadron (first in event {bad_event}); use a "
+                "particle-flow jet collection or recluster (recluster_radius=0.8)"
+            )
+        flat = ak.flatten(cands)[order[position]] if len(ref_keys) else ak.flatten(cands)[:0]
+        constituents = ak.unflatten(ak.unflatten(flat, refs_per_jet), jets_per_event)
+        constituents = constituents[_good(constituents)]
+        return _combine(_jet_record(pt, eta, phi, mass), constituents)
+
+
+class _NanoStoredBuilder:
+    """Group a (Fat)JetPFCand(s) association by ``jetIdx`` and gather the candidates."""
+
+    def __init__(self, source: str, name: str, where: str) -> None:
+        self.source, self.name, self.where = source, name, where
+
+    def __call__(self, pt, eta, phi, mass, cand_idx, jet_idx, *cand_columns) -> ak.Array:
+        cands = _nano_candidates(cand_columns, self.source)
+        jets = _jet_record(pt, eta, phi, mass)
+        n_events = len(jets)
+        jets_per_event = ak.to_numpy(ak.num(jets)).astype(np.int64)
+        cands_per_event = ak.to_numpy(ak.num(cands)).astype(np.int64)
+        assoc_per_event = ak.to_numpy(ak.num(jet_idx)).astype(np.int64)
+        event_of_assoc = np.repeat(np.arange(n_events), assoc_per_event)
+        flat_jet = ak.to_numpy(ak.flatten(jet_idx)).astype(np.int64)
+        flat_cand = ak.to_numpy(ak.flatten(cand_idx)).astype(np.int64)
+        bad = (flat_jet < 0) | (flat_jet >= jets_per_event[event_of_assoc])
+        bad |= (flat_cand < 0) | (flat_cand >= cands_per_event[event_of_assoc])
+        if np.any(bad):
+            first = int(np.flatnonzero(bad)[0])
+            raise InputFileError(
+                f"{self.name} constituent association{self.where} has an out-of-range index in "
+                f"event {int(event_of_assoc[first])} (jetIdx={flat_jet[first]}, "
+                f"candidate index={flat_cand[first]})"
+            )
+        jet_offsets = np.concatenate([[0], np.cumsum(jets_per_event)])
+        cand_offsets = np.concatenate([[0], np.cumsum(cands_per_event)])
+        global_jet = jet_offsets[event_of_assoc] + flat_jet
+        order = np.argsort(global_jet, kind="stable")
+        per_jet = np.bincount(global_jet, minlength=int(jet_offsets[-1]))
+        flat = ak.flatten(cands)[(cand_offsets[event_of_assoc] + flat_cand)[order]]
+        constituents = ak.unflatten(ak.unflatten(flat, per_jet), jets_per_event)
+        constituents = constituents[_good(constituents)]
+        return _combine(jets, constituents)
+
+
+class _TypetracerSafe:
+    """Wrap a builder for ``dask_awkward.map_partitions``.
+
+    During graph construction dask-awkward calls the function on typetracers. fastjet cannot
+    run on those, so we touch exactly the input columns, run the builder on length-zero
+    concrete arrays and hand back a typetracer of the resulting form.
+    """
+
+    def __init__(self, builder: Callable[..., ak.Array]) -> None:
+        self.builder = builder
+
+    def __call__(self, *columns: Any) -> ak.Array:
+        if any(c is not None and ak.backend(c) == "typetracer" for c in columns):
+            concrete = [
+                None if c is None else ak.typetracer.length_zero_if_typetracer(c)
+                for c in columns
+            ]
+            result = self.builder(*concrete)
+            return ak.Array(result.layout.to_typetracer(forget_length=True))
+        return self.builder(*columns)

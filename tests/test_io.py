@@ -1,0 +1,246 @@
+"""Readers: Delphes (stored and reclustered), PFNano, NanoAOD v15, generator layout, bad input."""
+
+from __future__ import annotations
+
+import awkward as ak
+import fastjet
+import numpy as np
+import pytest
+import uproot
+
+from rs3l_coffea.errors import InputFileError, MissingConstituentsError
+from rs3l_coffea.io import load_jets
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+@pytest.fixture(scope="module")
+def delphes_path(coffea_sample):
+    return coffea_sample("delphes.root")
+
+
+@pytest.fixture(scope="module")
+def delphes_stored(delphes_path):
+    return load_jets(delphes_path, jets="ParticleFlowJet08")
+
+
+@pytest.fixture(scope="module")
+def delphes_reclustered(delphes_path):
+    return load_jets(delphes_path, recluster_radius=0.8)
+
+
+def _vector_pt(constituents):
+    px = ak.sum(constituents.pt * np.cos(constituents.phi), axis=-1)
+    py = ak.sum(constituents.pt * np.sin(constituents.phi), axis=-1)
+    return np.hypot(px, py)
+
+
+def test_delphes_stored_jets_pt_from_constituent_sums(delphes_stored, delphes_path):
+    jets, constituents = delphes_stored
+    stored_pt = uproot.open(delphes_path)["Delphes"]["ParticleFlowJet08/ParticleFlowJet08.PT"].array()
+    assert ak.all(ak.num(jets) == ak.num(stored_pt))
+    assert ak.sum(ak.num(jets)) > 100
+    relative = ak.flatten(abs(_vector_pt(constituents) / stored_pt - 1))
+    assert ak.max(relative) < 1e-4
+    assert ak.parameters(jets)["rs3l_source"] == "delphes"
+    assert ak.parameters(jets)["rs3l_jets"] == "ParticleFlowJet08"
+
+
+def test_delphes_bad_tracks_exist_and_are_filtered(delphes_path, delphes_stored, delphes_reclustered):
+    tree = uproot.open(delphes_path)["Delphes"]
+    pt = tree["EFlowTrack/EFlowTrack.PT"].array()
+    eta = tree["EFlowTrack/EFlowTrack.Eta"].array()
+    assert ak.sum((pt == 0) & (abs(eta) > 900)) > 0  # the file really has sentinel tracks
+    for _, constituents in (delphes_stored, delphes_reclustered):
+        flat = ak.flatten(ak.flatten(constituents, axis=2), axis=1)
+        assert ak.all(flat.pt > 0) and ak.all(abs(flat.eta) < 10)
+        for field in ("pt", "eta", "phi", "energy", "d0", "dz"):
+            assert np.all(np.isfinite(ak.to_numpy(ak.flatten(constituents[field], axis=None))))
+
+
+def test_delphes_recluster_equals_direct_fastjet(delphes_path, delphes_reclustered):
+    jets, constituents = delphes_reclustered
+    tree = uproot.open(delphes_path)["Delphes"]
+    parts = []
+    for name, pt_branch in (("EFlowTrack", "PT"), ("EFlowPhoton", "ET"), ("EFlowNeutralHadron", "ET")):
+        arrays = tree.arrays([f"{name}/{name}.{b}" for b in (pt_branch, "Eta", "Phi")])
+        pt, eta, phi = (arrays[f"{name}/{name}.{b}"] for b in (pt_branch, "Eta", "Phi"))
+        mass = tree[f"{name}/{name}.Mass"].array() if name == "EFlowTrack" else 0 * pt
+        keep = (pt > 0) & (abs(eta) < 10)
+        pt, eta, phi, mass = pt[keep], eta[keep], phi[keep], mass[keep]
+        parts.append(
+            ak.zip(
+                {
+                    "px": pt * np.cos(phi),
+                    "py": pt * np.sin(phi),
+                    "pz": pt * np.sinh(eta),
+                    "E": np.sqrt((pt * np.cosh(eta)) ** 2 + mass**2),
+                }
+            )
+        )
+    particles = ak.concatenate(parts, axis=1)
+    sequence = fastjet.ClusterSequence(particles, fastjet.JetDefinition(fastjet.antikt_algorithm, 0.8))
+    direct = sequence.inclusive_jets(20.0)
+    direct_pt = ak.sort(np.hypot(direct.px, direct.py), axis=1, ascending=False)
+    direct_n = ak.sort(ak.num(sequence.constituents(20.0), axis=2), axis=1)
+    assert ak.all(ak.num(jets) == ak.num(direct_pt))
+    np.testing.assert_allclose(ak.flatten(jets.pt), ak.flatten(direct_pt), rtol=1e-6)
+    assert ak.all(ak.flatten(ak.sort(ak.num(constituents, axis=2), axis=1) == direct_n))
+    # reclustered jets are sorted by pT and their constituents sum to the jet
+    assert ak.all(jets.pt[:, :-1] >= jets.pt[:, 1:])
+    np.testing.assert_allclose(ak.flatten(_vector_pt(constituents)), ak.flatten(jets.pt), rtol=1e-9)
+
+
+def test_eager_and_virtual_identical(delphes_path, coffea_sample):
+    cases = ((delphes_path, {"jets": "ParticleFlowJet08"}), (coffea_sample("nano_tt_v15.root"), {}))
+    for path, kwargs in cases:
+        eager = load_jets(path, mode="eager", **kwargs)
+        virtual = load_jets(path, mode="virtual", **kwargs)
+        assert ak.array_equal(eager[0], virtual[0]) and ak.array_equal(eager[1], virtual[1])
+
+
+def test_pfnano_fatjet_counts_match_association(coffea_sample):
+    path = coffea_sample("pfnano.root")
+    _, constituents = load_jets(path)
+    raw = uproot.open(path)["Events"].arrays(["nFatJet", "FatJetPFCands_jetIdx"])
+    expected = [
+        np.bincount(np.asarray(idx), minlength=n)
+        for idx, n in zip(raw.FatJetPFCands_jetIdx, raw.nFatJet, strict=True)
+    ]
+    counts = ak.num(constituents, axis=2)
+    assert ak.sum(counts) > 500
+    assert ak.to_list(counts) == [e.tolist() for e in expected]
+    pdg = ak.flatten(constituents.pdg_id, axis=None)
+    charge = ak.flatten(constituents.charge, axis=None)
+    assert ak.all(charge[abs(pdg) == 211] != 0) and ak.all(charge[pdg == 22] == 0)
+
+
+def test_nanoaod_v15_counts_match_association(coffea_sample):
+    path = coffea_sample("nano_tt_v15.root")
+    jets, constituents = load_jets(path)
+    raw = uproot.open(path)["Events"].arrays(["nFatJet", "FatJetPFCand_jetIdx", "FatJet_pt"])
+    # The association itself is the reference: FatJet_nConstituents counts 2 jets whose
+    # candidates were not stored in this skim (its event has no PFCand at all).
+    expected = [
+        np.bincount(np.asarray(idx), minlength=n).tolist()
+        for idx, n in zip(raw.FatJetPFCand_jetIdx, raw.nFatJet, strict=True)
+    ]
+    assert ak.to_list(ak.num(constituents, axis=2)) == expected
+    assert ak.to_list(jets.pt) == ak.to_list(raw.FatJet_pt)
+    # charge derived from pdgId (v15 PFCand has no charge branch): pi+ is +1, e- (11) is -1
+    flat = ak.flatten(ak.flatten(constituents, axis=2), axis=1)
+    assert ak.all(flat.charge[flat.pdg_id == 211] == 1) and ak.all(flat.charge[flat.pdg_id == 11] == -1)
+
+
+def test_dask_matches_eager(delphes_path, coffea_sample):
+    import dask
+    from coffea.nanoevents import NanoEventsFactory, PFNanoAODSchema
+
+    from rs3l_coffea.features import build_features
+    from rs3l_coffea.io import FlatDelphesSchema, jets_from_events, needed_branches
+
+    cases = (
+        (delphes_path, "Delphes", FlatDelphesSchema, {"recluster_radius": 0.8}),
+        (coffea_sample("pfnano.root"), "Events", PFNanoAODSchema, {}),
+    )
+    for path, tree, schema, kwargs in cases:
+        source = "delphes" if tree == "Delphes" else "pfnano"
+        events = NanoEventsFactory.from_root(
+            {str(path): tree},
+            schemaclass=schema,
+            mode="dask",
+            steps_per_file=3,
+            uproot_options={"filter_name": needed_branches(source, "ParticleFlowJet08")},
+        ).events()
+        assert events.npartitions == 3
+        lazy_jets, lazy_constituents = jets_from_events(events, **kwargs)
+        jets, constituents = dask.compute(lazy_jets, lazy_constituents)
+        eager_jets, eager_constituents = load_jets(path, mode="eager", **kwargs)
+        x, mask = build_features(jets, constituents)
+        x_eager, mask_eager = build_features(eager_jets, eager_constituents)
+        np.testing.assert_array_equal(x, x_eager)
+        np.testing.assert_array_equal(mask, mask_eager)
+    # stored Delphes jets under dask would be silently wrong (coffea TRefArray bug): refuse.
+    events = NanoEventsFactory.from_root(
+        {str(delphes_path): "Delphes"},
+        schemaclass=FlatDelphesSchema,
+        mode="dask",
+        uproot_options={"filter_name": needed_branches("delphes", "ParticleFlowJet08")},
+    ).events()
+    with pytest.raises(InputFileError, match="dask"):
+        jets_from_events(events, jets="ParticleFlowJet08")
+
+
+def _write_generator_layout(path, flat_names, with_neutral=True, n_events=3):
+    rng = np.random.default_rng(1)
+    counts = np.array([5, 0, 7][:n_events], dtype=np.int64)
+
+    def jagged(low, high):
+        return ak.unflatten(rng.uniform(low, high, sum(counts)), counts)
+
+    tracks = ak.zip(
+        {
+            "PT": jagged(5, 50), "Eta": jagged(-0.3, 0.3), "Phi": jagged(0.0, 0.4),
+            "Mass": jagged(0.13, 0.14), "Charge": ak.values_astype(jagged(0, 1) > 0.5, np.int32) * 2 - 1,
+            "PID": ak.values_astype(jagged(211, 212), np.int32), "D0": jagged(-0.1, 0.1), "DZ": jagged(-0.1, 0.1),
+        }
+    )
+    towers = ak.zip({"ET": jagged(5, 50), "Eta": jagged(-0.3, 0.3), "Phi": jagged(0.0, 0.4), "E": jagged(5, 50)})
+    data = {"EFlowTrack": tracks, "EFlowPhoton": towers}
+    if with_neutral:
+        data["EFlowNeutralHadron"] = towers
+    name = (lambda o, i: f"{o}.{i}") if flat_names else (lambda o, i: f"{o}/{o}.{i}")
+    with uproot.recreate(path) as handle:
+        handle.mktree("Delphes", {k: v.type.content for k, v in data.items()},
+                      counter_name=lambda c: f"{c}_size", field_name=name)
+        if n_events:
+            handle["Delphes"].extend(data)
+    return tracks, towers
+
+
+@pytest.mark.parametrize("flat_names", [True, False])
+def test_generator_layout_is_reclustered(tmp_path, flat_names):
+    path = tmp_path / "gen.root"
+    tracks, towers = _write_generator_layout(path, flat_names)
+    jets, constituents = load_jets(path, recluster_radius=0.8, recluster_min_pt=1.0)
+    # all candidates lie within 0.3 x 0.4: one jet per non-empty event carrying everything
+    assert ak.to_list(ak.num(jets)) == [1, 0, 1]
+    expected_pt = np.hypot(
+        ak.sum(tracks.PT * np.cos(tracks.Phi), axis=1) + 2 * ak.sum(towers.ET * np.cos(towers.Phi), axis=1),
+        ak.sum(tracks.PT * np.sin(tracks.Phi), axis=1) + 2 * ak.sum(towers.ET * np.sin(towers.Phi), axis=1),
+    )
+    np.testing.assert_allclose(ak.flatten(jets.pt), expected_pt[[0, 2]], rtol=1e-9)
+    assert ak.to_list(ak.num(constituents, axis=2)) == [[15], [], [21]]
+
+
+def test_missing_branch_names_file_and_branch(tmp_path):
+    path = tmp_path / "no_neutral.root"
+    _write_generator_layout(path, flat_names=True, with_neutral=False)
+    with pytest.raises(InputFileError, match=r"EFlowNeutralHadron.*no_neutral\.root"):
+        load_jets(path)
+
+
+def test_empty_tree_gives_empty_result(tmp_path):
+    path = tmp_path / "empty.root"
+    _write_generator_layout(path, flat_names=False, n_events=0)
+    jets, constituents = load_jets(path)
+    assert len(jets) == 0 and len(constituents) == 0
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path, coffea_sample):
+    bad = coffea_sample("bad_delphes.root")
+    with pytest.raises(InputFileError, match=r"bad_delphes\.root"):
+        load_jets(bad)
+    zero = tmp_path / "zero.root"
+    zero.write_bytes(b"")
+    with pytest.raises(InputFileError, match=r"zero\.root.*empty"):
+        load_jets(zero)
+    with pytest.raises(InputFileError, match="does not exist"):
+        load_jets(tmp_path / "missing.root")
+    dy = coffea_sample("nano_dy.root")
+    with pytest.raises(MissingConstituentsError, match=r"nano_dy\.root.*RS3L needs jet constituents"):
+        load_jets(dy)
+    with pytest.raises(InputFileError, match=r"no TTree 'Nope'.*Delphes"):
+        load_jets(coffea_sample("delphes.root"), tree="Nope")
+    with pytest.raises(InputFileError, match=r"'NoSuchJets' not found"):
+        load_jets(coffea_sample("delphes.root"), jets="NoSuchJets")
