@@ -235,3 +235,23 @@ def test_cli_rejects_unknown_augmentations_listing_both_kinds(tmp_path):
     ])
     output = " ".join(result.output.split())
     assert result.exit_code == 2 and "only make positive partners for pretraining" in output
+
+
+def test_jets_without_constituents_and_events_without_jets_pass_through():
+    jets = ak.Array([
+        [{"pt": 50.0, "eta": 0.1, "phi": 0.2, "mass": 5.0}, {"pt": 30.0, "eta": -1.0, "phi": 3.0, "mass": 2.0}],
+        [],
+    ])
+    constituents = ak.Array([
+        [[{"pt": 30.0, "eta": 0.1, "phi": 0.2, "energy": 30.2, "pdg_id": 211}], []],
+        [],
+    ])
+    augmentation = build_augmentation("rotate,translate,smear,split,dropout")
+    new_jets, new_constituents = augment_constituents(
+        jets, constituents, augmentation, np.random.default_rng(0)
+    )
+    counts = ak.num(new_constituents, axis=2).tolist()
+    assert counts[0][0] in (1, 2)  # split into two, then dropout may remove one (never both)
+    assert counts[0][1] == 0 and counts[1] == []  # nothing to augment
+    assert ak.to_list(new_jets[0, 1]) == ak.to_list(jets[0, 1])  # its jet is untouched
+    assert len(new_jets[1]) == 0 and len(new_constituents[1]) == 0
