@@ -237,7 +237,7 @@ def test_collinear_split_respects_capacity_and_choice():
     out_x, out_mask = CollinearSplit()(x, mask, np.random.default_rng(0))
     np.testing.assert_array_equal(out_mask.sum(axis=1), [12, 12, 8])
     np.testing.assert_allclose(out_x[0], x[0], atol=1e-12)  # a full jet is left alone
-    hardest = CollinearSplit(max_splits=2, choice="hardest", min_fraction=0.5)
+    hardest = build_augmentation("split(max_splits=2, choice=hardest, fraction=0.5)")
     out_x, out_mask = hardest(x, mask, np.random.default_rng(0))
     np.testing.assert_array_equal(out_mask.sum(axis=1), [12, 11, 6])
     # z = 1/2: the two hardest of jet 2 become two pairs of halves, the rest are unchanged.
@@ -304,6 +304,8 @@ def test_unknown_names_and_bad_parameters_list_the_valid_ones():
         build_augmentation(["translate(width=2)"])
     with pytest.raises(ConfigError, match="choice must be one of random, hardest"):
         build_augmentation("split(choice=softest)")
+    with pytest.raises(ConfigError, match=r"split: fraction must be a number in \(0.0, 1.0\)"):
+        build_augmentation("split(fraction=1)")
     with pytest.raises(ConfigError, match="not in the spec"):
         build_augmentation("rotate", smear={"lambda_soft": 0.2})
     with pytest.raises(ConfigError, match="empty augmentation spec"):

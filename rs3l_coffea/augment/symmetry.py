@@ -190,7 +190,8 @@ class CollinearSplit(Augmentation):
 
     Each split particle keeps its direction (Δη, Δφ, ΔR) and its carried features (charge,
     impact parameters, type flags, copied to both halves); pT and E are shared as
-    ``(z, 1 − z)`` with ``z`` uniform in ``[min_fraction, 1 − min_fraction]`` per split, so the
+    ``(z, 1 − z)`` with ``z`` uniform in ``[min_fraction, 1 − min_fraction]`` per split (or fixed
+    to ``fraction`` when given), so the
     jet four-momentum is conserved exactly. A jet with n particles and capacity P (the padded
     length) gets ``min(n, P − n, max_splits)`` splits: only free slots are used. Which particles
     are split: ``choice="random"`` (uniform among the jet's particles, as JetCLR) or
@@ -201,7 +202,11 @@ class CollinearSplit(Augmentation):
     CHOICES: ClassVar[tuple[str, ...]] = ("random", "hardest")
 
     def __init__(
-        self, max_splits: int | None = None, choice: str = "random", min_fraction: float = 0.0
+        self,
+        max_splits: int | None = None,
+        choice: str = "random",
+        min_fraction: float = 0.0,
+        fraction: float | None = None,
     ) -> None:
         if max_splits is not None and (
             isinstance(max_splits, bool) or not isinstance(max_splits, int | np.integer)
@@ -215,6 +220,10 @@ class CollinearSplit(Augmentation):
         self.max_splits = None if max_splits is None else int(max_splits)
         self.choice = choice
         self.min_fraction = _check_range("split", "min_fraction", min_fraction, 0.0, 0.5)
+        self.fraction = (
+            None if fraction is None
+            else _check_range("split", "fraction", fraction, 0.0, 1.0, low_open=True, high_open=True)
+        )
 
     def apply(self, batch: JetBatch, random: RandomSource) -> JetBatch:
         n_jets, width = batch.pt.shape
@@ -233,7 +242,10 @@ class CollinearSplit(Augmentation):
         rank.scatter_(1, order, torch.arange(width, device=order.device).expand(n_jets, width))
         selected = batch.mask & (rank < n_split[:, None])
 
-        fraction = random.uniform((n_jets, width), self.min_fraction, 1.0 - self.min_fraction)
+        if self.fraction is None:
+            fraction = random.uniform((n_jets, width), self.min_fraction, 1.0 - self.min_fraction)
+        else:
+            fraction = torch.full_like(batch.pt, self.fraction)
         # Guard the half-open interval: z = 0 would leave a zero-pT particle (log pT = -inf).
         fraction = torch.clamp(fraction, min=1e-6, max=1.0 - 1e-6)
 
