@@ -13,6 +13,7 @@ from scipy.stats import binomtest, wasserstein_distance
 
 from rs3l_coffea.evaluation import (
     EvaluationInputError,
+    EvaluationWarning,
     background_efficiency_at,
     background_rejection,
     clopper_pearson,
@@ -132,6 +133,41 @@ def test_table_with_extra_category_axis_and_several_quantities() -> None:
     assert set(row) == {"embedding[dim=0]", "embedding[dim=1]", "N2"}
     assert row["embedding[dim=0]"] == 0.0 and row["N2"] == 0.0
     assert abs(row["embedding[dim=1]"] - 0.45) <= 12 / 80
+
+
+def test_table_from_processor_layout_dataset_variant_dim_value() -> None:
+    # rs3l_coffea.inference.analysis.make_histograms: [dataset, variant, dim, value] (growing axes).
+    h = hist.Hist(
+        hist.axis.StrCategory([], growth=True, name="dataset"),
+        hist.axis.StrCategory([], growth=True, name="variant"),
+        hist.axis.IntCategory([0, 1], name="dim"),
+        hist.axis.Regular(60, -6, 6, name="value"),
+    )
+    x = RNG.normal(size=4000)
+    for dataset, shift in (("zh", 0.6), ("qcd", 0.0)):
+        for variant, extra in (("nominal", 0.0), ("fsr_up", shift)):
+            for dim in (0, 1):
+                h.fill(dataset=dataset, variant=variant, dim=dim, value=x + dim * extra)
+    row = wasserstein_table({"embedding": h})["fsr_up"]
+    assert set(row) == {f"embedding[dataset={d},dim={i}]" for d in ("zh", "qcd") for i in (0, 1)}
+    assert row["embedding[dataset=qcd,dim=1]"] == 0.0
+    assert abs(row["embedding[dataset=zh,dim=1]"] - 0.6) <= 0.2
+
+
+def test_entries_outside_the_range_are_reported() -> None:
+    x = RNG.normal(size=2000)
+    edges = np.linspace(-1, 1, 41)  # ~32% of a unit Gaussian is outside
+    with pytest.warns(EvaluationWarning) as caught:
+        wasserstein_table(_variant_hist({"nominal": x, "seed": x + 0.1}, edges))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and all("of the entries are in under/overflow" in m for m in messages)
+    assert "z0, variant 'nominal': 3" in messages[0] and "z0, variant 'seed': 3" in messages[1]
+    assert all(w.filename == __file__ for w in caught)  # points at the caller
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wasserstein_table(_variant_hist({"nominal": x, "seed": x}, np.linspace(-8, 8, 81)))
 
 
 def test_unbinned_table_uses_nominal_as_reference() -> None:

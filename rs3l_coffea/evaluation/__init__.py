@@ -17,7 +17,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from rs3l_coffea.evaluation._validation import EvaluationInputError
+from rs3l_coffea.evaluation._validation import EvaluationInputError, EvaluationWarning
 from rs3l_coffea.evaluation.report import (
     RejectionRow,
     WassersteinRow,
@@ -68,6 +68,7 @@ __all__ = [
     "DEFAULT_SIGNAL_EFFICIENCIES",
     "AnomalyResult",
     "EvaluationInputError",
+    "EvaluationWarning",
     "MeanStd",
     "ProbeResult",
     "RejectionPoint",

@@ -18,6 +18,10 @@ class EvaluationInputError(RS3LError, ValueError):
     """Arrays, histograms or tables handed to the evaluation stage are unusable."""
 
 
+class EvaluationWarning(UserWarning):
+    """A result is computed but may mislead (e.g. entries outside a histogram's range)."""
+
+
 def finite_1d(values: ArrayLike, name: str, *, allow_empty: bool = False) -> NDArray[np.float64]:
     """Return ``values`` as a float64 1-D array, refusing NaN/inf and (by default) emptiness."""
     array = np.asarray(values, dtype=np.float64)

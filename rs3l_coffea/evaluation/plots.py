@@ -433,7 +433,8 @@ def _variant_densities(
     names = [axis.name for axis in axes]
     if len(axes) != 2 or variant_axis not in names:
         raise EvaluationInputError(
-            f"histogram for {quantity!r} must have axes [{variant_axis!r}, observable], has {names}"
+            f"histogram for {quantity!r} must have axes [{variant_axis!r}, observable], has "
+            f"{names}; select the other axes first, e.g. h[{{'dataset': 'zh', 'dim': 3}}]"
         )
     v_index = names.index(variant_axis)
     x_axis = axes[1 - v_index]

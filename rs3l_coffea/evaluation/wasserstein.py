@@ -19,13 +19,19 @@ code consume directly.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import wasserstein_distance
 
-from rs3l_coffea.evaluation._validation import EvaluationInputError, finite_1d, optional_weights
+from rs3l_coffea.evaluation._validation import (
+    EvaluationInputError,
+    EvaluationWarning,
+    finite_1d,
+    optional_weights,
+)
 
 WassersteinTable = dict[str, dict[str, float]]
 """``{variant: {quantity: W1 to nominal}}``; the nominal variant itself is not a row."""
@@ -75,6 +81,7 @@ def wasserstein_table(
     nominal: str = "nominal",
     variant_axis: str = "variant",
     relative: bool = False,
+    max_flow_fraction: float = 0.01,
 ) -> WassersteinTable:
     """Binned W1 to ``nominal`` for every variant of one or several ``hist.Hist`` objects.
 
@@ -85,6 +92,8 @@ def wasserstein_table(
     ``"<quantity>[<axis>=<value>,...]"``. A single histogram's quantity name is its ``name``,
     else its observable axis name. With ``relative`` each W1 is divided by the standard
     deviation of the nominal histogram (contents at bin centres), see :func:`wasserstein_unbinned_table`.
+    Under/overflow entries are outside W1; an :class:`EvaluationWarning` names every histogram
+    slice with more than ``max_flow_fraction`` of its entries there.
     """
     if isinstance(histograms, Mapping):
         items = list(histograms.items())
@@ -92,7 +101,9 @@ def wasserstein_table(
         items = [(None, histograms)]
     table: WassersteinTable = {}
     for quantity, histogram in items:
-        one = _table_of_one(histogram, quantity, nominal, variant_axis, relative)
+        if hasattr(histogram, "__dask_graph__"):
+            histogram = histogram.compute()  # a hist.dask.Hist: materialise it once here
+        one = _table_of_one(histogram, quantity, nominal, variant_axis, relative, max_flow_fraction)
         for variant, distances in one.items():
             table.setdefault(variant, {}).update(distances)
     return table
@@ -141,7 +152,12 @@ def wasserstein_unbinned_table(
 
 
 def _table_of_one(
-    histogram: object, quantity: str | None, nominal: str, variant_axis: str, relative: bool
+    histogram: object,
+    quantity: str | None,
+    nominal: str,
+    variant_axis: str,
+    relative: bool,
+    max_flow_fraction: float,
 ) -> WassersteinTable:
     axes = list(getattr(histogram, "axes", ()))
     names = [axis.name for axis in axes]
@@ -170,12 +186,23 @@ def _table_of_one(
             f"histogram {base_name!r}: nominal variant {nominal!r} not among {variants}"
         )
     extra = [i for i in categorical if i != variant_index]
-    # Reorder to [variant, extra categories..., x] so each slice is one 1-D histogram.
-    values = np.moveaxis(
-        np.asarray(histogram.values(flow=False), dtype=np.float64),
-        [variant_index, *extra, x_index],
-        list(range(len(axes))),
+    # Keep the observable's under/overflow (to measure what W1 cannot see), drop the
+    # categorical axes' overflow bins, then reorder to [variant, extra categories..., x].
+    with_flow = np.asarray(histogram.values(flow=True), dtype=np.float64)
+    inner = tuple(
+        slice(None)
+        if i == x_index
+        else slice(int(ax.traits.underflow), int(ax.traits.underflow) + len(ax))
+        for i, ax in enumerate(axes)
     )
+    values_flow = np.moveaxis(
+        with_flow[inner], [variant_index, *extra, x_index], list(range(len(axes)))
+    )
+    x_start = int(x_axis.traits.underflow)
+    values = values_flow[..., x_start : x_start + len(x_axis)]
+    totals = values_flow.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flow_fraction = np.where(totals > 0, 1.0 - values.sum(axis=-1) / totals, 0.0)
     edges = np.asarray(x_axis.edges, dtype=np.float64)
     extra_labels = [[str(v) for v in axes[i]] for i in extra]
     nominal_values = values[variants.index(nominal)]
@@ -192,6 +219,16 @@ def _table_of_one(
                 )
                 name = f"{base_name}[{tags}]"
             reference = nominal_values[combo]
+            for pos in (variants.index(nominal), v_pos):
+                fraction = float(flow_fraction[pos][combo])
+                if fraction > max_flow_fraction:
+                    warnings.warn(
+                        f"{name}, variant {variants[pos]!r}: {fraction:.1%} of the entries are in "
+                        f"under/overflow of [{edges[0]:g}, {edges[-1]:g}], which binned W1 ignores; "
+                        "widen the histogram range",
+                        EvaluationWarning,
+                        stacklevel=3,
+                    )
             try:
                 distance = wasserstein_binned(reference, values[v_pos][combo], edges)
             except EvaluationInputError as error:
