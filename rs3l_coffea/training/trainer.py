@@ -110,18 +110,39 @@ def init_world(device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums, over ranks, the gradients of this rank's slice."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        ctx.rank, ctx.size, ctx.n = dist.get_rank(), dist.get_world_size(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(ctx.size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
+
 def gather_with_grad(tensor: torch.Tensor, world: World) -> torch.Tensor:
     """Concatenate ``tensor`` from all ranks in rank order, keeping the autograd graph.
 
-    The backward pass sums the gradients every rank computes for this rank's slice; combined
-    with DDP's gradient averaging this makes a DDP step over the gathered (global) batch equal
-    to a single-process step over the same batch.
+    Every rank evaluates the same loss on the gathered (global) batch; the backward pass sums the
+    gradients all ranks compute for this rank's slice (W times the single-process gradient), and
+    DDP's averaging over W ranks brings it back: a DDP step over the gathered batch equals a
+    single-process step over the same batch (checked by ``tests/test_training_ddp.py``).
+    All ranks must hold the same number of rows.
     """
     if not world.distributed:
         return tensor
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(tensor), dim=0)
+    return _GatherWithGrad.apply(tensor)
 
 
 # --- losses per task ----------------------------------------------------------------------------
