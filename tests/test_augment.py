@@ -393,3 +393,18 @@ def test_training_overrides_route_variants_and_symmetry_augmentations():
         training_overrides("translate(max_shift=9)", variants)
     with pytest.raises(ConfigError, match="only make positive partners for pretraining"):
         training_overrides("seed,rotate", variants, task="finetune")
+
+
+def test_rotation_angles_and_translation_shifts_are_uniform():
+    from scipy.stats import kstest
+
+    x, mask, jet_eta = make_batch(seed=13, n_jets=300, width=8, multiplicities=np.full(300, 3))
+    out_x, _ = Rotate()(x, mask, np.random.default_rng(1), jet_eta=jet_eta)
+    # Rotation keeps pT, so slot 0 is the same particle: its polar angle in (Δη, Δφ) turned by θ.
+    before = np.arctan2(x[:, 0, FI["dphi"]], x[:, 0, FI["deta"]])
+    after = np.arctan2(out_x[:, 0, FI["dphi"]], out_x[:, 0, FI["deta"]])
+    angle = np.mod(after - before, 2 * np.pi)
+    assert kstest(angle, "uniform", args=(0, 2 * np.pi)).pvalue > 1e-3
+    out_x, _ = Translate(max_shift=1.0)(x, mask, np.random.default_rng(2), jet_eta=jet_eta)
+    shift = out_x[:, 0, FI["deta"]] - x[:, 0, FI["deta"]]
+    assert kstest(shift, "uniform", args=(-1.0, 2.0)).pvalue > 1e-3
