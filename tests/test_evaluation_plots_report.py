@@ -170,6 +170,12 @@ def test_report_contains_tables_figures_and_versions(tmp_path: Path) -> None:
         config={"seed": 3, "variants": ("nominal", "fsr_up"), "data": tmp_path},
         data_sizes={"pretrain pairs": 12500, "test": 200},
         wall_time_s=3723.5,
+        extra_tables={
+            "Linear classifier test": [
+                {"model": "RS3L", "classifier": "logistic", "AUC": 0.98765, "accuracy": 0.9},
+                {"model": "random init", "classifier": "lda", "AUC": 0.81234, "accuracy": 0.7},
+            ]
+        },
     )
     text = report.read_text(encoding="utf-8")
     assert (
@@ -177,7 +183,11 @@ def test_report_contains_tables_figures_and_versions(tmp_path: Path) -> None:
         in text
     )
     assert "| RS3L + fine-tune | 10,000 |" in text
-    assert "| supervised | 1,000 | ∞ | ∞ | ∞ | 1.0000 |" in text
+    # 100 background jets, none passing: every working point is flagged as low statistics.
+    assert "| supervised | 1,000 | ∞ † | ∞ † | ∞ † | 1.0000 |" in text
+    assert "## Linear classifier test" in text
+    assert "| model | classifier | AUC | accuracy |" in text
+    assert "| RS3L | logistic | 0.9877 | 0.9 |" in text
     assert "| model | variant | z0 |" in text
     expected_w = wasserstein_table(h)["fsr_up"]["z0"]
     assert f"| RS3L | fsr_up | {expected_w:.4g} |" in text

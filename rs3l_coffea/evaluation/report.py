@@ -24,6 +24,7 @@ from rs3l_coffea.evaluation.roc import (
     DEFAULT_SIGNAL_EFFICIENCIES,
     MeanStd,
     RocCurve,
+    background_rejection,
     rejection_summary,
     summarize,
 )
@@ -58,6 +59,8 @@ class RejectionRow:
     auc: MeanStd
     n_background: int | None = None
     """Background jets in the test set (the precision limit of the rejection)."""
+    low_statistics: frozenset[float] = frozenset()
+    """Signal efficiencies at which some run had fewer than 10 background jets passing."""
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,20 @@ def rejection_row(
     """Summarise the ROC curves of repeated trainings of one model into a table row."""
     if not rocs:
         raise EvaluationInputError(f"model {model!r}: no ROC curves to summarise")
+    efficiencies = tuple(signal_efficiencies)
+    flagged = {
+        point.signal_efficiency
+        for roc in rocs
+        for point in background_rejection(roc, efficiencies)
+        if point.low_statistics
+    }
     return RejectionRow(
         model=model,
         labelled_size=int(labelled_size),
-        rejection=rejection_summary(rocs, signal_efficiencies),
+        rejection=rejection_summary(rocs, efficiencies),
         auc=summarize(roc.auc for roc in rocs),
         n_background=min(roc.n_background for roc in rocs),
+        low_statistics=frozenset(flagged),
     )
 
 
@@ -115,11 +126,14 @@ def write_report(
     wall_time_s: float | None = None,
     title: str = "RS3L study report",
     notes: Sequence[str] = (),
+    extra_tables: Mapping[str, Sequence[Mapping[str, object]]] | None = None,
 ) -> Path:
     """Write the markdown report to ``path`` atomically and return the path.
 
     ``plots`` maps a caption to an image path (linked relative to the report's folder);
     ``config`` is dumped as YAML; ``data_sizes`` maps a sample name to its number of jets.
+    ``extra_tables`` maps a section title to rows (dicts with the same keys, e.g. linear-probe,
+    kNN or anomaly results); floats are printed with 4 significant digits.
     """
     target = Path(path)
     lines = [f"# {title}", ""]
@@ -135,9 +149,13 @@ def write_report(
         lines.append(
             "Rejection is 1/ε_B at fixed signal efficiency ε_S, ε_B linearly interpolated on the "
             "ROC; mean ± std over repeated trainings. ∞ means no background jet passed: the test "
-            "set is too small to measure it."
+            "set is too small to measure it. † marks values where some run had fewer than 10 "
+            "background jets passing (Poisson-dominated; rejections of 10²-10³ need ≥ 50k "
+            "background jets)."
         )
         lines.append("")
+    for section, table_rows in (extra_tables or {}).items():
+        lines += [f"## {section}", "", *_generic_table(section, table_rows), ""]
     if wasserstein:
         lines += ["## Wasserstein-1 distance to nominal", "", *_wasserstein_table(wasserstein), ""]
     if plots:
@@ -165,7 +183,12 @@ def _rejection_table(rows: Sequence[RejectionRow]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(efficiencies) + 1)]
     for row in rows:
         cells = [row.model, f"{row.labelled_size:,}"]
-        cells += [row.rejection[e].format() if e in row.rejection else "-" for e in efficiencies]
+        cells += [
+            (row.rejection[e].format() + (" †" if e in row.low_statistics else ""))
+            if e in row.rejection
+            else "-"
+            for e in efficiencies
+        ]
         cells.append(_format_auc(row.auc))
         out.append("| " + " | ".join(cells) + " |")
     return out
@@ -184,6 +207,27 @@ def _wasserstein_table(rows: Sequence[WassersteinRow]) -> list[str]:
         cells += [f"{row.distances[q]:.4g}" if q in row.distances else "-" for q in quantities]
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def _generic_table(section: str, rows: Sequence[Mapping[str, object]]) -> list[str]:
+    if not rows:
+        raise EvaluationInputError(f"table {section!r} has no rows")
+    columns: list[str] = []
+    for row in rows:
+        columns += [str(k) for k in row if str(k) not in columns]
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = {str(k): v for k, v in row.items()}
+        out.append("| " + " | ".join(_cell(cells.get(c, "-")) for c in columns) + " |")
+    return out
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, MeanStd):
+        return value.format()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
 
 
 def _format_auc(auc: MeanStd) -> str:
