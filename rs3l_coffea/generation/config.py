@@ -107,7 +107,7 @@ class GenerationConfig:
     out_dir: Path
     variants: tuple[str, ...] = ("nominal", "seed", "fsr_up", "fsr_down")
     seed: int = 1
-    chunk_size: int = 1000
+    chunk_size: int = 5000
     eta_max: float | None = None
     isr: bool = True
     mpi: bool = False

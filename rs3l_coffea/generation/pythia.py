@@ -30,14 +30,13 @@ _QUIET = ("Next:numberCount = 0", "Print:quiet = on", "Init:showChangedSettings 
 
 @dataclass
 class HardEvents:
-    """Hard-process records (Pythia ``process`` entries 3.., i.e. without system and beams).
+    """Hard-process records (like Pythia ``process`` entries 3.., without system and beams).
 
     ``particles[i]`` is an ``(n_i, 11)`` float64 array with columns :data:`HARD_COLUMNS`
     (indices in ``mother1``/``mother2`` refer to the Pythia process record, beams = 1, 2).
     """
 
     particles: list[np.ndarray]
-    process_code: np.ndarray
     scale: np.ndarray
     alpha_em: np.ndarray
     alpha_s: np.ndarray
@@ -64,15 +63,71 @@ def _new_pythia(settings: list[str]) -> Any:
 
 
 def hard_settings(process_settings: tuple[str, ...], seed: int) -> list[str]:
-    """Settings of the hard-process-only instance."""
+    """Settings of the hard-process instance: no showers, MPI, primordial kT or hadronization.
+
+    The parton level stays on only so that resonances are decayed and the event record (read
+    in bulk by ``nextBatch``) holds the hard process; without showers, MPI and primordial kT
+    it leaves the hard-process kinematics untouched.
+    """
     return [
         *_QUIET,
         *process_settings,
-        "PartonLevel:all = off",
+        "PartonLevel:ISR = off",
+        "PartonLevel:FSR = off",
+        "PartonLevel:MPI = off",
+        "BeamRemnants:primordialKT = off",
         "HadronLevel:all = off",
         "Random:setSeed = on",
         f"Random:seed = {seed}",
     ]
+
+
+def _hard_rows(batch: ak.Array) -> tuple[list[np.ndarray], np.ndarray]:
+    """Hard-process rows (:data:`HARD_COLUMNS`) of each event of a shower-less ``nextBatch``.
+
+    Hard entries are those with |status| 21-23, renumbered 3, 4, ... in record order (as in a
+    Pythia process record); incoming partons get beam mothers 1, 2; every other entry's
+    mother is its nearest hard ancestor (resonance daughters hang below bookkeeping copies of
+    their resonance in the event record). Also returns the shower starting scale sqrt(Q2Fac).
+    """
+    prt = batch.prt
+    counts = ak.to_numpy(ak.num(prt)).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    event = np.repeat(np.arange(len(counts)), counts)
+    flat = ak.flatten(prt)
+    status = ak.to_numpy(flat.status).astype(np.int64)
+    mother1 = ak.to_numpy(flat.mother1).astype(np.int64)
+    mother2 = ak.to_numpy(flat.mother2).astype(np.int64)
+    hard = (np.abs(status) >= 21) & (np.abs(status) <= 23)
+    rank = np.cumsum(hard) - 1
+    rank = rank - np.concatenate([[0], np.cumsum(hard)])[offsets[:-1]][event]
+    new_index = np.where(hard, rank + 3, 0)  # process-record numbering: 3, 4, ...
+
+    ancestor = np.where(mother1 > 0, mother1 + offsets[event], -1)
+    pending = np.flatnonzero(hard & (ancestor >= 0))
+    while pending.size:
+        pending = pending[~hard[ancestor[pending]]]
+        nxt = mother1[ancestor[pending]]
+        ancestor[pending] = np.where(nxt > 0, nxt + offsets[event[pending]], -1)
+        pending = pending[ancestor[pending] >= 0]
+    m1 = np.where(ancestor >= 0, new_index[np.maximum(ancestor, 0)], 0)
+    direct2 = np.where(mother2 > 0, mother2 + offsets[event], 0)
+    m2 = np.where((mother2 > 0) & hard[direct2], new_index[direct2], 0)
+    incoming = status == -21
+    m1 = np.where(incoming, rank + 1, m1)  # first incoming from beam 1, second from beam 2
+    m2 = np.where(incoming, 0, m2)
+
+    p = flat.p
+    columns = [
+        ak.to_numpy(flat.id), np.where(status == -23, 23, status), m1, m2,
+        ak.to_numpy(flat.col), ak.to_numpy(flat.acol),
+        ak.to_numpy(p.px), ak.to_numpy(p.py), ak.to_numpy(p.pz), ak.to_numpy(p.e),
+        ak.to_numpy(flat.m),
+    ]
+    rows = np.stack([np.asarray(c, np.float64)[hard] for c in columns], axis=1)
+    per_event = np.split(rows, np.cumsum(np.bincount(event[hard], minlength=len(counts)))[:-1])
+    scale = np.sqrt(ak.to_numpy(batch.info.Q2Fac))
+    return per_event, scale
 
 
 def generate_hard_events(
@@ -85,7 +140,7 @@ def generate_hard_events(
 ) -> HardEvents:
     """Generate ``n_events`` hard processes; reject those whose target fails ``|eta| < eta_max``.
 
-    The target is the first outgoing (status -22 or 23) entry whose |PDG id| is in
+    The target is the first outgoing entry (status 22 or 23) whose |PDG id| is in
     ``target_ids``: the boson for zh_bb/wz_qq/wj_qq, the recoiling parton for zj. The window
     is applied here, before any showering, so no shower time is spent on rejected events.
     """
@@ -93,43 +148,39 @@ def generate_hard_events(
     if not pythia.init():
         raise RS3LError("Pythia failed to initialise the hard process")
     targets = np.asarray(target_ids)
-    out = HardEvents([], np.zeros(n_events, np.int32), np.zeros(n_events), np.zeros(n_events),
-                     np.zeros(n_events))
+    particles: list[np.ndarray] = []
+    scales, alpha_em, alpha_s = [], [], []
     tries = 0
-    while len(out.particles) < n_events:
-        tries += 1
+    while len(particles) < n_events:
+        need = n_events - len(particles)
+        tries += need
         if tries > max_tries_per_event * n_events:
             raise RS3LError(
                 f"hard-process |eta| window {eta_max} accepts too few events "
-                f"({len(out.particles)} of {tries} tries)"
+                f"({len(particles)} of {tries} tries)"
             )
-        if not pythia.next():
-            continue
-        record = pythia.process
-        # ~10 entries per event: this small loop costs ~50 us/event, the shower ~1 ms.
-        rows = np.array(
-            [
-                (q.id(), q.status(), q.mother1(), q.mother2(), q.col(), q.acol(),
-                 q.px(), q.py(), q.pz(), q.e(), q.m())
-                for q in (record[i] for i in range(3, record.size()))
-            ],
-            dtype=np.float64,
-        )
-        if eta_max is not None:
-            outgoing = np.isin(rows[:, 1], (-22, 23)) & np.isin(np.abs(rows[:, 0]), targets)
-            if not outgoing.any():
-                raise RS3LError(f"hard process has no particle with |PDG id| in {target_ids}")
-            px, py, pz = rows[outgoing][0, 6:9]
-            if abs(np.arcsinh(pz / np.hypot(px, py))) >= eta_max:
-                continue
-        k = len(out.particles)
-        info = pythia.infoPython()
-        out.particles.append(rows)
-        out.process_code[k] = info.code()
-        out.scale[k] = info.QFac()
-        out.alpha_em[k] = info.alphaEM()
-        out.alpha_s[k] = info.alphaS()
-    return out
+        batch = pythia.nextBatch(min(need if eta_max is None else 2 * need, 2000), "none")
+        batch = ak.drop_none(batch, axis=0)
+        rows, scale = _hard_rows(batch)
+        batch_alpha_em = ak.to_numpy(batch.info.alphaEM)
+        batch_alpha_s = ak.to_numpy(batch.info.alphaS)
+        for k, event_rows in enumerate(rows):
+            if eta_max is not None:
+                outgoing = np.isin(event_rows[:, 1], (-22, 23)) & np.isin(
+                    np.abs(event_rows[:, 0]), targets
+                )
+                if not outgoing.any():
+                    raise RS3LError(f"hard process has no particle with |PDG id| in {target_ids}")
+                px, py, pz = event_rows[outgoing][0, 6:9]
+                if abs(np.arcsinh(pz / np.hypot(px, py))) >= eta_max:
+                    continue
+            if len(particles) == n_events:
+                break
+            particles.append(event_rows)
+            scales.append(scale[k])
+            alpha_em.append(batch_alpha_em[k])
+            alpha_s.append(batch_alpha_s[k])
+    return HardEvents(particles, np.asarray(scales), np.asarray(alpha_em), np.asarray(alpha_s))
 
 
 def _make_feed_class() -> type:
