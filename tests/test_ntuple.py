@@ -169,3 +169,29 @@ def test_variant_codes_agree_with_the_generator() -> None:
     from rs3l_coffea.training.config import VARIANT_CODES
 
     assert VARIANT_CODES == {name: code for name, (code, _settings) in VARIANTS.items()}
+
+
+def test_rs3l_ntuple_cli_on_published_h5_and_bad_inputs(tmp_path: Path, coffea_sample) -> None:
+    from typer.testing import CliRunner
+
+    from rs3l_coffea.cli import app
+    from rs3l_coffea.training.build import build_ntuples
+
+    for i in range(2):
+        _write_published_h5(tmp_path / f"part{i}.h5", 5, np.random.default_rng(i))
+    runner = CliRunner()
+    result = runner.invoke(app, ["ntuple", "--in", str(tmp_path / "part*.h5"), "--out", str(tmp_path / "nt"),
+                                 "--shard-size", "4"])
+    assert result.exit_code == 0, result.output
+    rows = uproot.concatenate(f"{tmp_path}/nt/shard_*.root:rs3l", ["hard_event_id", "variant"], library="np")
+    assert len(rows["variant"]) == 10 and len(set(rows["hard_event_id"].tolist())) == 10
+
+    # A Delphes file that rs3l generate did not write has no hard-event ids to pair by.
+    with pytest.raises(InputFileError, match=r"Event/Event\.HardEventID"):
+        build_ntuples([coffea_sample("delphes.root")], tmp_path / "x")
+    with pytest.raises(InputFileError, match=r"bad_delphes\.root"):
+        build_ntuples([coffea_sample("bad_delphes.root")], tmp_path / "y")
+    with pytest.raises(InputFileError, match="no input file matches"):
+        build_ntuples([str(tmp_path / "none*.root")], tmp_path / "z")
+    result = runner.invoke(app, ["ntuple", "--in", str(tmp_path / "missing.root"), "--out", str(tmp_path / "w")])
+    assert result.exit_code == 2 and "does not exist" in result.output

@@ -1,0 +1,36 @@
+"""``rs3l ntuple``: re-simulated files → sharded training ntuples (see ``rs3l_coffea.training.build``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rs3l_coffea.cli._common import user_errors
+
+
+def ntuple(
+    inputs: list[str] = typer.Option(..., "--in", "-i", help="Generated ROOT files or published RS3L .h5 files (globs; repeatable)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory for shard_*.root and ntuple.json."),
+    selection: str = typer.Option("generated", "--selection", help="Nominal-jet selection preset: generated, paper, permissive."),
+    shard_size: int = typer.Option(10_000, "--shard-size", help="Rows (pairs) per shard.", min=1),
+    max_delta_r: float = typer.Option(0.4, "--max-delta-r", help="ΔR within which a re-simulated jet is the counterpart."),
+    recluster_radius: float = typer.Option(0.8, "--radius", help="Anti-kT radius for the jets."),
+    signal: str = typer.Option("H_BB", "--signal", help="Truth labels (JetLabel names) of class 1, comma separated."),
+    background: str | None = typer.Option(None, "--background", help="Truth labels of class 0 (default: all other known)."),
+) -> None:
+    """Pair nominal jets with their re-simulated counterparts and write training ntuples."""
+    with user_errors():
+        from rs3l_coffea.training.build import build_ntuples
+
+        shards = build_ntuples(
+            inputs, out, selection=selection, shard_size=shard_size, max_delta_r=max_delta_r,
+            recluster_radius=recluster_radius, signal=[s for s in signal.split(",") if s],
+            background=None if background is None else [b for b in background.split(",") if b],
+        )
+        typer.echo(f"{len(shards)} shard(s) in {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``rs3l ntuple`` to the root CLI."""
+    app.command("ntuple")(ntuple)

@@ -1,0 +1,219 @@
+"""``rs3l ntuple``: re-simulated Delphes-layout files (or published RS3L h5 files) → training ntuples.
+
+Input files from ``rs3l_coffea.generation`` carry ``Event.HardEventID`` and
+``Event.VariantCode`` per event and a provenance record naming the process and chunk. Files
+are grouped by (process, chunk); within a group the nominal file's jets pass the selection
+and each variant file's jets (all jets, no selection: a shower variation may push the
+counterpart of a selected jet just below a cut) are matched to them by hard-event id and ΔR
+(:func:`~rs3l_coffea.training.ntuple.match_jets`). Features, observables and truth labels
+come from :func:`rs3l_coffea.features.pipeline.features_from_file`.
+
+Ntuple ``hard_event_id`` = ``(crc32(process) & 0xFFFF) << 40 | HardEventID``: unique across
+processes (each process numbers its hard events from 0), stable across runs.
+
+``label`` (the class index the trainer uses) comes from the jet's truth ``jettype``
+(:class:`rs3l_coffea.features.JetLabel`): 1 for ``signal`` labels (default ``H_BB``),
+0 for ``background`` labels (default every other known label), -1 otherwise (unused).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rs3l_coffea.errors import ConfigError, InputFileError
+from rs3l_coffea.training.config import VARIANT_CODES, VARIANT_NAMES
+from rs3l_coffea.training.ntuple import (
+    DEFAULT_MAX_DELTA_R,
+    JetTable,
+    build_pair_rows,
+    read_published_h5,
+    write_shards,
+)
+
+EVENT_ID_BRANCH = "Event/Event.HardEventID"
+VARIANT_BRANCH = "Event/Event.VariantCode"
+PROCESS_SHIFT = 40
+
+
+def process_event_offset(process: str) -> int:
+    """The high bits that make hard-event ids of different processes distinct."""
+    return (zlib.crc32(process.encode()) & 0xFFFF) << PROCESS_SHIFT
+
+
+def class_labels(
+    jettype: np.ndarray, signal: Sequence[str] = ("H_BB",), background: Sequence[str] | None = None
+) -> np.ndarray:
+    """Class index per jet from ``JetLabel`` codes: 1 signal, 0 background, -1 neither."""
+    from rs3l_coffea.features import JetLabel
+
+    def codes(names: Sequence[str], what: str) -> list[int]:
+        out = []
+        for name in names:
+            if name not in JetLabel.__members__:
+                raise ConfigError(f"unknown {what} label {name!r}; valid: {list(JetLabel.__members__)}")
+            out.append(int(JetLabel[name]))
+        return out
+
+    signal_codes = codes(signal, "signal")
+    if background is None:
+        background_codes = [int(v) for v in JetLabel if v != JetLabel.UNKNOWN and int(v) not in signal_codes]
+    else:
+        background_codes = codes(background, "background")
+    jettype = np.asarray(jettype)
+    return np.where(
+        np.isin(jettype, signal_codes), 1, np.where(np.isin(jettype, background_codes), 0, -1)
+    ).astype(np.int32)
+
+
+def _file_identity(path: Path) -> tuple[str, int, np.ndarray, int]:
+    """(process, chunk, per-event hard ids, variant code) of a generated file."""
+    import uproot
+
+    try:
+        handle = uproot.open(path)
+    except Exception as error:
+        raise InputFileError(f"{path} is not a readable ROOT file: {error}") from error
+    with handle:
+        if "Delphes" not in handle:
+            raise InputFileError(f"{path}: no 'Delphes' tree (keys: {handle.keys()})")
+        tree = handle["Delphes"]
+        for branch in (EVENT_ID_BRANCH, VARIANT_BRANCH):
+            if branch not in tree:
+                raise InputFileError(
+                    f"{path}: branch {branch!r} missing; rs3l ntuple needs files written by rs3l generate"
+                )
+        ids = tree[EVENT_ID_BRANCH].array(library="ak")
+        codes = np.unique(np.asarray(tree[VARIANT_BRANCH].array(library="ak")).reshape(-1))
+        try:
+            from rs3l_coffea.generation.writer import read_provenance
+
+            provenance = read_provenance(path)
+        except Exception as error:
+            raise InputFileError(f"{path}: no readable rs3l_provenance record: {error}") from error
+    if len(codes) != 1:
+        raise InputFileError(f"{path}: expected one variant per file, found codes {codes.tolist()}")
+    hard_ids = np.asarray(ids).reshape(-1).astype(np.int64)
+    return str(provenance["process"]), int(provenance["chunk_index"]), hard_ids, int(codes[0])
+
+
+def _jet_table(
+    path: Path, hard_ids: np.ndarray, offset: int, selection: object, recluster_radius: float,
+    signal: Sequence[str], background: Sequence[str] | None, max_particles: int,
+) -> JetTable:
+    from rs3l_coffea.features.pipeline import features_from_file
+
+    result = features_from_file(
+        path, source="delphes", recluster_radius=recluster_radius, selection=selection,
+        max_particles=max_particles,
+    )
+    jettype = np.asarray(result["label"], np.int32)
+    return JetTable(
+        hard_event_id=hard_ids[result["event"]] + offset,
+        jet_index=np.asarray(result["jet"], np.int32),
+        pt=np.asarray(result["pt"], np.float32),
+        eta=np.asarray(result["eta"], np.float64),
+        phi=np.asarray(result["phi"], np.float64),
+        mass=np.asarray(result["mass"], np.float32),
+        features=result["features"],
+        mask=result["mask"],
+        label=class_labels(jettype, signal, background),
+        jettype=jettype,
+    )
+
+
+def _generated_rows(
+    files: Sequence[Path], selection: object, max_delta_r: float, recluster_radius: float,
+    signal: Sequence[str], background: Sequence[str] | None, max_particles: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    from rs3l_coffea.features import JetSelection
+
+    groups: dict[tuple[str, int], dict[int, tuple[Path, np.ndarray]]] = defaultdict(dict)
+    for path in files:
+        process, chunk, hard_ids, code = _file_identity(path)
+        if code in groups[process, chunk]:
+            other = groups[process, chunk][code][0]
+            raise InputFileError(f"{path} and {other} are both variant {code} of {process} chunk {chunk}")
+        groups[process, chunk][code] = (path, hard_ids)
+    every_jet = JetSelection(pt_min=0.0, abs_eta_max=5.0, min_constituents=1)
+    for (process, chunk), members in sorted(groups.items()):
+        nominal_code = VARIANT_CODES["nominal"]
+        if nominal_code not in members:
+            names = [str(p) for p, _ in members.values()]
+            raise InputFileError(f"no nominal file for {process} chunk {chunk} (have {names})")
+        offset = process_event_offset(process)
+        path, ids = members[nominal_code]
+        nominal = _jet_table(path, ids, offset, selection, recluster_radius, signal, background, max_particles)
+        variants = {}
+        for code, (path, ids) in members.items():
+            if code == nominal_code:
+                continue
+            variants[VARIANT_NAMES[code]] = _jet_table(
+                path, ids, offset, every_jet, recluster_radius, signal, background, max_particles
+            )
+        if len(nominal) == 0:
+            continue
+        yield build_pair_rows(nominal, variants, max_delta_r)
+
+
+def build_ntuples(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    selection: str = "generated",
+    shard_size: int = 10_000,
+    max_delta_r: float = DEFAULT_MAX_DELTA_R,
+    recluster_radius: float = 0.8,
+    signal: Sequence[str] = ("H_BB",),
+    background: Sequence[str] | None = None,
+    max_particles: int = 100,
+) -> list[Path]:
+    """Write training ntuples from generated ROOT files or published RS3L ``.h5`` files.
+
+    ``inputs`` are paths or globs. ``selection`` names a
+    :meth:`rs3l_coffea.features.JetSelection.named` preset applied to nominal jets.
+    Returns the shard paths; ``out_dir/ntuple.json`` describes them.
+    """
+    import glob
+
+    files: list[Path] = []
+    for pattern in inputs:
+        matched = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
+        if not matched:
+            raise InputFileError(f"no input file matches {str(pattern)!r}")
+        for name in matched:
+            if not Path(name).is_file():
+                raise InputFileError(f"input file {name} does not exist")
+            files.append(Path(name))
+    if not 0 < max_delta_r:
+        raise ConfigError(f"max_delta_r must be > 0, got {max_delta_r}")
+    h5_files = [f for f in files if f.suffix in (".h5", ".hdf5")]
+    root_files = [f for f in files if f not in h5_files]
+    if h5_files and root_files:
+        raise InputFileError("mix of .h5 and ROOT inputs: convert them in separate rs3l ntuple runs")
+    if h5_files:
+        rows = _published_rows(h5_files)
+    else:
+        from rs3l_coffea.features import JetSelection
+
+        rows = _generated_rows(
+            root_files, JetSelection.named(selection), max_delta_r, recluster_radius, signal, background,
+            max_particles,
+        )
+    shards = write_shards(rows, out_dir, shard_size=shard_size, sources=[str(f) for f in files])
+    if not shards:
+        raise InputFileError(f"no jet passed the selection {selection!r} in {[str(f) for f in files]}")
+    return shards
+
+
+def _published_rows(files: Sequence[Path]) -> Iterator[dict[str, np.ndarray]]:
+    offset = 0
+    for path in files:
+        rows = read_published_h5(path)
+        rows["hard_event_id"] = rows["hard_event_id"] + offset  # keep pairs of different files apart
+        offset += len(rows["hard_event_id"])
+        yield rows
