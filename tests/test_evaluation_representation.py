@@ -58,7 +58,11 @@ def test_anomaly_autoencoder_flags_off_manifold_jets() -> None:
     basis = np.linalg.qr(rng.normal(size=(DIMS, 2)))[0].T  # 2 orthonormal directions
     sm = rng.normal(size=(800, 2)) @ basis * 3.0 + rng.normal(scale=0.05, size=(800, DIMS))
     anomaly = rng.normal(scale=1.5, size=(200, DIMS))
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
     result = anomaly_detection(sm, anomaly, bottleneck=2, epochs=40, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # caller's RNG untouched
+    assert anomaly_detection(sm, anomaly, bottleneck=2, epochs=40, seed=0) == result  # seeded
     assert result.auc > 0.9
     assert result.n_train == 560 and result.n_test_background == 240
     assert result.n_test_anomaly == 200 and np.isfinite(result.final_train_loss)

@@ -122,17 +122,20 @@ def anomaly_detection(
     scaler = StandardScaler().fit(train)
 
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # layer initialisation draws from the global generator
     dims = background.shape[1]
-    model = torch.nn.Sequential(
-        torch.nn.Linear(dims, hidden),
-        torch.nn.ELU(),
-        torch.nn.Linear(hidden, bottleneck),
-        torch.nn.ELU(),
-        torch.nn.Linear(bottleneck, hidden),
-        torch.nn.ELU(),
-        torch.nn.Linear(hidden, dims),
-    )
+    # Layer initialisation draws from torch's global generator: seed it inside a fork so the
+    # caller's random state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(dims, hidden),
+            torch.nn.ELU(),
+            torch.nn.Linear(hidden, bottleneck),
+            torch.nn.ELU(),
+            torch.nn.Linear(bottleneck, hidden),
+            torch.nn.ELU(),
+            torch.nn.Linear(hidden, dims),
+        )
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     x_train = torch.as_tensor(scaler.transform(train), dtype=torch.float32)
     loss = torch.tensor(float("nan"))
