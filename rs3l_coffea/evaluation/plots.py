@@ -18,7 +18,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -29,8 +29,12 @@ from rs3l_coffea.atomic import atomic_path
 from rs3l_coffea.evaluation._validation import EvaluationInputError, finite_2d
 from rs3l_coffea.evaluation.roc import RocCurve, background_efficiency_at
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 PathLike = str | os.PathLike[str]
-History = object  # a pandas DataFrame, a CSV/JSONL path, or a sequence of per-epoch dicts
+History = Union["pd.DataFrame", str, os.PathLike[str], Sequence[Mapping[str, object]]]
+"""Per-epoch training metrics: a DataFrame, a CSV/JSONL path, or a list of per-epoch dicts."""
 
 
 def save_figure(
