@@ -44,6 +44,21 @@ class HardEvents:
     def __len__(self) -> int:
         return len(self.particles)
 
+    def lhe_particles(self, k: int) -> list[tuple]:
+        """``LHAup.addParticle`` arguments of event ``k`` (converted once, shared by variants)."""
+        cache = self.__dict__.setdefault("_lhe_cache", {})
+        if k not in cache:
+            scale = float(self.scale[k])
+            cache[k] = [
+                # Les Houches status: -1 incoming, 2 intermediate resonance, 1 outgoing;
+                # Les Houches indices start at 1 for the first incoming parton (Pythia index 3).
+                (int(pid), -1 if status == -21 else (2 if status < 0 else 1),
+                 max(int(m1) - 2, 0), max(int(m2) - 2, 0), int(col), int(acol),
+                 px, py, pz, e, m, 0.0, 9.0, scale)
+                for pid, status, m1, m2, col, acol, px, py, pz, e, m in self.particles[k].tolist()
+            ]
+        return cache[k]
+
 
 def pythia_version() -> str:
     """Version of the installed pythia8mc wheel."""
@@ -210,12 +225,8 @@ def _make_feed_class() -> type:
             scale = float(self.hard.scale[k])
             self.setProcess(9999, 1.0, scale, float(self.hard.alpha_em[k]),
                             float(self.hard.alpha_s[k]))
-            for pid, status, m1, m2, col, acol, px, py, pz, e, m in self.hard.particles[k].tolist():
-                # Les Houches status: -1 incoming, 2 intermediate resonance, 1 outgoing;
-                # Les Houches indices start at 1 for the first incoming parton (Pythia index 3).
-                lhe_status = -1 if status == -21 else (2 if status < 0 else 1)
-                self.addParticle(int(pid), lhe_status, max(int(m1) - 2, 0), max(int(m2) - 2, 0),
-                                 int(col), int(acol), px, py, pz, e, m, 0.0, 9.0, scale)
+            for arguments in self.hard.lhe_particles(k):
+                self.addParticle(*arguments)
             return True
 
     return HardProcessFeed
@@ -336,15 +347,24 @@ def make_variant_shower(
 
 
 class ChargeTable:
-    """PDG id -> electric charge from Pythia's particle data, vectorized via a small cache."""
+    """PDG id -> electric charge from Pythia's particle data, vectorized via a sorted cache."""
 
     def __init__(self, pythia: Any) -> None:
         self._data = pythia.particleData
-        self._cache: dict[int, float] = {}
+        self._ids = np.zeros(0, np.int64)
+        self._charges = np.zeros(0, np.float64)
 
     def __call__(self, pids: np.ndarray) -> np.ndarray:
-        unique, inverse = np.unique(pids, return_inverse=True)
-        for pid in unique.tolist():
-            if pid not in self._cache:
-                self._cache[pid] = float(self._data.charge(int(pid)))
-        return np.array([self._cache[pid] for pid in unique.tolist()], dtype=np.float64)[inverse]
+        pids = np.asarray(pids, np.int64)
+        position = np.searchsorted(self._ids, pids)
+        known = position < self._ids.size
+        known[known] = self._ids[position[known]] == pids[known]
+        if not known.all():  # rare: ids not seen before; ask Pythia once per new id
+            new = np.unique(pids[~known])
+            charges = [float(self._data.charge(int(pid))) for pid in new.tolist()]
+            ids = np.concatenate([self._ids, new])
+            order = np.argsort(ids)
+            self._ids = ids[order]
+            self._charges = np.concatenate([self._charges, charges])[order]
+            position = np.searchsorted(self._ids, pids)
+        return self._charges[position]

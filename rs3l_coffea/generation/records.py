@@ -126,7 +126,9 @@ def showered_records(
     mother1 = ak.to_numpy(flat.mother1).astype(np.int64)
     abs_status = np.abs(status)
     is_hard = ((abs_status >= 21) & (abs_status <= 23)) | (status == -12)
-    keep = (status > 0) | (is_heavy_flavour_hadron(np.abs(pid)) & ~is_hard)
+    keep = status > 0
+    candidate = np.flatnonzero(~keep & ~is_hard)  # decayed/intermediate: keep b/c hadrons only
+    keep[candidate] = is_heavy_flavour_hadron(np.abs(pid[candidate]).astype(np.int32))
 
     # Match the event record's copies of the hard process to the hard block. Resonance decays
     # may come in another order (Vincia), so match by (event, PDG id), stable in record order:
@@ -153,8 +155,9 @@ def showered_records(
     new_index[keep] = n_hard[event[keep]] + _rank(keep, offsets, event)[keep]
 
     # Nearest stored ancestor along the first-mother chain (vectorized pointer jumping).
+    # Only the kept shower entries need it (the hard block has its own mothers).
     ancestor = np.where(mother1 > 0, mother1 + offsets[event], -1)
-    pending = np.flatnonzero(ancestor >= 0)
+    pending = np.flatnonzero(keep & (ancestor >= 0))
     while pending.size:
         pending = pending[new_index[ancestor[pending]] < 0]
         nxt = mother1[ancestor[pending]]
@@ -183,8 +186,21 @@ def showered_records(
         "X": vx, "Y": vy, "Z": vz,
     }
     columns.update(_kinematics(px, py, pz, e, m))
+    # Per event: hard block, then the kept entries. Interleave flat columns and unflatten once
+    # (cheaper than ak.concatenate(axis=1) of two jagged records).
     kept_counts = np.bincount(event[kept], minlength=len(counts))
-    record = ak.concatenate([hard, _as_record(columns, kept_counts)], axis=1)
+    out_counts = hard_counts + kept_counts
+    out_offsets = np.concatenate([[0], np.cumsum(out_counts)])
+    hard_position = out_offsets[hard_event] + hard_local
+    kept_position = out_offsets[event[kept]] + new_index[kept]
+    merged = {}
+    for name in PARTICLE_FIELDS:
+        dtype = np.int32 if name in _INT_FIELDS else np.float32
+        column = np.empty(int(out_offsets[-1]), dtype)
+        column[hard_position] = ak.to_numpy(ak.flatten(hard[name]))
+        column[kept_position] = columns[name]
+        merged[name] = column
+    record = ak.unflatten(ak.zip(merged, depth_limit=1), out_counts)
 
     final = status[kept] > 0
     final_counts = np.bincount(event[kept][final], minlength=len(counts))
