@@ -101,8 +101,10 @@ def test_torch_geometric_edgeconv_parity(published):
         h = elu(h @ state64["pf_encode.2.weight"].T + state64["pf_encode.2.bias"])
         for conv in ("conv1", "conv2", "conv3"):
             lin = torch.nn.Linear(256, 128).double()
-            lin.weight.data, lin.bias.data = state64[f"{conv}.nn.0.weight"], state64[f"{conv}.nn.0.bias"]
             edge_conv = pyg_nn.EdgeConv(torch.nn.Sequential(lin, elu), aggr="max")
+            with torch.no_grad():  # after construction: EdgeConv re-initialises its nn in __init__
+                lin.weight.copy_(state64[f"{conv}.nn.0.weight"])
+                lin.bias.copy_(state64[f"{conv}.nn.0.bias"])
             dist = ((h[:, None] - h[None]) ** 2).sum(-1)
             nbr = torch.topk(dist, min(24, n), dim=1, largest=False).indices
             edge_index = torch.stack([nbr.reshape(-1), torch.arange(n).repeat_interleave(nbr.shape[1])])
@@ -215,3 +217,16 @@ def test_published_loader_rejects_pickle_and_other_layout(tmp_path):
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, other)
     with pytest.raises(ModelFormatError, match=r"fc\.weight"):
         load_published_rs3l(other)
+
+
+def test_gradients_finite_with_empty_jets_and_nan_padding():
+    torch.manual_seed(11)
+    model = build_model(ModelConfig(backbone=DGCNNConfig(width=16, k=4, output_hidden=(8,), output_dim=4)))
+    x = torch.randn(3, 6, 15)
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    mask[1, :2] = True
+    mask[2, :] = True
+    x[~mask] = float("nan")
+    model(x, mask)[0].sum().backward()
+    for name, parameter in model.named_parameters():
+        assert torch.isfinite(parameter.grad).all(), name
