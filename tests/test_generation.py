@@ -218,8 +218,8 @@ def test_same_seed_reproduces_files_exactly(zh_sample, tmp_path):
     again = GenerationConfig(**{**config.as_dict(), "out_dir": tmp_path, "detector": config.detector,
                                 "variants": ("nominal", "fsr_up", "rehadronize"), "n_events": 150})
     paths = generate_chunk(again, 0)
-    for path in paths:
-        original = read(config.output_path(path.name.split("_")[2] if "fsr" not in path.name else "fsr_up", 0))
+    for variant, path in zip(again.variants, paths, strict=True):
+        original = read(config.output_path(variant, 0))
         redone = read(path)
         assert original.fields == redone.fields
         for field in original.fields:
@@ -416,6 +416,8 @@ def test_vincia_variants_and_eta_window(tmp_path):
         w_index = ak.firsts(ak.local_index(particle.PID)[(np.abs(particle.PID) == 24) & (particle.Status == 22)])
         quarks = particle[(particle.M1 == w_index) & (particle.Status == 23)]
         assert ak.all(ak.num(quarks) == 2) and ak.all(np.abs(quarks.PID) <= 5)
+    blocks = [ak.to_list(hard_block(read(path))) for path in paths]
+    assert blocks[0] == blocks[1] == blocks[2]  # Vincia reorders decays; the hard block does not
     settings = {p.name: read_provenance(p)["shower_settings"] for p in paths}
     assert "PartonShowers:model = 2" in settings["wz_qq_vincia_00000.root"]
     assert "StringZ:aLund = 0.6" in settings["wz_qq_vincia_althad_00000.root"]
@@ -438,3 +440,16 @@ def test_process_pool_and_dask_give_the_serial_files(tmp_path):
             for field in ref.fields:
                 assert ak.to_list(ref[field]) == ak.to_list(again[field]), (other, field)
     shutil.rmtree(tmp_path)
+
+
+def test_failed_events_are_kept_in_place_and_seeds_are_independent():
+    from rs3l_coffea.generation.config import PYTHIA_SEED_MAX, derive_seed
+    from rs3l_coffea.generation.run import _in_order
+
+    valid = np.array([True, False, True, False])
+    good = ak.Array([[1, 2], [3]])
+    bad = ak.Array([[], []], with_name=None)
+    assert ak.to_list(_in_order(valid, good, bad)) == [[1, 2], [], [3], []]
+    seeds = {derive_seed(1, chunk, stream) for chunk in range(50) for stream in (1, 100, 101, 300)}
+    assert len(seeds) == 200 and all(1 <= s < PYTHIA_SEED_MAX for s in seeds)
+    assert derive_seed(1, 0, 1) == derive_seed(1, 0, 1) != derive_seed(2, 0, 1)
