@@ -64,6 +64,22 @@ def test_save_load_round_trip(tmp_path, config):
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
+def test_jet_model_derives_its_config(tmp_path):
+    from rs3l_coffea.nn import DGCNN, ClassificationHead, JetModel, apply_lora
+
+    torch.manual_seed(1)
+    backbone = apply_lora(DGCNN(DGCNNConfig(width=8, k=3, output_dim=4)), rank=3, alpha=6.0)
+    model = JetModel(backbone, [ClassificationHead(4, HeadConfig("top"))])
+    assert model.config == ModelConfig(
+        backbone=DGCNNConfig(width=8, k=3, output_dim=4), heads=(HeadConfig("top"),), lora=LoRAConfig(rank=3, alpha=6.0)
+    )
+    save_model(tmp_path / "derived", model)
+    loaded, _ = load_model(tmp_path / "derived")
+    x, mask = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, mask)[1], model(x, mask)[1], rtol=0, atol=0)
+
+
 def test_head_scores_shapes_and_names():
     model = build_model(CONFIGS[0]).eval()
     x, mask = inputs()

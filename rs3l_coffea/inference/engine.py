@@ -71,7 +71,9 @@ class InferenceEngine:
     device:
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     particle_budget:
-        upper bound on padded particles (jets × slots) per model call: bounds memory.
+        upper bound on padded particles (jets × slots) per model call: bounds memory (the
+        temporaries grow linearly with it; see benchmarks/inference.py). The default 1024 was the fastest of
+        256-4096 on this project's CPU (small batches stay in cache); raise it on GPUs.
     threads:
         CPU threads for the duration of each ``run`` (``None``: leave the setting alone).
     precision:
@@ -85,7 +87,7 @@ class InferenceEngine:
         model: Any,
         *,
         device: str = "auto",
-        particle_budget: int = 4096,
+        particle_budget: int = 1024,
         threads: int | None = None,
         precision: str = "float32",
         backend: str = "torch",

@@ -46,22 +46,24 @@ def pairwise_sq_distances(query: torch.Tensor, points: torch.Tensor, broadcast: 
 
 
 def dense_knn(
-    query: torch.Tensor, points: torch.Tensor, point_mask: torch.Tensor, k: int, broadcast: bool = False
+    query: torch.Tensor, points: torch.Tensor, point_mask: torch.Tensor, k: int, export_mode: bool = False
 ) -> torch.Tensor:
     """Indices ``(B, R, k)`` of the ``k`` nearest real points of each query row.
 
     Distances as in :func:`pairwise_sq_distances` (no float32 ``|a|²+|b|²−2ab`` shortcut,
     whose rounding flips near-tied k-th neighbours). Slots without a real neighbour (jets with
     fewer than ``k`` particles) get the sentinel index ``P`` (= ``points.shape[1]``).
+    ``export_mode``: graph-export friendly (no cdist; always the same op sequence whatever P).
     """
     n_points = points.shape[1]
-    dist = pairwise_sq_distances(query.detach(), points.detach(), broadcast)
+    dist = pairwise_sq_distances(query.detach(), points.detach(), export_mode)
     dist = dist.masked_fill(~point_mask.unsqueeze(1), float("inf"))
-    # Pad with k infinite columns so topk always has k candidates, also when P < k.
-    filler = torch.full(
-        (dist.shape[0], dist.shape[1], k), float("inf"), dtype=dist.dtype, device=dist.device
-    )
-    dist = torch.cat([dist, filler], dim=2)
+    if export_mode or n_points < k:
+        # Pad with k infinite columns so topk always has k candidates, also when P < k.
+        filler = torch.full(
+            (dist.shape[0], dist.shape[1], k), float("inf"), dtype=dist.dtype, device=dist.device
+        )
+        dist = torch.cat([dist, filler], dim=2)
     nearest, index = torch.topk(dist, k, dim=2, largest=False, sorted=False)
     sentinel = torch.full_like(index, n_points)
     return torch.where(torch.isinf(nearest), sentinel, index)
@@ -123,8 +125,8 @@ class DenseDynamicEdgeConv(nn.Module):
         self.use_max = aggregation == "max"
         self.algebraic = edge_path == "algebraic"
         self.gather_budget = gather_budget
-        # Set by the ONNX export: float64 distances without torch.cdist (not an ONNX operator).
-        self.broadcast_distances = False
+        # Set by the ONNX export: no torch.cdist (not an ONNX operator), no shape-dependent branches.
+        self.export_mode = False
 
     def _rows_per_chunk(self, batch: int, n_particles: int) -> int:
         """Query rows per chunk so that the per-chunk temporaries stay near ``gather_budget``."""
@@ -142,12 +144,12 @@ class DenseDynamicEdgeConv(nn.Module):
         if self.algebraic:
             out = self._forward_algebraic(x, mask, rows)
         elif rows >= n_particles:
-            out = self._aggregate_general(x, x, dense_knn(x, x, mask, self.k, self.broadcast_distances))
+            out = self._aggregate_general(x, x, dense_knn(x, x, mask, self.k, self.export_mode))
         else:
             chunks: list[torch.Tensor] = []
             for start in range(0, n_particles, rows):
                 query = x[:, start : start + rows]
-                index = dense_knn(query, x, mask, self.k, self.broadcast_distances)
+                index = dense_knn(query, x, mask, self.k, self.export_mode)
                 chunks.append(self._aggregate_general(x, query, index))
             out = torch.cat(chunks, dim=1)
         return torch.where(mask.unsqueeze(-1), out, torch.zeros_like(out))
@@ -166,11 +168,11 @@ class DenseDynamicEdgeConv(nn.Module):
         table = torch.cat([neighbour, sentinel], dim=1)
         n_particles = x.shape[1]
         if rows >= n_particles:
-            best = _gather_max(table, dense_knn(x, x, mask, self.k, self.broadcast_distances))
+            best = _gather_max(table, dense_knn(x, x, mask, self.k, self.export_mode))
         else:
             chunks: list[torch.Tensor] = []
             for start in range(0, n_particles, rows):
-                index = dense_knn(x[:, start : start + rows], x, mask, self.k, self.broadcast_distances)
+                index = dense_knn(x[:, start : start + rows], x, mask, self.k, self.export_mode)
                 chunks.append(_gather_max(table, index))
             best = torch.cat(chunks, dim=1)
         # ELU (any non-decreasing activation) commutes with the max over neighbours.

@@ -31,7 +31,7 @@ def _prepared_copy(model: nn.Module, *, chunking: bool) -> nn.Module:
         for module in model.modules():
             if isinstance(module, DenseDynamicEdgeConv):
                 module.gather_budget = 0
-                module.broadcast_distances = True
+                module.export_mode = True
     return model
 
 

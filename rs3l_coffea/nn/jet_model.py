@@ -5,8 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rs3l_coffea.nn.config import ModelConfig
+from rs3l_coffea.nn.config import LoRAConfig, ModelConfig
 from rs3l_coffea.nn.heads import ClassificationHead
+from rs3l_coffea.nn.lora import LoRALinear
+
+
+def _lora_config(backbone: nn.Module) -> LoRAConfig | None:
+    adapters = [m for m in backbone.modules() if isinstance(m, LoRALinear)]
+    if not adapters:
+        return None
+    return LoRAConfig(rank=adapters[0].rank, alpha=adapters[0].scale * adapters[0].rank)
 
 
 class JetModel(nn.Module):
@@ -16,13 +24,21 @@ class JetModel(nn.Module):
     ``embedding`` is the backbone output (RS3L uses its direction), ``scores`` are
     probabilities: per head, one sigmoid column (single-class head) or a softmax block over its
     classes; ``head_names[i]`` names column ``i``. Without heads ``scores`` has shape ``(B, 0)``.
-    ``config`` is the :class:`ModelConfig` that rebuilds this model (``build_model``).
+    ``config`` is the :class:`ModelConfig` that rebuilds this model (``build_model``); when not
+    given it is derived from the backbone's and heads' configs (LoRA rank/alpha included).
     """
 
-    def __init__(self, backbone: nn.Module, heads: list[ClassificationHead], config: ModelConfig) -> None:
+    def __init__(
+        self, backbone: nn.Module, heads: list[ClassificationHead] | None = None, config: ModelConfig | None = None
+    ) -> None:
         super().__init__()
+        heads = list(heads or [])
         self.backbone = backbone
         self.heads = nn.ModuleList(heads)
+        if config is None:
+            config = ModelConfig(
+                backbone=backbone.config, heads=tuple(h.config for h in heads), lora=_lora_config(backbone)
+            )
         self.config = config
         self.head_names = [c for h in config.heads for c in h.column_names]
         self.embedding_dim = int(config.backbone.output_dim)
