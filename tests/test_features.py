@@ -141,6 +141,13 @@ def test_bad_particles_dropped_and_bad_jets_rejected():
     jet = {"pt": 20.0, "eta": 0.1, "phi": 0.1, "mass": 0.14}
     x, mask = build_features(ak.Array([jet]), ak.Array([particles]))
     assert mask.sum() == 1 and np.all(np.isfinite(x))
+    # fastjet never sees the bad particles (it segfaults on them): one good particle left
+    observables = jet_observables(ak.Array([jet]), ak.Array([particles]))
+    assert observables["n_constituents"].tolist() == [1] and observables["valid"].tolist() == [False]
+    from rs3l_coffea.io import recluster
+
+    _, reclustered = recluster(ak.Array([particles]), 0.8, 0.0)
+    assert ak.to_list(ak.num(reclustered, axis=2)) == [[1]]
     with pytest.raises(InputFileError, match="jet 0"):
         build_features(ak.Array([dict(jet, pt=float("nan"))]), ak.Array([particles[:1]]))
 

@@ -9,6 +9,8 @@ radius large enough (``R = 10``) that every jet's constituents end in exactly on
 * ``n2``: ``exclusive_jets_energy_correlator(njets=1, func="nseries", npoint=2, beta=1.0)``,
   i.e. ``e3^(2) / (e2^(1))^2``.
 
+Particles with non-finite kinematics, pT <= 0 or E <= 0 are dropped first (as in
+:func:`~rs3l_coffea.features.build_features`); ``n_constituents`` counts the remaining ones.
 Jets with fewer than two constituents (or, rarely, a non-finite result, e.g. two exactly
 collinear particles) get ``msd = 0``, ``n2 = 0`` and ``valid = False``; every other jet has
 ``valid = True``. No NaN is ever returned.
@@ -42,6 +44,17 @@ def jet_observables(jets: Any, constituents: Any) -> dict[str, np.ndarray]:
     vector.register_awkward()
     jets, constituents = flatten_jets(jets, constituents)
     n_jets = len(jets)
+    # Same particle filter as build_features: fastjet must never see NaN/inf or pT <= 0.
+    with np.errstate(invalid="ignore"):
+        good = (
+            np.isfinite(constituents.pt)
+            & np.isfinite(constituents.eta)
+            & np.isfinite(constituents.phi)
+            & np.isfinite(constituents.energy)
+            & (constituents.pt > 0)
+            & (constituents.energy > 0)
+        )
+    constituents = constituents[good]
     n_constituents = np.asarray(ak.to_numpy(ak.num(constituents, axis=1)), dtype=np.int64)
     msd = np.zeros(n_jets)
     n2 = np.zeros(n_jets)

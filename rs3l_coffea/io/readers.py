@@ -270,6 +270,14 @@ def open_events(
                 "PFCand branches): RS3L needs jet constituents, so this file cannot be used"
             )
 
+    if jets is not None:
+        file_collections = _collections_in(branches, source)
+        if jets not in file_collections:
+            raise InputFileError(
+                f"jet collection {jets!r} not found in {origin} (tree {tree!r}); collections in "
+                f"the file: {', '.join(sorted(file_collections))}"
+            )
+
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory, PFNanoAODSchema
 
     from rs3l_coffea.io.schemas import FlatDelphesSchema
@@ -295,6 +303,13 @@ def open_events(
             f"cannot read tree {tree!r} of {origin} with {schema.__name__}: {error}"
         ) from error
     return events, source, origin
+
+
+def _collections_in(branches: set[str], source: str) -> set[str]:
+    """Collection names present in a tree, from its branch names."""
+    if source == "delphes":
+        return {b.split("/")[0].split(".")[0].removesuffix("_size") for b in branches}
+    return {b[1:].split("_")[0] for b in branches if b.startswith("n")}
 
 
 _EVENT_ID_BRANCHES = frozenset({"run", "luminosityBlock", "event"})
@@ -386,7 +401,7 @@ def _collection(events: Any, name: str, where: str, purpose: str) -> Any:
     if name not in events.fields:
         raise InputFileError(
             f"collection {name!r} not found{where} (needed for {purpose}); "
-            f"available collections: {', '.join(sorted(f for f in events.fields if '.' not in f))}"
+            f"collections read: {', '.join(sorted(f for f in events.fields if '.' not in f))}"
         )
     return events[name]
 
@@ -568,7 +583,6 @@ class _ReclusterBuilder:
             cands, _ = _delphes_candidates(columns, with_uid=False)
         else:
             cands = _nano_candidates(columns, self.source)
-        cands = cands[_good(cands)]
         jets, constituents = recluster(cands, self.radius, self.min_pt)
         return _combine(jets, constituents)
 
@@ -580,12 +594,14 @@ def recluster(
 
     Returns ``(jets, constituents)``: jets sorted by pT descending with ``pt, eta, phi, mass``
     from fastjet's four-momenta (E-scheme), constituents the matching candidate records.
-    Candidates must already be filtered (see module docstring).
+    Candidates with non-finite kinematics, pT <= 0 or |eta| >= 10 are dropped first (fastjet
+    segfaults on Delphes' pT = 0, eta = 999.9 tracks).
     """
     import fastjet
     import vector
 
     vector.register_awkward()
+    candidates = candidates[_good(candidates)]
     momenta = ak.zip(
         {
             "px": candidates.pt * np.cos(candidates.phi),
