@@ -241,6 +241,13 @@ def test_resume_skips_complete_chunks(zh_sample):
     assert sidecar_path(victim).is_file()
     assert all(stamps[p] == p.stat().st_mtime_ns for p in paths if not p.name.endswith("_00001.root"))
     assert not list(config.out_dir.glob(".*tmp*"))  # no temporaries left behind
+    # extending the sample only adds chunks; complete ones are kept
+    stamps = {p: p.stat().st_mtime_ns for p in paths}
+    bigger = GenerationConfig(**{**config.as_dict(), "n_events": 310, "detector": config.detector})
+    more = generate(bigger)
+    assert more[: len(paths)] == paths and len(more) == 3 * len(config.variants)
+    assert {p: p.stat().st_mtime_ns for p in paths} == stamps
+    assert len(read(bigger.output_path("nominal", 2))["EFlowTrack_size"]) == 10
 
 
 def test_provenance_sidecar_and_root_string(zh_sample):
@@ -453,3 +460,32 @@ def test_failed_events_are_kept_in_place_and_seeds_are_independent():
     seeds = {derive_seed(1, chunk, stream) for chunk in range(50) for stream in (1, 100, 101, 300)}
     assert len(seeds) == 200 and all(1 <= s < PYTHIA_SEED_MAX for s in seeds)
     assert derive_seed(1, 0, 1) == derive_seed(1, 0, 1) != derive_seed(2, 0, 1)
+
+
+def test_rehadronize_reproduces_the_nominal_parton_record_exactly():
+    """Compare the partonic part of the event records (hadronization only appends entries)."""
+    from rs3l_coffea.generation.config import PROCESSES
+    from rs3l_coffea.generation.pythia import (
+        generate_hard_events,
+        make_variant_shower,
+        shower_settings,
+    )
+
+    spec = PROCESSES["zj"]
+    hard = generate_hard_events(spec.settings, spec.target_ids, 25, seed=4)
+    settings = shower_settings((), isr=True, mpi=False, seed=77)
+    nominal = make_variant_shower(hard, settings, 6500.0)
+    first, _ = nominal.next_batch(25)
+    rehad = make_variant_shower(hard, settings, 6500.0, replay=nominal.hook.recorded,
+                                hadronization_seed=78)
+    second, _ = rehad.next_batch(25)
+    different_hadrons = 0
+    for k in range(25):
+        size = nominal.hook.parton_level_size[k]
+        assert rehad.hook.parton_level_size[k] == size
+        a, b = first[k].prt, second[k].prt
+        for field in ("id", "mother1", "col", "acol"):
+            assert ak.to_list(a[field][:size]) == ak.to_list(b[field][:size])
+        assert ak.to_list(a.p.px[:size]) == ak.to_list(b.p.px[:size])
+        different_hadrons += ak.to_list(a.id[size:]) != ak.to_list(b.id[size:])
+    assert different_hadrons >= 20

@@ -124,7 +124,9 @@ def provenance(config: GenerationConfig, chunk_index: int, variant: str) -> dict
         "shower_settings": _variant_settings(config, variant, seeds),
         "hard_eta_max": config.eta_max,
         "detector": config.detector.as_dict(),
-        "config": config.as_dict(),
+        # Not out_dir or the total n_events: moving the directory or extending the sample with
+        # a larger --events must not invalidate (and regenerate) complete chunks.
+        "config": {k: v for k, v in config.as_dict().items() if k not in ("out_dir", "n_events")},
     }
 
 
