@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from rs3l_coffea.cli import app
 from rs3l_coffea.errors import ConfigError
-from rs3l_coffea.features import JetLabel, JetSelection, build_features, truth_labels
+from rs3l_coffea.features import FEATURE_INDEX, JetLabel, JetSelection, build_features, truth_labels
 from rs3l_coffea.features.pipeline import read_features_parquet
 from rs3l_coffea.io import load_jets
 
@@ -112,7 +112,38 @@ def test_cli_features_writes_parquet(tmp_path, coffea_sample):
     assert table["features"].shape == (len(x), 60, 15)
     assert np.all(np.minimum(table["n_constituents"], 60) == mask.sum(axis=1))
     assert set(table["label"].tolist()) <= {int(v) for v in JetLabel}
+    assert np.all(table["hard_event_id"] == -1)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # atomic: no temporaries
+
+
+def test_cli_features_keeps_generator_event_ids(tmp_path):
+    import uproot
+
+    counts = np.array([3, 4], dtype=np.int64)
+    rng = np.random.default_rng(5)
+
+    def jagged(low, high):
+        return ak.unflatten(rng.uniform(low, high, counts.sum()), counts)
+
+    tracks = ak.zip({"PT": jagged(200, 300), "Eta": jagged(-0.2, 0.2), "Phi": jagged(0.0, 0.3),
+                     "Mass": jagged(0.1, 0.2), "Charge": ak.values_astype(jagged(1, 1.5), np.int32),
+                     "PID": ak.values_astype(jagged(211, 211.5), np.int32)})
+    towers = ak.zip({"ET": jagged(10, 20), "Eta": jagged(-0.2, 0.2), "Phi": jagged(0.0, 0.3)})
+    event = ak.zip({"HardEventID": ak.Array([[7], [9]]), "VariantCode": ak.Array([[1], [1]])})
+    data = {"Event": event, "EFlowTrack": tracks, "EFlowPhoton": towers, "EFlowNeutralHadron": towers}
+    path = tmp_path / "zh_fsr_up_00000.root"
+    with uproot.recreate(path) as handle:
+        handle.mktree("Delphes", {k: v.type.content for k, v in data.items()},
+                      counter_name=lambda c: f"{c}_size", field_name=lambda o, i: f"{o}.{i}")
+        handle["Delphes"].extend(data)
+    out = tmp_path / "gen.parquet"
+    result = CliRunner().invoke(app, ["features", str(path), "--out", str(out), "--selection", "generated"])
+    assert result.exit_code == 0, result.output
+    table = read_features_parquet(out)
+    # one jet > 450 GeV per event (all particles within 0.2 x 0.3), no D0/DZ branches -> 0
+    assert table["hard_event_id"].tolist() == [7, 9] and table["variant_code"].tolist() == [1, 1]
+    assert table["n_constituents"].tolist() == [9, 12]
+    assert np.all(table["features"][..., FEATURE_INDEX["tanh_d0"]] == 0)
 
 
 def test_cli_features_clean_error_on_file_without_candidates(tmp_path, coffea_sample):

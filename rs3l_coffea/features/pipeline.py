@@ -7,6 +7,9 @@ Parquet layout (one row per selected jet, jets in file and event order):
 * ``pt, eta, phi, mass, msd, n2`` (float64), ``n_constituents`` (int64), ``valid`` (bool):
   see :func:`~rs3l_coffea.features.jet_observables`
 * ``label`` (int64, :class:`~rs3l_coffea.features.JetLabel`)
+* ``hard_event_id`` (int64) and ``variant_code`` (int64): ``Event.HardEventID`` and
+  ``Event.VariantCode`` of our generated files (jets of re-simulated variants of the same hard
+  event share ``hard_event_id``); ``-1`` and :data:`VARIANT_UNKNOWN` for other files
 * ``features``: fixed-size list ``max_particles`` x fixed-size list 15 of float32
   (:data:`FEATURE_NAMES` order, stored in the file metadata ``rs3l.feature_names``)
 * ``mask``: fixed-size list ``max_particles`` of bool
@@ -32,6 +35,8 @@ from rs3l_coffea.features.selection import JetSelection
 from rs3l_coffea.features.truth import truth_labels
 
 _SCALAR_COLUMNS = ("pt", "eta", "phi", "mass", "msd", "n2", "n_constituents", "valid")
+_EVENT_COLUMNS = ("hard_event_id", "variant_code")
+VARIANT_UNKNOWN = -100  # variant codes of the generator start at -1 (nominal)
 
 
 def features_from_file(
@@ -56,6 +61,7 @@ def features_from_file(
     jet_index = ak.local_index(jet_array, axis=1)
     event_index = ak.broadcast_arrays(np.arange(n_events), jet_index)[0]
     labels = truth_labels(jet_array, gen_particles_from_events(events, source))
+    hard_event_id, variant_code = _event_ids(events, n_events)
     flat_keep = np.asarray(ak.to_numpy(ak.flatten(keep)), dtype=bool)
     jet_array, constituents = jet_array[keep], constituents[keep]
     x, mask = build_features(jet_array, constituents, max_particles=max_particles)
@@ -68,7 +74,24 @@ def features_from_file(
         jet=np.asarray(ak.to_numpy(ak.flatten(jet_index[keep])), dtype=np.int64),
         file=np.full(len(x), origin, dtype=object),
     )
+    result["hard_event_id"] = hard_event_id[result["event"]]
+    result["variant_code"] = variant_code[result["event"]]
     return result
+
+
+def _event_ids(events: Any, n_events: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-event ``(HardEventID, VariantCode)`` of generated files, else -1 / VARIANT_UNKNOWN."""
+    hard_event_id = np.full(n_events, -1, dtype=np.int64)
+    variant_code = np.full(n_events, VARIANT_UNKNOWN, dtype=np.int64)
+    if "Event" in events.fields:
+        event = events["Event"]
+        for name, target in (("HardEventID", hard_event_id), ("VariantCode", variant_code)):
+            if name in event.fields:
+                values = event[name]
+                if values.ndim > 1:  # a non-flattened one-entry collection
+                    values = ak.firsts(values)
+                target[:] = np.asarray(ak.to_numpy(ak.fill_none(values, target[0])), dtype=np.int64)
+    return hard_event_id, variant_code
 
 
 def concatenate_results(results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -99,6 +122,8 @@ def write_features_parquet(path: str | os.PathLike[str], result: dict[str, np.nd
     for name in _SCALAR_COLUMNS:
         columns[name] = pa.array(result[name])
     columns["label"] = pa.array(result["label"], pa.int64())
+    for name in _EVENT_COLUMNS:
+        columns[name] = pa.array(result[name], pa.int64())
     columns["features"] = features
     columns["mask"] = pa.FixedSizeListArray.from_arrays(pa.array(mask.reshape(-1)), max_particles)
     table = pa.table(columns).replace_schema_metadata(
@@ -121,7 +146,7 @@ def read_features_parquet(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
     max_particles = features.type.list_size
     out = {
         name: table.column(name).to_numpy()
-        for name in ("file", "event", "jet", *_SCALAR_COLUMNS, "label")
+        for name in ("file", "event", "jet", *_SCALAR_COLUMNS, "label", *_EVENT_COLUMNS)
     }
     out["features"] = (
         features.flatten().flatten().to_numpy().reshape(n, max_particles, N_FEATURES)
