@@ -437,7 +437,7 @@ def test_process_pool_and_dask_give_the_serial_files(tmp_path):
     serial = generate(GenerationConfig(out_dir=tmp_path / "serial", **base))
     pooled = generate(GenerationConfig(out_dir=tmp_path / "pool", **base), workers=2)
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
-                            dashboard_address=None) as client:
+                            dashboard_address=":0") as client:
         dasked = generate(GenerationConfig(out_dir=tmp_path / "dask", **base), client=client)
     for a, b, c in zip(serial, pooled, dasked, strict=True):
         assert a.name == b.name == c.name

@@ -24,7 +24,8 @@ import numpy as np
 from rs3l_coffea.errors import RS3LError
 
 HARD_COLUMNS = ("id", "status", "mother1", "mother2", "col", "acol", "px", "py", "pz", "e", "m")
-_QUIET = ("Next:numberCount = 0", "Print:quiet = on", "Init:showChangedSettings = off",
+_QUIET = ("Next:numberCount = 0", "Print:quiet = on", "Print:verbosity = 0",
+          "Init:showChangedSettings = off",
           "Init:showProcesses = off", "Init:showChangedParticleData = off")
 
 
