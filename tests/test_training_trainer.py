@@ -190,3 +190,20 @@ def test_symmetry_partner_hook_is_used(toy_ntuple: Path, tmp_path: Path) -> None
     x_a, _, x_b, _ = both(batch, torch.Generator().manual_seed(0))
     assert torch.equal(x_a, batch["x"]) and torch.equal(x_b, -torch.zeros(2, 100, 15).index_fill(2, torch.tensor([2]), 0))
     assert np.isfinite(result.progress.step_losses).all()
+
+
+def test_bucketed_forward_equals_padded_forward() -> None:
+    from rs3l_coffea.nn import build_model
+    from rs3l_coffea.training.trainer import TrainingView
+
+    torch.manual_seed(0)
+    model = build_model({"backbone": {"width": 16, "k": 8, "conv_layers": 2, "output_hidden": [16]},
+                         "heads": [{"name": "score"}]})
+    rows = toy_pair_rows(40, seed=2)
+    x, mask = torch.from_numpy(rows["features"]), torch.from_numpy(rows["mask"])
+    mask[3] = False  # an empty jet is allowed too
+    padded_embedding, padded_logits = model.backbone(x, mask), model(x, mask)[1]
+    for bucket in (None, 7, 64):
+        embedding, logits = TrainingView(model, bucket)(x, mask)
+        torch.testing.assert_close(embedding, padded_embedding, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.sigmoid(logits), padded_logits, rtol=1e-5, atol=1e-6)

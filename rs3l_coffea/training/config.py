@@ -136,6 +136,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     #: Stop when the validation loss has not improved for this many epochs (None: never).
     early_stopping_patience: int | None = 10
+    #: Run the backbone on jets sorted by multiplicity in buckets of this many jets, each trimmed
+    #: to its largest jet (less padding, same results); None: one batch trimmed to its largest jet.
+    bucket_jets: int | None = 32
     #: torch CPU threads (None: leave torch's default).
     threads: int | None = None
     #: Rich progress bars.
@@ -331,3 +334,4 @@ def _check_values(config: TrainConfig) -> None:
     _positive(config.checkpoint_every, "checkpoint_every")
     _positive(config.early_stopping_patience, "early_stopping_patience")
     _positive(config.threads, "threads")
+    _positive(config.bucket_jets, "bucket_jets")
