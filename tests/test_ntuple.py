@@ -195,3 +195,27 @@ def test_rs3l_ntuple_cli_on_published_h5_and_bad_inputs(tmp_path: Path, coffea_s
         build_ntuples([str(tmp_path / "none*.root")], tmp_path / "z")
     result = runner.invoke(app, ["ntuple", "--in", str(tmp_path / "missing.root"), "--out", str(tmp_path / "w")])
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
+
+
+def test_unpaired_pfnano_ntuple_pretrains_with_symmetry_partners(tmp_path: Path, coffea_sample) -> None:
+    from typer.testing import CliRunner
+
+    from rs3l_coffea.cli import app
+    from rs3l_coffea.nn import load_model
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["ntuple", "--in", str(coffea_sample("pfnano.root")), "--out", str(tmp_path / "nt"),
+                                 "--unpaired", "--selection", "permissive"])
+    assert result.exit_code == 0, result.output
+    rows = uproot.concatenate(f"{tmp_path}/nt/shard_*.root:rs3l", ["variant", "pair_rank", "mask"], library="np")
+    assert (rows["variant"] == -1).all() and (rows["pair_rank"] == 0).all() and rows["mask"].any(axis=1).all()
+    result = runner.invoke(app, [
+        "train", "pretrain", "--data", str(tmp_path / "nt"), "--out", str(tmp_path / "pre"), "--epochs", "1",
+        "--batch-size", "4", "--augmentations", "rotate,split", "--quiet", "-s", "threads=1",
+        "-s", "model={backbone: {width: 8, k: 4, conv_layers: 1, output_hidden: [8]}}",
+        "-s", "data.pretrain_fraction=1.0", "-s", "data.val_fraction=0.0", "-s", "data.test_fraction=0.0",
+    ])
+    assert result.exit_code == 0, result.output
+    _model, card = load_model(tmp_path / "pre" / "model.safetensors")
+    assert card.training["config"]["data"]["partner"] == "symmetry"
+    assert card.training["config"]["data"]["symmetry_augmentations"] == ["rotate", "split"]

@@ -18,6 +18,8 @@ def ntuple(
     recluster_radius: float = typer.Option(0.8, "--radius", help="Anti-kT radius for the jets."),
     signal: str = typer.Option("H_BB", "--signal", help="Truth labels (JetLabel names) of class 1, comma separated."),
     background: str | None = typer.Option(None, "--background", help="Truth labels of class 0 (default: all other known)."),
+    unpaired: bool = typer.Option(False, "--unpaired", help="Any reader-supported file, no re-simulated partners (variant -1 rows)."),
+    source: str = typer.Option("auto", "--source", help="With --unpaired: auto, delphes, pfnano, nanoaod."),
 ) -> None:
     """Pair nominal jets with their re-simulated counterparts and write training ntuples."""
     with user_errors():
@@ -27,6 +29,7 @@ def ntuple(
             inputs, out, selection=selection, shard_size=shard_size, max_delta_r=max_delta_r,
             recluster_radius=recluster_radius, signal=[s for s in signal.split(",") if s],
             background=None if background is None else [b for b in background.split(",") if b],
+            unpaired=unpaired, source=source,
         )
         typer.echo(f"{len(shards)} shard(s) in {out}")
 

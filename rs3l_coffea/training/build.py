@@ -171,8 +171,15 @@ def build_ntuples(
     signal: Sequence[str] = ("H_BB",),
     background: Sequence[str] | None = None,
     max_particles: int = 100,
+    unpaired: bool = False,
+    source: str = "auto",
 ) -> list[Path]:
     """Write training ntuples from generated ROOT files or published RS3L ``.h5`` files.
+
+    ``unpaired``: any file the readers support (Delphes, PFNano, NanoAOD v15; ``source``),
+    every selected jet one row with ``variant = -1`` and no partner: for fine-tuning, or for
+    pretraining with symmetry-augmented partners (``data.partner: symmetry``). Hard-event ids
+    are then ``(crc32(file name) & 0xFFFF) << 40 | entry``.
 
     ``inputs`` are paths or globs. ``selection`` names a
     :meth:`rs3l_coffea.features.JetSelection.named` preset applied to nominal jets.
@@ -197,6 +204,12 @@ def build_ntuples(
         raise InputFileError("mix of .h5 and ROOT inputs: convert them in separate rs3l ntuple runs")
     if h5_files:
         rows = _published_rows(h5_files)
+    elif unpaired:
+        from rs3l_coffea.features import JetSelection
+
+        rows = _unpaired_rows(
+            root_files, JetSelection.named(selection), source, signal, background, max_particles
+        )
     else:
         from rs3l_coffea.features import JetSelection
 
@@ -217,3 +230,28 @@ def _published_rows(files: Sequence[Path]) -> Iterator[dict[str, np.ndarray]]:
         rows["hard_event_id"] = rows["hard_event_id"] + offset  # keep pairs of different files apart
         offset += len(rows["hard_event_id"])
         yield rows
+
+
+def _unpaired_rows(
+    files: Sequence[Path], selection: object, source: str, signal: Sequence[str],
+    background: Sequence[str] | None, max_particles: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    from rs3l_coffea.features.pipeline import features_from_file
+
+    for path in files:
+        result = features_from_file(path, source=source, selection=selection, max_particles=max_particles)
+        jettype = np.asarray(result["label"], np.int32)
+        table = JetTable(
+            hard_event_id=np.asarray(result["event"], np.int64) + process_event_offset(path.name),
+            jet_index=np.asarray(result["jet"], np.int32),
+            pt=np.asarray(result["pt"], np.float32),
+            eta=np.asarray(result["eta"], np.float64),
+            phi=np.asarray(result["phi"], np.float64),
+            mass=np.asarray(result["mass"], np.float32),
+            features=result["features"],
+            mask=result["mask"],
+            label=class_labels(jettype, signal, background),
+            jettype=jettype,
+        )
+        if len(table):
+            yield build_pair_rows(table, {})
