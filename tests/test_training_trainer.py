@@ -207,3 +207,19 @@ def test_bucketed_forward_equals_padded_forward() -> None:
         embedding, logits = TrainingView(model, bucket)(x, mask)
         torch.testing.assert_close(embedding, padded_embedding, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(torch.sigmoid(logits), padded_logits, rtol=1e-5, atol=1e-6)
+
+
+def test_step_schedule_and_early_stopping(toy_ntuple: Path, tmp_path: Path) -> None:
+    # SGD with a vanishing rate leaves the weights unchanged, so the validation loss never
+    # improves after the first epoch: patience 1 stops after the second of five epochs.
+    result = train(_config(
+        toy_ntuple, tmp_path / "es", "epochs=5", "max_steps_per_epoch=2", "optimizer.name=sgd",
+        "optimizer.lr=1e-30", "optimizer.momentum=0.0", "scheduler.step_size=1", "scheduler.gamma=0.5",
+        "early_stopping_patience=1",
+    ))
+    assert result.stopped_early
+    history = result.progress.history
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert history[0]["val_loss"] == history[1]["val_loss"]
+    assert [h["lr"] for h in history] == pytest.approx([1e-30, 0.5e-30])
+    assert result.progress.best_epoch == 0

@@ -414,7 +414,7 @@ class Trainer:
                 rng_to_restore = None
                 record = {"epoch": epoch, "step": self.progress.global_step, "train_loss": train_loss}
                 record["lr"] = self.optimizer.param_groups[0]["lr"]
-                record.update(self._validate(epoch))
+                record.update(self._validate())
                 if self.scheduler is not None:
                     self.scheduler.step()
                 monitored = record.get("val_loss")
@@ -524,14 +524,16 @@ class Trainer:
     # -- validation and diagnostics --
 
     @torch.no_grad()
-    def _validate(self, epoch: int) -> dict[str, float]:
+    def _validate(self) -> dict[str, float]:
         c = self.config
         self.view.eval()
         # Validation runs the bare view: no DDP gradient hooks, every rank its own shard of data.
         view = self.view.module if self.world.distributed else self.view
         losses, weights = [], []
         labels, z_as, z_bs, scores = [], [], [], []
-        loader = self._loader(self.val_stream, epoch)
+        # The same validation batches every epoch (NT-Xent depends on the batch composition),
+        # so that epochs compare and early stopping sees the model change, not the data.
+        loader = self._loader(self.val_stream, 0)
         for i, batch in enumerate(loader):
             if c.max_val_steps is not None and i >= c.max_val_steps:
                 break
@@ -539,7 +541,7 @@ class Trainer:
                 continue  # a lone pair has no negatives (and no variance for VICReg)
             with self._autocast():
                 if c.task == "pretrain":
-                    generator = step_generator(c.seed, 2, self.world.rank, epoch, i)
+                    generator = step_generator(c.seed, 2, self.world.rank, i)
                     loss, z_a, z_b = contrastive_loss(
                         view, batch, self.partner_fn, generator, c, World(), self.device, return_embeddings=True
                     )
