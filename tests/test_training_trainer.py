@@ -202,6 +202,9 @@ def test_bucketed_forward_equals_padded_forward() -> None:
     rows = toy_pair_rows(40, seed=2)
     x, mask = torch.from_numpy(rows["features"]), torch.from_numpy(rows["mask"])
     mask[3] = False  # an empty jet is allowed too
+    mask[5, 2] = False  # and masks with holes (real particles after a padded slot):
+    x[6, 90:], mask[6] = x[0, :10], False
+    mask[6, 90:] = True  # jet 6: ten particles in the last ten slots
     padded_embedding, padded_logits = model.backbone(x, mask), model(x, mask)[1]
     for bucket in (None, 7, 64):
         embedding, logits = TrainingView(model, bucket)(x, mask)

@@ -72,15 +72,18 @@ class TrainingView(nn.Module):
         if backbone is None:
             out = self.model(x, mask)
             return out[0] if isinstance(out, tuple) else out
-        counts = mask.sum(dim=1)
+        # Slots needed per jet: up to its last real particle (masks may have holes, e.g. after
+        # constituent dropout, so this is not the particle count).
+        positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+        needed = (mask * positions).amax(dim=1) if mask.shape[1] else mask.sum(dim=1)
         if self.bucket_jets is None or x.shape[0] <= self.bucket_jets:
-            width = max(int(counts.max()), 1) if x.shape[0] else x.shape[1]
+            width = max(int(needed.max()), 1) if x.shape[0] else x.shape[1]
             return backbone(x[:, :width], mask[:, :width])
         # Stable sort: the bucketing, hence the rounding, is a pure function of the batch.
-        order = torch.argsort(counts, stable=True)
+        order = torch.argsort(needed, stable=True)
         pieces = []
         for chunk in order.split(self.bucket_jets):
-            width = max(int(counts[chunk].max()), 1)
+            width = max(int(needed[chunk].max()), 1)
             pieces.append(backbone(x[chunk, :width], mask[chunk, :width]))
         embedding = torch.cat(pieces)
         return embedding[torch.argsort(order)]
@@ -308,8 +311,9 @@ class Trainer:
         c = self.config
         data = c.data
         pretrain = c.task == "pretrain"
-        pool = "pretrain" if pretrain else ("finetune" if c.task == "finetune" else "all")
-        # Supervised training uses every labelled hard event (it has no pretraining stage).
+        # The supervised baseline sees exactly the fine-tuning data (same pool, same splits), so
+        # the two compare on equal terms and the fine-tuning test split stays unseen by both.
+        pool = "pretrain" if pretrain else "finetune"
         return JetStream(
             self.shards,
             mode="pairs" if pretrain else "jets",
