@@ -21,8 +21,9 @@ already-opened NanoEvents (eager, virtual, or ``mode="dask"`` through ``map_part
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import awkward as ak
@@ -123,35 +124,37 @@ def jets_from_events(
 
     where = f" in {origin}" if origin else ""
     is_dask = _is_dask(events)
-    if recluster_radius is not None:
-        inputs = _candidate_inputs(events, source, where)
-        builder: Callable[..., ak.Array] = _ReclusterBuilder(
-            source, recluster_radius, recluster_min_pt
-        )
-        label = f"antikt:{recluster_radius:g}"
-    elif source == "delphes":
-        if is_dask:
-            raise InputFileError(
-                f"stored Delphes jet collection {jets!r}{where} cannot be read under "
-                "mode='dask': coffea resolves TRefArray (Constituents) branches wrongly after the "
-                "first partition. Use recluster_radius=... (e.g. 0.8) or eager/virtual mode."
+    # Virtual arrays read baskets lazily: a truncated or corrupt file fails in here, not at open.
+    with _read_errors_name_the_file(where):
+        if recluster_radius is not None:
+            inputs = _candidate_inputs(events, source, where)
+            builder: Callable[..., ak.Array] = _ReclusterBuilder(
+                source, recluster_radius, recluster_min_pt
             )
-        inputs = _delphes_stored_inputs(events, jets, where)
-        builder = _DelphesStoredBuilder(jets)
-        label = jets
-    else:
-        inputs = _nano_stored_inputs(events, source, jets, where)
-        builder = _NanoStoredBuilder(source, jets, where)
-        label = jets
+            label = f"antikt:{recluster_radius:g}"
+        elif source == "delphes":
+            if is_dask:
+                raise InputFileError(
+                    f"stored Delphes jet collection {jets!r}{where} cannot be read under "
+                    "mode='dask': coffea resolves TRefArray (Constituents) branches wrongly after the "
+                    "first partition. Use recluster_radius=... (e.g. 0.8) or eager/virtual mode."
+                )
+            inputs = _delphes_stored_inputs(events, jets, where)
+            builder = _DelphesStoredBuilder(jets)
+            label = jets
+        else:
+            inputs = _nano_stored_inputs(events, source, jets, where)
+            builder = _NanoStoredBuilder(source, jets, where)
+            label = jets
 
-    if is_dask:
-        import dask_awkward as dak
+        if is_dask:
+            import dask_awkward as dak
 
-        combined = dak.map_partitions(
-            _TypetracerSafe(builder), *inputs, label="rs3l-jets-from-events"
-        )
-    else:
-        combined = builder(*inputs)
+            combined = dak.map_partitions(
+                _TypetracerSafe(builder), *inputs, label="rs3l-jets-from-events"
+            )
+        else:
+            combined = builder(*inputs)
     jet_array = combined["jet"]
     constituents = combined["constituents"]
     if is_dask:
@@ -163,6 +166,19 @@ def jets_from_events(
     jet_array = with_parameter(jet_array, "rs3l_source", source)
     jet_array = with_parameter(jet_array, "rs3l_jets", label)
     return jet_array, constituents
+
+
+@contextlib.contextmanager
+def _read_errors_name_the_file(where: str) -> Iterator[None]:
+    """Turn uproot's I/O and decoding errors while reading baskets into an InputFileError."""
+    from uproot.deserialization import DeserializationError
+
+    try:
+        yield
+    except InputFileError:
+        raise
+    except (OSError, DeserializationError) as error:
+        raise InputFileError(f"cannot read the events{where} (truncated or corrupt file?): {error}") from error
 
 
 def load_jets(
@@ -255,8 +271,11 @@ def open_events(
         raise InputFileError(
             f"{origin} has no TTree {tree!r} (trees found: {', '.join(trees) or 'none'})"
         )
-    branches = set(handle[tree].keys())
-    n_entries = handle[tree].num_entries
+    try:  # the TTree metadata can sit past the end of a truncated file
+        branches = set(handle[tree].keys())
+        n_entries = handle[tree].num_entries
+    except Exception as error:
+        raise InputFileError(f"cannot read TTree {tree!r} of {origin}: {error}") from error
     if source == "auto":
         if any(b.startswith(("EFlowTrack", "EFlowPhoton")) for b in branches):
             source = "delphes"
