@@ -422,7 +422,12 @@ def _collection(events: Any, name: str, where: str, purpose: str) -> Any:
             f"collection {name!r} not found{where} (needed for {purpose}); "
             f"collections read: {', '.join(sorted(f for f in events.fields if '.' not in f))}"
         )
-    return events[name]
+    try:
+        return events[name]
+    except ValueError as error:  # coffea/vector behaviours refuse a collection lacking a coordinate
+        raise InputFileError(
+            f"collection {name!r}{where} cannot be built (a kinematic branch is missing?): {error}"
+        ) from error
 
 
 def _fields(collection: Any, name: str, wanted: Sequence[str], where: str) -> list[Any]:
