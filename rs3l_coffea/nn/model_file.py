@@ -130,7 +130,7 @@ def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device
     card = read_card(card_path)
     try:
         config = ModelConfig.from_dict(card.config)
-    except (ConfigError, TypeError) as error:
+    except (ValueError, TypeError) as error:  # ConfigError, or e.g. a string where a mapping belongs
         raise ModelFormatError(f"{card_path}: invalid architecture config: {error}") from error
     check_safetensors(weights_path)
     try:
@@ -138,9 +138,26 @@ def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelFormatError(f"{weights_path}: unreadable safetensors file: {error}") from error
     model = build_model(config)
+    if tuple(card.head_names) != tuple(model.head_names):
+        raise ModelFormatError(
+            f"{card_path}: head_names {list(card.head_names)} differ from the heads of its config "
+            f"{list(model.head_names)}"
+        )
     check_state_dict(model, state, weights_path)
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval(), card
+
+
+# JSON types of the card fields (a hand-edited card must fail here, not deep inside the code).
+_CARD_FIELD_TYPES = (
+    ("config", dict, "a JSON object"),
+    ("feature_names", list, "a JSON array of strings"),
+    ("head_names", list, "a JSON array of strings"),
+    ("preprocessing", dict, "a JSON object"),
+    ("training", dict, "a JSON object"),
+    ("metrics", dict, "a JSON object"),
+    ("description", str, "a string"),
+)
 
 
 def read_card(card_path: Path) -> ModelCard:
@@ -155,6 +172,12 @@ def read_card(card_path: Path) -> ModelCard:
         raise ModelFormatError(
             f"{card_path}: card format_version {values.get('format_version')!r}, this code reads {CARD_FORMAT_VERSION}"
         )
+    for key, kind, what in _CARD_FIELD_TYPES:
+        if key in values and not isinstance(values[key], kind):
+            raise ModelFormatError(f"{card_path}: card field {key!r} must be {what}, got {values[key]!r}")
+    backbone = values.get("config", {}).get("backbone", {})
+    if not isinstance(backbone, dict):
+        raise ModelFormatError(f"{card_path}: card field 'config.backbone' must be a JSON object, got {backbone!r}")
     names = tuple(values.get("feature_names", ()))
     if names != FEATURE_NAMES:
         raise ModelFormatError(f"{card_path}: feature order mismatch: {_describe_mismatch(names)}")
