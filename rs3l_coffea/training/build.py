@@ -70,8 +70,8 @@ def class_labels(
     ).astype(np.int32)
 
 
-def _file_identity(path: Path) -> tuple[str, int, np.ndarray, int]:
-    """(process, chunk, per-event hard ids, variant code) of a generated file."""
+def _file_identity(path: Path) -> tuple[str, int, int]:
+    """(process, chunk, variant code) of a generated file; checks it carries hard-event ids."""
     import uproot
 
     try:
@@ -87,7 +87,6 @@ def _file_identity(path: Path) -> tuple[str, int, np.ndarray, int]:
                 raise InputFileError(
                     f"{path}: branch {branch!r} missing; rs3l ntuple needs files written by rs3l generate"
                 )
-        ids = tree[EVENT_ID_BRANCH].array(library="ak")
         codes = np.unique(np.asarray(tree[VARIANT_BRANCH].array(library="ak")).reshape(-1))
         try:
             from rs3l_coffea.generation.writer import read_provenance
@@ -97,12 +96,11 @@ def _file_identity(path: Path) -> tuple[str, int, np.ndarray, int]:
             raise InputFileError(f"{path}: no readable rs3l_provenance record: {error}") from error
     if len(codes) != 1:
         raise InputFileError(f"{path}: expected one variant per file, found codes {codes.tolist()}")
-    hard_ids = np.asarray(ids).reshape(-1).astype(np.int64)
-    return str(provenance["process"]), int(provenance["chunk_index"]), hard_ids, int(codes[0])
+    return str(provenance["process"]), int(provenance["chunk_index"]), int(codes[0])
 
 
 def _jet_table(
-    path: Path, hard_ids: np.ndarray, offset: int, selection: object, recluster_radius: float,
+    path: Path, offset: int, selection: object, recluster_radius: float,
     signal: Sequence[str], background: Sequence[str] | None, max_particles: int,
 ) -> JetTable:
     from rs3l_coffea.features.pipeline import features_from_file
@@ -113,7 +111,7 @@ def _jet_table(
     )
     jettype = np.asarray(result["label"], np.int32)
     return JetTable(
-        hard_event_id=hard_ids[result["event"]] + offset,
+        hard_event_id=np.asarray(result["hard_event_id"], np.int64) + offset,
         jet_index=np.asarray(result["jet"], np.int32),
         pt=np.asarray(result["pt"], np.float32),
         eta=np.asarray(result["eta"], np.float64),
@@ -132,28 +130,29 @@ def _generated_rows(
 ) -> Iterator[dict[str, np.ndarray]]:
     from rs3l_coffea.features import JetSelection
 
-    groups: dict[tuple[str, int], dict[int, tuple[Path, np.ndarray]]] = defaultdict(dict)
+    groups: dict[tuple[str, int], dict[int, Path]] = defaultdict(dict)
     for path in files:
-        process, chunk, hard_ids, code = _file_identity(path)
+        process, chunk, code = _file_identity(path)
         if code in groups[process, chunk]:
-            other = groups[process, chunk][code][0]
+            other = groups[process, chunk][code]
             raise InputFileError(f"{path} and {other} are both variant {code} of {process} chunk {chunk}")
-        groups[process, chunk][code] = (path, hard_ids)
+        groups[process, chunk][code] = path
     every_jet = JetSelection(pt_min=0.0, abs_eta_max=5.0, min_constituents=1)
     for (process, chunk), members in sorted(groups.items()):
         nominal_code = VARIANT_CODES["nominal"]
         if nominal_code not in members:
-            names = [str(p) for p, _ in members.values()]
+            names = [str(p) for p in members.values()]
             raise InputFileError(f"no nominal file for {process} chunk {chunk} (have {names})")
         offset = process_event_offset(process)
-        path, ids = members[nominal_code]
-        nominal = _jet_table(path, ids, offset, selection, recluster_radius, signal, background, max_particles)
+        nominal = _jet_table(
+            members[nominal_code], offset, selection, recluster_radius, signal, background, max_particles
+        )
         variants = {}
-        for code, (path, ids) in members.items():
+        for code, path in members.items():
             if code == nominal_code:
                 continue
             variants[VARIANT_NAMES[code]] = _jet_table(
-                path, ids, offset, every_jet, recluster_radius, signal, background, max_particles
+                path, offset, every_jet, recluster_radius, signal, background, max_particles
             )
         if len(nominal) == 0:
             continue
