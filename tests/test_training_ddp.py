@@ -52,7 +52,7 @@ def _one_step(view: torch.nn.Module, batch: dict, world: World, task: str) -> No
     optimizer.step()
 
 
-def _worker(rank: int, init_file: str, out_dir: str, ntuple: str) -> None:
+def _worker(rank: int, init_file: str, out_dir: str, ntuple: str, port: int) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -66,7 +66,11 @@ def _worker(rank: int, init_file: str, out_dir: str, ntuple: str) -> None:
             _one_step(DistributedDataParallel(TrainingView(model)), local, World(rank, 2), task)
             if rank == 0:
                 torch.save(model.state_dict(), Path(out_dir) / f"ddp_{task}.pt")
-        # The whole trainer under a process group: ranks in step, checkpoints, final model.
+        # The whole trainer as torchrun starts it: the environment describes the group and the
+        # trainer joins it itself (ranks in step, checkpoints, final model).
+        dist.destroy_process_group()
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         from rs3l_coffea.training.trainer import train
 
         config = load_config(
@@ -79,7 +83,8 @@ def _worker(rank: int, init_file: str, out_dir: str, ntuple: str) -> None:
         if rank == 0:
             torch.save({"steps": torch.tensor(result.progress.step_losses)}, Path(out_dir) / "run_steps.pt")
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +99,14 @@ def small_ntuple(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_ddp_step_equals_single_process_step(tmp_path: Path, small_ntuple: Path) -> None:
     torch.set_num_threads(1)
+    import socket
+
+    with socket.socket() as probe:  # a free port for the env:// rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     env = {k: os.environ.pop(k) for k in ("WORLD_SIZE", "RANK") if k in os.environ}
     try:
-        mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path), str(small_ntuple)), nprocs=2, join=True)
+        mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path), str(small_ntuple), port), nprocs=2, join=True)
     finally:
         os.environ.update(env)
     batch = _global_batch()
