@@ -1,0 +1,55 @@
+"""``rs3l report``: run (or resume) the RS3L comparison study and write its report.
+
+The work is done by :func:`rs3l_coffea.evaluation.study.run_study`; see ``studies/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from rs3l_coffea.cli._common import user_errors
+
+
+def report(
+    config: Path = typer.Option(..., "--config", "-c", help="Study YAML (e.g. studies/default.yaml)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory; completed stages in it are skipped."),
+    export_model: Path | None = typer.Option(
+        None, "--export-model",
+        help="After the study, save its fine-tuned RS3L model with a model card at this stem (e.g. models/default).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-stage log lines."),
+) -> None:
+    """Generate, pretrain, fine-tune, evaluate: the whole RS3L study, cached stage by stage."""
+    with user_errors():
+        from rs3l_coffea.evaluation.study import export_default_model, run_study
+
+        command = "rs3l " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
+        result = run_study(config, out, log=(lambda _m: None) if quiet else None, command=command)
+        typer.echo(str(result.report))
+        if export_model is not None:
+            paths = export_default_model(out, export_model)
+            typer.echo(" ".join(str(p) for p in paths))
+
+
+def evaluate(
+    model: Path = typer.Option(..., "--model", "-m", help="Model stem or .safetensors file."),
+    test: Path = typer.Option(..., "--test", "-t", help="Test ntuple directory (a study's data/test-<task>)."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+) -> None:
+    """Re-score a classifier on a study's held-out test ntuple: AUC and 1/ε_B at ε_S 0.3/0.5/0.7 (JSON)."""
+    import json
+
+    with user_errors():
+        from rs3l_coffea.evaluation.study import evaluate_model
+
+        typer.echo(json.dumps(evaluate_model(model, test, threads=threads), indent=1))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``rs3l report`` and ``rs3l evaluate`` to the root CLI."""
+    app.command("report")(report)
+    app.command("evaluate")(evaluate)

@@ -1,0 +1,219 @@
+"""``rs3l report``: the tiny study end to end, what the report records, stage caching, model export."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from rs3l_coffea.errors import ConfigError
+
+pytest.importorskip("pythia8mc")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "studies" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory):
+    """Run the tiny study once (generation → report) for every test of this module."""
+    import torch
+
+    from rs3l_coffea.evaluation.study import load_study_config, run_study
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny-study")
+    config = load_study_config(TINY)
+    messages: list[str] = []
+    result = run_study(TINY, out, log=messages.append, command="rs3l report --config studies/tiny.yaml --out X")
+    return out, config, result, messages
+
+
+def _yaml_block(markdown: str, heading: str) -> dict:
+    section = markdown.split(f"## {heading}", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None, f"no YAML block under {heading}"
+    return yaml.safe_load(block.group(1))
+
+
+@pytest.mark.slow
+def test_tiny_study_report_has_every_table_and_figure(tiny_study) -> None:
+    out, config, result, _ = tiny_study
+    report = result.report.read_text()
+    # Rejection table: N2 baseline plus every (model, labelled size) per task, ε_S 0.3/0.5/0.7, AUC.
+    assert "| model | labelled jets | 1/ε_B @ ε_S=0.3 | 1/ε_B @ ε_S=0.5 | 1/ε_B @ ε_S=0.7 | AUC |" in report
+    for task_title in ("H→bb vs QCD (in-domain)", "W→qq vs QCD (out-of-domain)"):
+        assert re.search(rf"\| {re.escape(task_title)}: N2 baseline \(score -?N2\) \| 0 \|", report)
+        for model, size in itertools.product(("RS3L fixed", "RS3L floating", "supervised"), config.split.labelled_sizes):
+            assert f"| {task_title}: {model} | {size} |" in report
+    # Wasserstein tables: per embedding dim, score and N2 for the fixed backbone and the supervised model.
+    w_section = report.split("## Wasserstein-1 distance to nominal", 1)[1].split("##", 1)[0]
+    header = w_section.strip().splitlines()[0]
+    dims = config.model["backbone"]["output_dim"]
+    for quantity in [f"z{i}" for i in range(dims)] + ["score", "N2", "mean z"]:
+        assert f"| {quantity} |" in header or f"| {quantity} " in header
+    for variant in config.generation.variants[1:]:
+        assert re.search(rf"\| RS3L fixed \(N=\d+, seed 0\) \| {variant} \|", w_section)
+        assert re.search(rf"\| supervised \(N=\d+, seed 0\) \| {variant} \|", w_section)
+    # Representation tests incl. the issue-10 comparison of pretraining partners.
+    for section in ("Linear classifier test and kNN", "Anomaly detection", "Physics expectations",
+                    "Wall time per stage", "## Data", "## Configuration", "## Software"):
+        assert section in report
+    for kind in ("re-simulation only", "symmetry augmentations only", "re-simulation + symmetry augmentations"):
+        assert f"| RS3L ({kind}) |" in report
+    assert "| random init |" in report
+    # Every figure: linked, present, a real PNG.
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    expected = {"variant-ratios", "corner-rs3l", "tsne-rs3l", "convergence-pretrain"}
+    expected |= {f"roc-{t}-{s}" for t in config.classifier.tasks for s in config.split.labelled_sizes}
+    assert {Path(link).stem for link in links} == expected
+    for link in links:
+        png = (out / link).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+@pytest.mark.slow
+def test_tiny_study_records_what_reproduces_it(tiny_study) -> None:
+    out, config, result, _ = tiny_study
+    report = result.report.read_text()
+    recorded = _yaml_block(report, "Configuration")
+    assert recorded["command"] == "rs3l report --config studies/tiny.yaml --out X"
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", recorded["git_commit"])
+    assert recorded["study"] == json.loads(json.dumps(config.to_dict()))  # the whole study config
+    assert recorded["seeds"]["classifiers"] == config.classifier.seeds
+    assert recorded["seeds"]["generation"] == config.generation.seed
+    assert recorded["trainer_configs"]["pretrain (resim)"]["loss"]["temperature"] == config.pretrain.temperature
+    software = report.split("## Software", 1)[1]
+    for package in ("torch", "coffea", "pythia8mc", "awkward", "fastjet", "python"):
+        assert f"| {package} |" in software
+    assert "Scale: study 'tiny'" in report
+    # The report's numbers are the evaluation of the saved scores: recompute one AUC with sklearn.
+    from sklearn.metrics import roc_auc_score
+
+    from rs3l_coffea.evaluation.study import _read_ntuple
+
+    results = json.loads(result.results.read_text())
+    test = _read_ntuple(out / "data" / "test-hbb", ["label", "pair_rank"])
+    truth = test["label"][test["pair_rank"] == 0]
+    row = next(r for r in results["rejection"]["hbb"] if r["model"].endswith("supervised"))
+    for entry in row["per_seed"]:
+        score = np.load(out / "eval" / f"score-hbb-supervised-{row['labelled_size']}-s{entry['seed']}.npz")["score"]
+        assert entry["auc"] == pytest.approx(roc_auc_score(truth, score), abs=1e-12)
+    aucs = [e["auc"] for e in row["per_seed"]]
+    assert row["auc"]["mean"] == pytest.approx(np.mean(aucs)) and row["auc"]["std"] == pytest.approx(np.std(aucs, ddof=1))
+    assert "| " + f"{row['auc']['mean']:.4f} ± {row['auc']['std']:.4f}" + " |" in report
+    # Pools disjoint by hard-event id: no pretraining event in any fine-tuning or test ntuple.
+    pretrain_ids = set(_read_ntuple(out / "data" / "pretrain", ["hard_event_id"])["hard_event_id"].tolist())
+    for name in ("test-hbb", "test-wqq", f"hbb-{max(config.split.labelled_sizes)}"):
+        ids = set(_read_ntuple(out / "data" / name, ["hard_event_id"])["hard_event_id"].tolist())
+        assert ids and not ids & pretrain_ids
+    # Labelled sets hold exactly the configured number of labelled training jets, half per class.
+    assert results["data_sizes"]  # and the split summary counted them:
+    split = json.loads((out / "stages" / "split.json").read_text())["result"]
+    for size in config.split.labelled_sizes:
+        assert split[f"hbb-{size}"]["train_nominal_jets"] == size
+
+
+@pytest.mark.slow
+def test_rerun_skips_completed_stages_and_redoes_a_lost_one(tiny_study) -> None:
+    from rs3l_coffea.evaluation.study import run_study
+
+    out, _config, first, messages = tiny_study
+    assert first.stages_run and not first.stages_skipped
+    generated = {p: p.stat().st_mtime_ns for p in (out / "gen").rglob("*.root")}
+    # Simulate a job killed during one training: its marker and outputs are gone.
+    lost = "train:hbb:supervised:10:s1"
+    marker = out / "stages" / "train__hbb__supervised__10__s1.json"
+    marker.unlink()
+    import shutil
+
+    shutil.rmtree(out / "train" / "hbb" / "supervised-10-s1")
+    again = run_study(TINY, out, log=messages.append, command="rs3l report --config studies/tiny.yaml --out X")
+    assert again.stages_run == [lost]  # the retrained model is bit-identical, so its scores stay valid
+    assert set(again.stages_skipped) == set(first.stages_run) - {lost}
+    assert {p: p.stat().st_mtime_ns for p in (out / "gen").rglob("*.root")} == generated
+    assert marker.is_file() and again.report.is_file()
+
+
+@pytest.mark.slow
+def test_exported_model_card_and_re_evaluation(tiny_study, tmp_path: Path) -> None:
+    from rs3l_coffea.evaluation.study import evaluate_model, export_default_model
+    from rs3l_coffea.nn import load_model
+
+    out, config, result, _ = tiny_study
+    weights, _card_path = export_default_model(out, tmp_path / "default")
+    _model, card = load_model(weights)
+    assert card.head_names == ("score",) and len(card.feature_names) == 15
+    assert card.training["study_config"] == json.loads(json.dumps(config.to_dict()))
+    assert card.training["trainer_config"]["finetune"]["mode"] == "floating"
+    results = json.loads(result.results.read_text())
+    row = next(r for r in results["rejection"]["hbb"]
+               if r["model"].endswith("RS3L floating") and r["labelled_size"] == max(config.split.labelled_sizes))
+    assert card.metrics["this_model"] == {k: row["per_seed"][0][k] for k in ("auc", "rejection")}
+    assert "rs3l evaluate" in card.metrics["evaluation_command"]
+    # Re-scoring the held-out test ntuple reproduces the card's metrics (CLI and function).
+    again = evaluate_model(weights, out / "data" / "test-hbb")
+    assert again["auc"] == pytest.approx(card.metrics["this_model"]["auc"], abs=1e-4)
+    for eff, value in card.metrics["this_model"]["rejection"].items():
+        assert again["rejection"][eff] == pytest.approx(value, rel=1e-3)
+    from rs3l_coffea.cli import app
+
+    cli = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "default"), "--test", str(out / "data" / "test-hbb")])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output)["auc"] == pytest.approx(again["auc"], abs=1e-9)
+
+
+def test_n2_from_features_matches_a_hand_computation() -> None:
+    """N2 = 2e3 / (1e2)^2 (beta = 1, pT fractions, ΔR in rapidity-phi) summed over pairs/triples by hand."""
+    from rs3l_coffea.evaluation.study import n2_from_features
+    from rs3l_coffea.features.names import FEATURE_INDEX, N_FEATURES
+
+    rng = np.random.default_rng(5)
+    n_jets, slots = 6, 8
+    features = np.zeros((n_jets, slots, N_FEATURES), np.float32)
+    mask = np.zeros((n_jets, slots), bool)
+    expected = []
+    for jet in range(n_jets):
+        n = 3 + jet % 4
+        pt = rng.uniform(5, 200, n)
+        eta, phi = rng.normal(0, 0.3, n), rng.normal(0, 0.3, n)
+        features[jet, :n, FEATURE_INDEX["log_pt"]] = np.log(pt)
+        features[jet, :n, FEATURE_INDEX["deta"]] = eta
+        features[jet, :n, FEATURE_INDEX["dphi"]] = phi
+        mask[jet, :n] = True
+        eta, phi = features[jet, :n, FEATURE_INDEX["deta"]].astype(float), features[jet, :n, FEATURE_INDEX["dphi"]].astype(float)
+        pt = np.exp(features[jet, :n, FEATURE_INDEX["log_pt"]].astype(float))
+        z = pt / pt.sum()
+        dr = np.hypot(eta[:, None] - eta[None, :], phi[:, None] - phi[None, :])
+        e2 = sum(z[i] * z[j] * dr[i, j] for i, j in itertools.combinations(range(n), 2))
+        e3 = sum(z[i] * z[j] * z[k] * min(dr[i, j] * dr[i, k], dr[i, j] * dr[j, k], dr[i, k] * dr[j, k])
+                 for i, j, k in itertools.combinations(range(n), 3))
+        expected.append(e3 / e2**2)
+    assert n2_from_features(features, mask) == pytest.approx(expected, rel=1e-6)
+
+
+def test_study_config_errors_name_the_key(tmp_path: Path) -> None:
+    from rs3l_coffea.cli import app
+    from rs3l_coffea.evaluation.study import load_study_config, study_config_from_dict
+
+    with pytest.raises(ConfigError, match=r"generation\.evnts"):
+        study_config_from_dict({"generation": {"evnts": {"zh_bb": 10}}})
+    with pytest.raises(ConfigError, match="must start with 'nominal'"):
+        study_config_from_dict({"generation": {"variants": ["seed", "nominal"]}})
+    with pytest.raises(ConfigError, match="herwig"):
+        study_config_from_dict({"generation": {"variants": ["nominal", "herwig"]}})
+    with pytest.raises(ConfigError, match=r"pretrain\.variants"):
+        study_config_from_dict({"pretrain": {"variants": ["vincia_althad"]}})
+    with pytest.raises(ConfigError, match=r"classifier\.epochs: expected int"):
+        study_config_from_dict({"classifier": {"epochs": "ten"}})
+    with pytest.raises(ConfigError, match=r"classifier\.tasks"):
+        study_config_from_dict({"classifier": {"tasks": ["top"]}})
+    assert load_study_config(REPO / "studies" / "default.yaml").name == "default"
+    result = CliRunner().invoke(app, ["report", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "nope.yaml" in result.output and "Traceback" not in result.output
