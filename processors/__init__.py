@@ -3,4 +3,11 @@
 The directory lives at the top of the repository (``processors/``) so analysts find it;
 ``pyproject.toml`` maps it into the package namespace to avoid a clash with other
 top-level packages named ``processors``.
+
+* :class:`TaggingProcessor` -- RS3L columns and histograms per dataset (optional skims).
+* :class:`VariantProcessor` -- the same with a ``variant`` axis for re-simulated samples.
 """
+
+from rs3l_coffea.processors.tagging import TaggingProcessor, VariantProcessor
+
+__all__ = ["TaggingProcessor", "VariantProcessor"]

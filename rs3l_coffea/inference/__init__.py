@@ -4,5 +4,6 @@ The coffea column producer lives in ``rs3l_coffea.inference.tagger`` and is impo
 """
 
 from rs3l_coffea.inference.engine import InferenceEngine, plan_batches, torch_threads
+from rs3l_coffea.inference.tagger import RS3LTagger  # awkward only; coffea/torch load lazily
 
-__all__ = ["InferenceEngine", "plan_batches", "torch_threads"]
+__all__ = ["InferenceEngine", "RS3LTagger", "plan_batches", "torch_threads"]

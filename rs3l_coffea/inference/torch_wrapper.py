@@ -1,0 +1,183 @@
+"""RS3L through ``coffea.ml_tools.torch_wrapper`` (for analyses standardised on coffea's wrappers).
+
+:class:`RS3LTorchWrapper` subclasses coffea's ``torch_wrapper``: ``prepare_awkward`` builds the
+15 RS3L features (:func:`~rs3l_coffea.features.build_features`) from jets and constituents, the
+TorchScript model (:func:`rs3l_coffea.nn.export_torchscript`) runs on them, and
+``postprocess_awkward`` restores the event x jet structure. The output record matches
+:class:`~rs3l_coffea.inference.tagger.RS3LTagger` (``embedding`` + one field per head score;
+``None`` for jets without constituents).
+
+Differences to :class:`RS3LTagger`, inherited from coffea's design: the whole partition goes
+through the model in ONE call on the full ``max_particles`` padding (no multiplicity sorting,
+no batching: memory grows with the chunk), the device is CUDA whenever visible, torch threads are
+left alone, and TorchScript files are required. Prefer :class:`RS3LTagger` for production.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+from coffea.ml_tools.torch_wrapper import torch_wrapper
+
+from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES
+from rs3l_coffea.inference.tagger import EMBEDDING_FIELD
+
+
+class RS3LTorchWrapper(torch_wrapper):
+    """``wrapper(jets, constituents)`` -> RS3L record per jet (see module docstring).
+
+    Args:
+        torchscript_path: TorchScript file with ``forward(x, mask) -> (embedding, scores)``.
+        head_names: score column names, in the model's order.
+        embedding_dim: embedding width.
+        max_particles: particle slots per jet (feature builder).
+    """
+
+    def __init__(
+        self,
+        torchscript_path: str | os.PathLike[str],
+        *,
+        head_names: tuple[str, ...] | list[str] = (),
+        embedding_dim: int = 8,
+        max_particles: int = DEFAULT_MAX_PARTICLES,
+    ) -> None:
+        path = Path(torchscript_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"TorchScript model {path} does not exist")
+        super().__init__(str(path.resolve()))
+        self.head_names = tuple(head_names)
+        self.embedding_dim = int(embedding_dim)
+        self.max_particles = int(max_particles)
+
+    @classmethod
+    def from_model(
+        cls,
+        model_path: str | os.PathLike[str],
+        torchscript_path: str | os.PathLike[str],
+        *,
+        max_particles: int = DEFAULT_MAX_PARTICLES,
+    ) -> RS3LTorchWrapper:
+        """Export a native model (``NAME``) to TorchScript at ``torchscript_path`` and wrap it."""
+        from rs3l_coffea.nn import export_torchscript, load_model
+
+        model, card = load_model(model_path)
+        export_torchscript(model, torchscript_path)
+        return cls(
+            torchscript_path,
+            head_names=tuple(card.head_names),
+            embedding_dim=int(model.embedding_dim),
+            max_particles=max_particles,
+        )
+
+    # -- coffea hooks -----------------------------------------------------------------------
+
+    def prepare_awkward(self, jets: Any, constituents: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Features of every jet as numpy-convertible awkward arrays: ``((x, mask), {})``."""
+        builder = _FeatureArrays(self.max_particles)
+        if type(jets).__module__.startswith("dask_awkward"):
+            import dask_awkward as dak
+
+            meta = builder.typetracer(jets._meta, constituents._meta)
+            packed = dak.map_partitions(builder, jets, constituents, meta=meta, label="rs3l-features")
+        else:
+            packed = builder(ak.Array(jets), ak.Array(constituents))
+        return (packed["features"], packed["particle_mask"]), {}
+
+    def validate_numpy_input(self, x: np.ndarray, mask: np.ndarray) -> None:
+        if x.ndim != 3 or mask.shape != x.shape[:2]:
+            raise ValueError(f"expected x (N, P, F) and mask (N, P), got {x.shape} and {mask.shape}")
+
+    def numpy_call(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One model call on the whole input (coffea's convention); empty input short-cuts.
+
+        Returns ``[embedding | scores]`` side by side, ``(N, embedding_dim + n_heads)``: coffea's
+        dask path zips dict outputs with broadcasting, which would mix unequal widths.
+        """
+        import torch
+
+        width = self.embedding_dim + len(self.head_names)
+        if len(x) == 0:
+            return np.zeros((0, width), dtype=np.float32)
+        with torch.no_grad():
+            embedding, scores = self.model(
+                # np.require copies read-only buffers (coffea hands them over from awkward)
+                torch.from_numpy(np.require(x, np.float32, ["C", "W"])).to(self.device),
+                torch.from_numpy(np.require(mask, np.bool_, ["C", "W"])).to(self.device),
+            )
+        return torch.cat([embedding, scores], dim=1).cpu().numpy()
+
+    def postprocess_awkward(self, result: Any, jets: Any, constituents: Any) -> Any:
+        """Per-jet record with the event x jet structure of ``jets``."""
+        restructure = _Restructure(self.head_names, self.embedding_dim)
+        if type(jets).__module__.startswith("dask_awkward"):
+            import dask_awkward as dak
+
+            meta = restructure.typetracer(result._meta, jets._meta, constituents._meta)
+            return dak.map_partitions(
+                restructure, result, jets, constituents, meta=meta, label="rs3l-restructure"
+            )
+        return restructure(ak.Array(result), ak.Array(jets), ak.Array(constituents))
+
+
+class _FeatureArrays:
+    """Per partition: ``{features: (n_jets, P, 15), particle_mask: (n_jets, P)}`` (regular arrays)."""
+
+    def __init__(self, max_particles: int) -> None:
+        self.max_particles = max_particles
+
+    def typetracer(self, jets: Any, constituents: Any) -> ak.Array:
+        concrete = self(
+            ak.typetracer.length_zero_if_typetracer(jets),
+            ak.typetracer.length_zero_if_typetracer(constituents),
+        )
+        return ak.Array(concrete.layout.to_typetracer(forget_length=True))
+
+    def __call__(self, jets: ak.Array, constituents: ak.Array) -> ak.Array:
+        from rs3l_coffea.features.builder import build_features
+
+        if ak.backend(jets) == "typetracer":
+            return self.typetracer(jets, constituents)
+        x, mask = build_features(jets, constituents, max_particles=self.max_particles)
+        return ak.zip(
+            {
+                "features": ak.from_numpy(x, regulararray=True),
+                "particle_mask": ak.from_numpy(mask, regulararray=True),
+            },
+            depth_limit=1,
+        )
+
+
+class _Restructure:
+    """Model outputs (flat jets) -> events x jets records, ``None`` for jets without particles."""
+
+    def __init__(self, head_names: tuple[str, ...], embedding_dim: int) -> None:
+        self.head_names = head_names
+        self.embedding_dim = embedding_dim
+
+    def typetracer(self, result: Any, jets: Any, constituents: Any) -> ak.Array:
+        concrete = self(*(ak.typetracer.length_zero_if_typetracer(a) for a in (result, jets, constituents)))
+        return ak.Array(concrete.layout.to_typetracer(forget_length=True))
+
+    def __call__(self, result: ak.Array, jets: ak.Array, constituents: ak.Array) -> ak.Array:
+        if ak.backend(result) == "typetracer":
+            return self.typetracer(result, jets, constituents)
+        nested = jets.ndim == 2
+        flat_constituents = ak.flatten(constituents, axis=1) if nested else constituents
+        usable = np.asarray(ak.to_numpy(ak.num(flat_constituents, axis=1)) > 0)
+        width = self.embedding_dim + len(self.head_names)
+        values = np.asarray(ak.to_numpy(result), dtype=np.float32).reshape(-1, width)
+        columns: dict[str, Any] = {
+            EMBEDDING_FIELD: ak.from_numpy(
+                np.ascontiguousarray(values[:, : self.embedding_dim]), regulararray=True
+            )
+        }
+        for column, name in enumerate(self.head_names):
+            columns[name] = ak.from_numpy(np.ascontiguousarray(values[:, self.embedding_dim + column]))
+        record = ak.mask(ak.zip(columns, depth_limit=1), usable, valid_when=True)
+        if nested:
+            record = ak.unflatten(record, np.asarray(ak.to_numpy(ak.num(jets, axis=1))), axis=0)
+        return record
