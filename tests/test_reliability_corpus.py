@@ -206,6 +206,24 @@ def _feature_count_mismatch(d: Path, marker: Path, model: Path) -> Any:
     return tag(d / "narrow")(sample_path("pfnano.root"))
 
 
+def _resume_other_architecture(d: Path, marker: Path, model: Path) -> Any:
+    """``train(resume=True)`` where the last checkpoint holds another architecture's weights."""
+    from rs3l_coffea.training.config import load_config
+    from rs3l_coffea.training.ntuple import write_shards
+    from rs3l_coffea.training.toy import toy_pair_rows
+    from rs3l_coffea.training.trainer import train
+
+    write_shards(toy_pair_rows(40, seed=1), d / "ntuple", shard_size=40)
+    out = d / "run"
+    save_checkpoint(out / "checkpoints", build_model(SMALL), {"optimizer": {}}, TrainingProgress())
+    config = load_config(None, [
+        f"data.files=[{d / 'ntuple'}]", f"out_dir={out}", "epochs=1", "data.batch_size=8",
+        "progress=false", "threads=1",
+        "model={backbone: {width: 16, k: 4, conv_layers: 1, output_hidden: [8], output_dim: 8}}",
+    ])
+    return train(config, resume=True)
+
+
 def _card(edit: dict[str, Any], entry: str = "load") -> Callable[[Path, Path, Path], Any]:
     def run(d: Path, marker: Path, model: Path) -> Any:
         stem = copy_model(model, d / "edited")
@@ -231,6 +249,8 @@ MODEL_FAILURES = [
      r"mixed\.safetensors: missing tensor 'backbone\.embed\.0\.weight'"),
     ("other-architecture-published", _other_architecture_published,
      r"ours\.pt: unexpected key 'embed\.0\.weight'"),
+    ("other-architecture-resume", _resume_other_architecture,
+     r"checkpoint .*ckpt-e0000.* does not fit the model"),
     ("card-negative-k", _card({"config.backbone.k": -3}), r"edited\.json: .*DGCNNConfig\.k must be a positive"),
     ("card-width-string", _card({"config.backbone.width": "wide"}), r"DGCNNConfig\.width .* got 'wide'"),
     ("card-backbone-string", _card({"config.backbone": "dgcnn"}, "tagger"),
