@@ -245,3 +245,21 @@ def test_float32_published_model_matches_float64(published_checkpoint):
         z64 = model64(x.double(), mask)[0]
     rel = (z32 - z64).abs().amax(dim=1) / z64.abs().amax(dim=1)
     assert rel.max() < 1e-4, rel.max()
+
+
+def test_gather_max_backward_matches_autograd_of_running_max():
+    # The single-scatter backward must give the gradient autograd computes through the plain
+    # running maximum (no ties with continuous random inputs), and pass gradcheck.
+    from rs3l_coffea.nn.edge_conv import _GatherMaxFunction, _neighbour_slots, _running_max
+
+    generator = torch.Generator().manual_seed(3)
+    table = torch.randn(3, 9, 5, dtype=torch.float64, generator=generator)
+    index = torch.randint(0, 9, (3, 7, 4), generator=generator)
+    slots = _neighbour_slots(table, index)
+    flat = table.reshape(-1, 5).clone().requires_grad_(True)
+    weights = torch.randn(3 * 7, 5, dtype=torch.float64, generator=generator)
+
+    (grad_custom,) = torch.autograd.grad((_GatherMaxFunction.apply(flat, slots) * weights).sum(), flat)
+    (grad_reference,) = torch.autograd.grad((_running_max(flat, slots) * weights).sum(), flat)
+    torch.testing.assert_close(grad_custom, grad_reference, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda f: _GatherMaxFunction.apply(f, slots), (flat,))
