@@ -36,6 +36,7 @@ from rs3l_coffea.errors import ConfigError, ModelFormatError
 from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES
 
 DEFAULT_PARTICLE_BUDGET = 4096
+FEATURE_BLOCK_JETS = 4096  # jets whose dense features exist at once inside one call
 EMBEDDING_FIELD = "embedding"
 DEFAULT_MODEL_NAME = "default"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -350,18 +351,21 @@ class RS3LTagger:
         embedding = np.zeros((n_jets, self.embedding_dim), dtype=np.float32)
         scores = np.zeros((n_jets, len(self.head_names)), dtype=np.float32)
         index = np.flatnonzero(usable)
-        if run_model and len(index):
+        # Dense features cost ~13 kB per jet (benchmarks/memory.py): build and run them one
+        # block of jets at a time, so a call's working memory does not grow with its size.
+        for first in range(0, len(index) if run_model else 0, FEATURE_BLOCK_JETS):
+            block = index[first : first + FEATURE_BLOCK_JETS]
             x, mask = build_features(
-                flat_jets[index], flat_constituents[index], max_particles=self.max_particles
+                flat_jets[block], flat_constituents[block], max_particles=self.max_particles
             )
             # build_features drops non-finite particles: a jet may end up with none left.
             has_particles = mask.any(axis=1)
-            usable[index[~has_particles]] = False
+            usable[block[~has_particles]] = False
             keep = np.flatnonzero(has_particles)
             if len(keep):
                 result_embedding, result_scores = self.engine.run(x[keep], mask[keep])
-                embedding[index[keep]] = result_embedding
-                scores[index[keep]] = result_scores
+                embedding[block[keep]] = result_embedding
+                scores[block[keep]] = result_scores
         columns: dict[str, Any] = {EMBEDDING_FIELD: ak.from_numpy(embedding, regulararray=True)}
         for column, name in enumerate(self.head_names):
             columns[name] = ak.from_numpy(np.ascontiguousarray(scores[:, column]))
