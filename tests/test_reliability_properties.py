@@ -125,3 +125,26 @@ def test_tagger_properties(tagger, data):
     assert embedding.shape == (int((~missing).sum()), tagger.embedding_dim)
     assert np.isfinite(embedding).all()
     assert np.isfinite(np.asarray(ak.to_numpy(present.score))).all()
+
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=jagged_jets(), block=st.sampled_from([1, 3, 8]))
+def test_tagger_blocks_give_the_unblocked_result(tagger, data, block):
+    """The tagger builds features one block of jets at a time (bounded memory): any block size
+    gives the same records as one block holding every jet."""
+    from rs3l_coffea.inference import tagger as tagger_module
+
+    jets, constituents, _ = data
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tagger_module, "FEATURE_BLOCK_JETS", 10**9)
+        whole = tagger(jets, constituents)
+        patch.setattr(tagger_module, "FEATURE_BLOCK_JETS", block)
+        blocked = tagger(jets, constituents)
+    assert ak.to_list(ak.is_none(blocked, axis=1)) == ak.to_list(ak.is_none(whole, axis=1))
+    flat_whole, flat_blocked = ak.flatten(whole, axis=1), ak.flatten(blocked, axis=1)
+    present = ~ak.is_none(flat_whole, axis=0)
+    np.testing.assert_allclose(
+        np.asarray(ak.to_numpy(flat_blocked[present].embedding)),
+        np.asarray(ak.to_numpy(flat_whole[present].embedding)), rtol=1e-5, atol=1e-6,
+    )
