@@ -75,10 +75,10 @@ def make_sample(directory: Path, n_events: int) -> Path:
 # ------------------------------------------------------------------------------- part 1
 def bench_processor(sample: Path, model: Path, chunksize: int, workers: int) -> list[dict]:
     from coffea.processor import DaskExecutor
-    from distributed import Client, LocalCluster
+    from distributed import Client
     from rs3l_coffea.processors import TaggingProcessor
 
-    from rs3l_coffea.inference.runner import run_fileset
+    from rs3l_coffea.inference.runner import local_cluster, run_fileset
     from rs3l_coffea.inference.tagger import RS3LTagger
 
     fileset = {"zh": [str(sample)]}
@@ -98,11 +98,10 @@ def bench_processor(sample: Path, model: Path, chunksize: int, workers: int) -> 
         "jets": output["cutflow"]["zh"]["jets"],
     })
 
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, Client(cluster) as client:
+    with local_cluster(workers) as cluster, Client(cluster) as client:
         executor = DaskExecutor(client=client, status=False)
-        run_fileset(fileset, processor_instance, executor=executor, chunksize=chunksize, maxchunks=workers)
+        # warm-up over every chunk: each worker process imports and loads the model once
+        run_fileset(fileset, processor_instance, executor=executor, chunksize=chunksize)
         start = time.perf_counter()
         output = run_fileset(fileset, processor_instance, executor=executor, chunksize=chunksize)
         elapsed = time.perf_counter() - start

@@ -47,11 +47,11 @@ def fileset(coffea_sample):
 @pytest.fixture(scope="module")
 def client():
     """One LocalCluster for the module: 2 worker processes, 1 thread each."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, Client(cluster) as dask_client:
+    from rs3l_coffea.inference.runner import local_cluster
+
+    with local_cluster(2) as cluster, Client(cluster) as dask_client:
         yield dask_client
 
 
@@ -277,6 +277,14 @@ def test_variant_processor_variant_axis_from_file_and_metadata(small_model, tmp_
             flow=True
         ) == expected * 8
     assert mass[{"dataset": "relabelled", "variant": "nominal"}].sum(flow=True) == 0
+
+    # ready for the evaluation stage's Wasserstein tables (variant axis, one continuous axis)
+    from rs3l_coffea.evaluation.wasserstein import wasserstein_table
+
+    zh = {"dataset": "zh", "variant": ["nominal", "fsr_up"]}
+    table = wasserstein_table({"mass": mass[zh], "embedding": output["hists"]["embedding"][zh]})
+    assert set(table) == {"fsr_up"}
+    assert {"mass", *(f"embedding[dim={d}]" for d in range(8))} <= set(table["fsr_up"])
 
 
 def test_cli_process_bad_file_with_and_without_skip(small_model, coffea_sample, tmp_path):
