@@ -1,18 +1,23 @@
-"""``rs3l demo``: the feature pipeline on the real coffea sample files, with a summary table.
+"""``rs3l demo``: RS3L tagging of the bundled re-simulated sample (and PFNano) in coffea.
 
-Until a default model ships this shows the data side of RS3L: jets and their constituents
-from a Delphes and a PFNano file, jet observables, truth labels, and the feature parquet.
+Runs :func:`rs3l_coffea.demo.run_demo` with the shipped default model (over the bundled
+sample and, when cached, coffea's ``delphes.root``/``pfnano.root``), prints a per-jet table
+and the nominal-vs-variant Wasserstein table, and lists the files written (histograms as
+``.coffea`` and UHI JSON, per-jet parquet, W1 JSON, PNG plots). No network access unless
+``--fetch-samples``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from rs3l_coffea.cli._common import user_errors
 
-DEMO_SAMPLES = (("delphes.root", "delphes"), ("pfnano.root", "pfnano"))
+EMBEDDING_DIMS_SHOWN = 3
 
 
 def register(app: typer.Typer) -> None:
@@ -21,36 +26,128 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         out: Path = typer.Option(Path("demo-output"), "--out", help="Output directory."),
-        max_rows: int = typer.Option(12, help="Jets shown per sample in the table."),
+        model: Path = typer.Option(
+            None, "--model", help="Model (NAME, NAME.safetensors or NAME.json); default: the shipped model."
+        ),
+        variants: str = typer.Option(
+            "nominal,seed,fsr_up,fsr_down,vincia", "--variants",
+            help="Bundled variants to process (nominal is always included).",
+        ),
+        processes: str = typer.Option("zh_bb,zj", "--processes", help="Bundled processes: zh_bb, zj."),
+        coffea_samples: bool = typer.Option(
+            True, "--coffea-samples/--no-coffea-samples",
+            help="Also tag coffea's delphes.root and pfnano.root test files when they are cached.",
+        ),
+        fetch_samples: bool = typer.Option(
+            False, "--fetch-samples", help="Download coffea's test samples if they are not cached."
+        ),
+        max_rows: int = typer.Option(8, "--max-rows", min=0, help="Jets shown per dataset in the table."),
+        threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)."),
     ) -> None:
-        """Run the feature pipeline over real Delphes and PFNano samples and summarise the jets."""
+        """Tag the bundled re-simulated sample with RS3L in coffea; print jets and W1 tables; write plots."""
         from rich.console import Console
-        from rich.table import Table
-
-        from rs3l_coffea.features import JetLabel
-        from rs3l_coffea.features.pipeline import features_from_file, write_features_parquet
-        from rs3l_coffea.testing import sample_path
 
         console = Console()
+        if not console.is_terminal:  # captured or piped output: don't squeeze the tables to 80
+            console = Console(width=180)
         with user_errors():
-            for name, source in DEMO_SAMPLES:
-                result = features_from_file(sample_path(name), source=source)
-                target = out / f"features_{Path(name).stem}.parquet"
-                write_features_parquet(target, result)
-                table = Table(title=f"{name} ({source}): {len(result['label'])} jets -> {target}")
-                for column in ("event", "jet", "pt", "eta", "mass", "msd", "N2", "n const", "label"):
-                    table.add_column(column, justify="right")
-                order = range(min(max_rows, len(result["label"])))
-                for i in order:
-                    table.add_row(
-                        str(result["event"][i]),
-                        str(result["jet"][i]),
-                        f"{result['pt'][i]:.1f}",
-                        f"{result['eta'][i]:+.2f}",
-                        f"{result['mass'][i]:.1f}",
-                        f"{result['msd'][i]:.1f}",
-                        f"{result['n2'][i]:.3f}",
-                        str(result["n_constituents"][i]),
-                        JetLabel(int(result["label"][i])).name,
-                    )
-                console.print(table)
+            from rs3l_coffea.demo import run_demo
+
+            with console.status("running the RS3L processors over the bundled sample..."):
+                result = run_demo(
+                    out,
+                    model=model,
+                    processes=_split(processes),
+                    variants=_split(variants),
+                    include_coffea_samples=coffea_samples,
+                    fetch_samples=fetch_samples,
+                    threads=threads,
+                )
+        console.print(f"model: {result.model_path}")
+        if result.coffea_samples:
+            console.print("coffea test files: " + ", ".join(sorted(result.coffea_samples)))
+        else:
+            console.print("coffea test files: not cached, skipped (use --fetch-samples)")
+        console.print(_jet_table(result, max_rows))
+        console.print(_wasserstein_table(result, "all"))
+        for message in sorted(set(result.warnings)):
+            console.print(f"[yellow]note:[/yellow] {message}")
+        for name, counts in sorted(result.cutflow.items()):
+            console.print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        console.print(f"wrote {len(result.files)} files to {result.out_dir} in {result.seconds:.0f} s:")
+        for path in result.files:
+            console.print(f"  {path}")
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _number(value: float, spec: str) -> str:
+    return "-" if not math.isfinite(value) else format(value, spec)
+
+
+def _jet_table(result: Any, max_rows: int) -> Any:
+    """Selected jets (nominal variant for the re-simulated sample), ``max_rows`` per dataset."""
+    import numpy as np
+    from rich.table import Table
+
+    jets = result.jets
+    head = result.head_names[0] if result.head_names else None
+    dims = min(EMBEDDING_DIMS_SHOWN, result.embedding_dim)
+    table = Table(title="RS3L-tagged jets (selected; nominal variant of the bundled sample)")
+    columns = ["dataset", "event", "jet", "pt", "eta", "mass", "msd", "N2", "n const", "truth"]
+    columns += [f"score ({head})"] if head else []
+    columns += [f"ê{i}" for i in range(dims)]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("dataset", "truth") else "right")
+    norms = np.linalg.norm(jets["embedding"], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        directions = jets["embedding"] / norms[:, None]
+    shown = jets["selected"].astype(bool) & np.isin(jets["variant"], ["nominal", ""])
+    for dataset in dict.fromkeys(jets["dataset"].tolist()):
+        rows = np.flatnonzero(shown & (jets["dataset"] == dataset))[:max_rows]
+        for i in rows:
+            cells = [
+                str(dataset), str(jets["entry"][i]), str(jets["jet"][i]),
+                _number(jets["pt"][i], ".1f"), _number(jets["eta"][i], "+.2f"),
+                _number(jets["mass"][i], ".1f"), _number(jets["msd"][i], ".1f"),
+                _number(jets["n2"][i], ".3f"), str(jets["n_constituents"][i]), str(jets["truth"][i]),
+            ]
+            if head:
+                cells.append(_number(jets[f"head:{head}"][i], ".3f"))
+            cells += [_number(directions[i, d], "+.3f") for d in range(dims)]
+            table.add_row(*cells)
+    return table
+
+
+def _wasserstein_table(result: Any, key: str) -> Any:
+    """W1(nominal, variant) / sigma(nominal) per embedding direction component, score and N2."""
+    from rich.table import Table
+
+    relative = result.wasserstein_relative.get(key, {})
+    title = (
+        "W1(nominal, variant) / σ(nominal), both processes, selected jets "
+        "(absolute values in wasserstein.json)"
+    )
+    table = Table(title=title)
+    if "error" in relative:
+        table.add_column("error")
+        table.add_row(str(relative["error"]))
+        return table
+    quantities = list(next(iter(relative.values()), {}))
+    table.add_column("variant")
+    for quantity in quantities:
+        table.add_column(_short(quantity), justify="right")
+    for variant, row in relative.items():
+        table.add_row(variant, *[_number(row[q], ".3f") for q in quantities])
+    return table
+
+
+def _short(quantity: str) -> str:
+    """``embedding[dim=3]`` -> ``ê3``, ``score[head=score]`` -> ``score``."""
+    if quantity.startswith("embedding[dim="):
+        return "ê" + quantity.removeprefix("embedding[dim=").rstrip("]")
+    if quantity.startswith("score[head="):
+        return quantity.removeprefix("score[head=").rstrip("]")
+    return quantity
