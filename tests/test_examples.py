@@ -1,0 +1,108 @@
+"""Every script in ``analysis_examples/`` runs with ``--quick`` in a subprocess and writes
+sensible outputs (tiny random models, slices of the bundled sample)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "analysis_examples"
+TIMEOUT_S = 300
+
+
+def run_example(name: str, out: Path, *extra: str) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--quick", "--out", str(out), *extra],
+        capture_output=True, text=True, timeout=TIMEOUT_S, env=env, check=False,
+    )
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def read_uhi_json(path: Path) -> dict:
+    import hist.serialization
+    import uhi.io.json
+
+    raw = json.loads(path.read_text(), object_hook=uhi.io.json.object_hook)
+    return {name: hist.serialization.from_uhi(h) for name, h in raw.items()}
+
+
+def test_readme_lists_every_example() -> None:
+    readme = (EXAMPLES / "README.md").read_text()
+    scripts = sorted(p.name for p in EXAMPLES.glob("[0-9][0-9]_*.py"))
+    assert len(scripts) == 4
+    for script in scripts:
+        assert f"python analysis_examples/{script}" in readme
+        source = (EXAMPLES / script).read_text()
+        assert "Scaling up" in source and "--quick" in source  # documented, as promised
+
+
+def test_01_scores_in_own_processor(tmp_path: Path) -> None:
+    stdout = run_example("01_rs3l_scores_in_coffea.py", tmp_path)
+    hists = read_uhi_json(tmp_path / "hists.json")
+    assert (tmp_path / "msd.png").read_bytes()[:4] == b"\x89PNG"
+    for dataset in ("zh_bb", "zj"):
+        # cutflow line: "<dataset>: events=40, jets_pt300=N, pass_score=M"
+        line = next(x for x in stdout.splitlines() if x.startswith(f"{dataset}:"))
+        counts = dict(item.split("=") for item in line.split(": ")[1].split(", "))
+        assert int(counts["events"]) == 40
+        msd = hists["msd"][{"dataset": dataset}]
+        assert msd[{"rs3l": "pass"}].sum(flow=True) == int(counts["pass_score"])
+        assert msd.sum(flow=True) == int(counts["jets_pt300"]) > 0
+        assert hists["score"][{"dataset": dataset}].sum(flow=True) == int(counts["jets_pt300"])
+
+
+def test_02_dask_apply_to_fileset(tmp_path: Path) -> None:
+    run_example("02_dask_distributed.py", tmp_path, "--workers", "2")
+    cutflow = json.loads((tmp_path / "cutflow.json").read_text())
+    assert cutflow["zh_bb"]["events"] == 2 * 40  # nominal + fsr_up files
+    hists = read_uhi_json(tmp_path / "hists.json")
+    selected = cutflow["zh_bb"]["selected_tagged_jets"]
+    assert selected > 0
+    assert hists["embedding"].sum(flow=True) == 8 * selected  # one entry per direction component
+    assert sorted(hists["pt"].axes["variant"]) == ["fsr_up", "nominal"]
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("pythia8mc") is None, reason="needs pythia8mc"
+)
+def test_03_generate_ntuple_pretrain_finetune(tmp_path: Path) -> None:
+    from rs3l_coffea.nn import load_model
+
+    stdout = run_example("03_train_from_ntuples.py", tmp_path)
+    for step in ("rs3l generate", "rs3l ntuple", "rs3l train pretrain", "rs3l train finetune"):
+        assert f"$ {step}" in stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert 0.0 <= summary["bundled_auc_hbb_vs_zj"] <= 1.0
+    assert summary["n_signal"] > 0 and summary["n_background"] > 0
+    _model, card = load_model(tmp_path / "finetune" / "model.safetensors")
+    assert card.head_names == ("score",)
+    assert load_model(tmp_path / "pretrain" / "model.safetensors")[1].training["task"] == "pretrain"
+
+
+def test_04_systematic_variations(tmp_path: Path) -> None:
+    """Shape templates in templates.root; W1 of the score recomputed by hand from them."""
+    import uproot
+
+    run_example("04_systematic_variations.py", tmp_path)
+    tables = json.loads((tmp_path / "wasserstein.json").read_text())["zh_bb"]["absolute"]
+    assert sorted(tables) == ["fsr_down", "fsr_up"]
+    assert "| fsr_up |" in (tmp_path / "wasserstein.md").read_text()
+    assert (tmp_path / "variant_ratios_zh_bb.png").is_file()
+    with uproot.open(tmp_path / "templates.root") as templates:
+        nominal = templates["zh_bb_score_nominal"]
+        counts_nominal = nominal.values()
+        width = np.diff(nominal.axis().edges())[0]
+        for variant in ("fsr_up", "fsr_down"):
+            counts = templates[f"zh_bb_score_{variant}"].values()
+            gap = np.cumsum(counts_nominal / counts_nominal.sum() - counts / counts.sum())
+            by_hand = np.sum(np.abs(gap)) * width
+            assert tables[variant]["score[head=score]"] == pytest.approx(by_hand, abs=1e-12)
+        assert templates["zh_bb_msd_nominal"].values().sum() == counts_nominal.sum() > 0
