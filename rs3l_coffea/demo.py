@@ -245,7 +245,8 @@ def run_demo(
         absolute, relative = _wasserstein_tables(bundled["hists"], processes)
     caught.extend(str(r.message) for r in records)
     with atomic_open(out / "wasserstein.json", "w") as handle:
-        json.dump({"absolute": absolute, "relative_to_nominal_spread": relative}, handle, indent=1)
+        tables = {"absolute": absolute, "relative_to_nominal_spread": relative}
+        json.dump(_nan_to_none(tables), handle, indent=1)
     written.append(out / "wasserstein.json")
 
     written.extend(_plots(out, bundled["hists"], hist_sets, processes, tagger.head_names))
@@ -281,6 +282,15 @@ def run_demo(
         warnings=caught,
         seconds=seconds,
     )
+
+
+def _nan_to_none(value: Any) -> Any:
+    """Strict JSON has no NaN: undefined W1 values become ``null``."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _merge_rows(parts: list[dict[str, list[Any]]]) -> dict[str, np.ndarray]:
@@ -352,21 +362,49 @@ def _variant_hists(hists: dict[str, Any], select: Any) -> dict[str, Any]:
     return out
 
 
+def _one_dimensional(hists: dict[str, Any], select: Any) -> dict[str, Any]:
+    """``{quantity: Hist[variant, value]}``: each embedding direction, head score and N2."""
+    quantities = _variant_hists(hists, select)
+    out = {}
+    embedding = quantities["embedding"]
+    for dim in embedding.axes["dim"]:
+        out[f"embedding[dim={dim}]"] = embedding[{"dim": hist_index(embedding, "dim", dim)}]
+    if "score" in quantities:
+        score = quantities["score"]
+        for head in score.axes["head"]:
+            out[f"score[head={head}]"] = score[{"head": hist_index(score, "head", head)}]
+    out["N2"] = quantities["N2"]
+    return out
+
+
+def hist_index(h: Any, axis: str, value: Any) -> int:
+    """Bin index of a category value (avoids hist's int-means-index ambiguity of IntCategory)."""
+    return int(h.axes[axis].index(value))
+
+
 def _wasserstein_tables(
     hists: dict[str, Any], processes: Sequence[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from rs3l_coffea.evaluation import EvaluationInputError, wasserstein_table
+    """W1 per quantity; a quantity W1 cannot be computed for (no entries in a variant, zero
+    nominal spread for the relative W1) gets NaN in its column, with the reason as a warning."""
+    from rs3l_coffea.evaluation import EvaluationInputError, EvaluationWarning, wasserstein_table
 
     absolute: dict[str, Any] = {}
     relative: dict[str, Any] = {}
     present = {str(d) for d in hists["embedding"].axes["dataset"]}
     for key, select in [("all", sum), *[(p, p) for p in processes if p in present]]:
-        selected = _variant_hists(hists, select)
-        try:
-            absolute[key] = wasserstein_table(selected)
-            relative[key] = wasserstein_table(selected, relative=True)
-        except EvaluationInputError as error:  # e.g. a variant without selected jets
-            absolute[key] = relative[key] = {"error": str(error)}
+        variants = [str(v) for v in hists["n2"].axes["variant"] if str(v) != NOMINAL]
+        absolute[key] = {v: {} for v in variants}
+        relative[key] = {v: {} for v in variants}
+        for quantity, histogram in _one_dimensional(hists, select).items():
+            for table, is_relative in ((absolute[key], False), (relative[key], True)):
+                try:
+                    one = wasserstein_table({quantity: histogram}, relative=is_relative)
+                except EvaluationInputError as error:
+                    warnings.warn(f"{key}: {error}", EvaluationWarning, stacklevel=2)
+                    one = {v: {quantity: float("nan")} for v in variants}
+                for variant in variants:
+                    table[variant][quantity] = one[variant][quantity]
     return absolute, relative
 
 
