@@ -155,7 +155,7 @@ def test_cli_features_clean_error_on_file_without_candidates(tmp_path, coffea_sa
 
 
 def test_demo_runs_on_real_samples(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--max-rows", "3"])
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--max-rows", "3", "--processes", "zh_bb", "--variants", "seed"])
     assert result.exit_code == 0, result.output
     assert "delphes.root" in result.output and "pfnano.root" in result.output
     for name in ("features_delphes.parquet", "features_pfnano.parquet"):
