@@ -204,13 +204,14 @@ def run_demo(
     """
     started = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     variants = tuple(dict.fromkeys((NOMINAL, *variants)))
     tagger = (
         RS3LTagger.default(threads=threads)
         if model is None
         else RS3LTagger.load(model, threads=threads)
     )
+    bundled_fileset(processes, variants)  # unknown names fail here, before any output exists
+    out.mkdir(parents=True, exist_ok=True)
     from rs3l_coffea.inference.runner import run_fileset
 
     # PFNano files reference collections they do not contain; coffea warns once per branch.

@@ -145,11 +145,11 @@ def demo_run(tmp_path_factory):
          "--max-rows", "4", "--threads", "1"],
     )
     torch.set_num_threads(previous)
-    return result, out
+    return result, out, model_path
 
 
 def test_demo_exits_cleanly_and_prints_numeric_tables(demo_run) -> None:
-    result, _ = demo_run
+    result, _, _ = demo_run
     assert result.exit_code == 0, result.output
     text = result.output
     assert "RS3L-tagged jets" in text and "W1(nominal, variant)" in text
@@ -166,7 +166,7 @@ def test_demo_exits_cleanly_and_prints_numeric_tables(demo_run) -> None:
 
 
 def test_demo_writes_readable_outputs(demo_run) -> None:
-    result, out = demo_run
+    result, out, _ = demo_run
     assert result.exit_code == 0, result.output
     for name in ("jets.parquet", "histograms.coffea", "histograms.json", "wasserstein.json",
                  "summary.json", "variant_ratios.png", "variant_ratios_zh_bb.png",
@@ -180,7 +180,7 @@ def test_demo_histograms_json_matches_the_jet_table(demo_run) -> None:
     """Histogram entries (UHI JSON, no pickle) == selected tagged jets in jets.parquet."""
     from rs3l_coffea.demo import read_histograms_json
 
-    _, out = demo_run
+    _, out, _ = demo_run
     hists = read_histograms_json(out / "histograms.json")["variants"]
     jets = ak.from_parquet(out / "jets.parquet")
     bundled = jets[(jets.dataset == "zh_bb") | (jets.dataset == "zj")]
@@ -200,7 +200,7 @@ def test_demo_wasserstein_equals_hand_computation(demo_run) -> None:
     """W1 of N2 from the JSON histograms via cumulative sums, against wasserstein.json."""
     from rs3l_coffea.demo import read_histograms_json
 
-    _, out = demo_run
+    _, out, _ = demo_run
     n2 = read_histograms_json(out / "histograms.json")["variants"]["n2"]
     table = json.loads((out / "wasserstein.json").read_text())["absolute"]
     for key in ("zh_bb", "zj"):
@@ -213,7 +213,7 @@ def test_demo_wasserstein_equals_hand_computation(demo_run) -> None:
 
 def test_demo_truth_labels_follow_the_generated_process(demo_run) -> None:
     """Selected leading jets: mostly H->bb in ZH, never H->bb in Z+jet (generator truth)."""
-    _, out = demo_run
+    _, out, _ = demo_run
     jets = ak.from_parquet(out / "jets.parquet")
     zh = jets[(jets.dataset == "zh_bb") & jets.selected]
     zj = jets[(jets.dataset == "zj") & jets.selected]
@@ -230,3 +230,16 @@ def test_demo_bad_model_is_a_clean_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2, result.output  # user_errors(): one line, no traceback
     assert "missing" in result.output and "Traceback" not in result.output
+
+
+def test_demo_unknown_variant_is_a_clean_error_before_any_output(tmp_path: Path, demo_run) -> None:
+    from rs3l_coffea.cli import app
+
+    _, _, model = demo_run
+    target = tmp_path / "never-created"
+    result = CliRunner().invoke(
+        app, ["demo", "--out", str(target), "--model", str(model), "--variants", "herwig"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "herwig" in result.output and "fsr_up" in result.output  # names the valid choices
+    assert not target.exists()
