@@ -13,7 +13,7 @@ Modes (each (mode, N) in a fresh subprocess):
   alone).
 
 Memory = peak RSS (psutil, sampled every 2 ms in a thread) minus the RSS just before the
-measured call, after the inputs are built, the model loaded and a 32-jet warm-up call run;
+measured call (freed heap handed back to the OS first, glibc ``malloc_trim``), after the inputs are built, the model loaded and a 32-jet warm-up call run;
 so it is what the call itself adds on top of its inputs. The size of the inputs (awkward
 jets + constituents, or ``x``/``mask`` for ``engine``) and the absolute RSS before the call
 are reported separately.
@@ -46,6 +46,19 @@ def rss_mb() -> float:
     import psutil
 
     return psutil.Process().memory_info().rss / 2**20
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap back to the OS (glibc ``malloc_trim``), so that the measured call cannot
+    hide its allocations in memory freed earlier (e.g. by the feature builder)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        libc = ctypes.CDLL(name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
 
 
 class PeakSampler:
@@ -135,6 +148,7 @@ def measure(mode: str, n_jets: int, args: argparse.Namespace) -> dict[str, float
             inputs_mb = (x.nbytes + mask.nbytes) / 2**20
         else:
             inputs_mb = (jets.layout.nbytes + constituents.layout.nbytes) / 2**20
+        release_freed_memory()
         before = rss_mb()
         tick = time.perf_counter()
         with PeakSampler() as sampler:
