@@ -170,15 +170,34 @@ def jets_from_events(
 
 @contextlib.contextmanager
 def _read_errors_name_the_file(where: str) -> Iterator[None]:
-    """Turn uproot's I/O and decoding errors while reading baskets into an InputFileError."""
+    """Turn uproot's I/O and decoding errors while reading baskets into an InputFileError.
+
+    Decompressors raise their own types (``zlib.error``, ``lzma.LZMAError``, uproot's
+    ``ValueError`` for a bad LZ4 checksum): any exception raised from inside uproot counts.
+    """
+    import lzma
+    import zlib
+
     from uproot.deserialization import DeserializationError
 
     try:
         yield
     except InputFileError:
         raise
-    except (OSError, DeserializationError) as error:
+    except Exception as error:
+        reading = isinstance(error, (OSError, DeserializationError, zlib.error, lzma.LZMAError))
+        if not (reading or _raised_inside_uproot(error)):
+            raise
         raise InputFileError(f"cannot read the events{where} (truncated or corrupt file?): {error}") from error
+
+
+def _raised_inside_uproot(error: BaseException) -> bool:
+    frame = error.__traceback__
+    while frame is not None:
+        if f"{os.sep}uproot{os.sep}" in frame.tb_frame.f_code.co_filename:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def load_jets(
