@@ -106,6 +106,10 @@ ROOT_FAILURES = [
     ("truncated-nanoaod-baskets", lambda d: corpus.truncated_copy(
         sample_path("nano_tt_v15.root"), d / "cut70.root", 0.7), "load",
      InputFileError, r"cannot read the events in .*cut70\.root \(truncated or corrupt"),
+    ("corrupt-zlib-basket", lambda d: corpus.corrupt_basket(d, "ZLIB"), "load",
+     InputFileError, r"cannot read the events in .*corrupt_ZLIB\.root .*incorrect data check"),
+    ("corrupt-lzma-basket", lambda d: corpus.corrupt_basket(d, "LZMA"), "load",
+     InputFileError, r"cannot read the events in .*corrupt_LZMA\.root"),
     ("zero-byte-runner", corpus.zero_byte_root, "check_file",
      InputFileError, r"zero\.root is empty \(0 bytes\)"),
     ("text-named-root", corpus.text_named_root, "load",

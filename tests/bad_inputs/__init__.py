@@ -69,6 +69,7 @@ def pfnano_layout(
     assoc_counts: Sequence[int] | None = None,
     drop: Sequence[str] = (),
     tree: str = "Events",
+    compression: str = "ZLIB",
 ) -> Path:
     """A small PFNano-layout file (``FatJet``, ``PFCands``, ``FatJetPFCands``).
 
@@ -123,7 +124,7 @@ def pfnano_layout(
         data[collection] = ak.zip(kept)
     import uproot
 
-    with uproot.recreate(path) as handle:
+    with uproot.recreate(path, compression=getattr(uproot, compression)(1)) as handle:
         handle.mktree(
             tree,
             {
@@ -199,6 +200,26 @@ def delphes_sentinel_tracks(directory: Path) -> Path:
         },
         track_counts=(6, 0),
     )
+
+
+def corrupt_basket(directory: Path, compression: str = "ZLIB") -> Path:
+    """PFNano layout whose compressed ``PFCands_pt`` basket has 16 flipped bytes (the file
+    opens; reading that basket fails its decompression checksum)."""
+    import uproot
+
+    path = pfnano_layout(
+        directory / f"corrupt_{compression}.root", cand_counts=(300, 300, 0), compression=compression
+    )
+    with uproot.open(path) as handle:
+        branch = handle["Events"]["PFCands_pt"]
+        if branch.compressed_bytes >= branch.uncompressed_bytes:
+            raise RuntimeError(f"{path}: PFCands_pt was stored uncompressed; cannot corrupt it")
+        seek = int(branch.member("fBasketSeek")[0])
+    data = bytearray(path.read_bytes())
+    for position in range(seek + 1000, seek + 1016):
+        data[position] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
 
 
 def pfnano_nonfinite(directory: Path) -> Path:
