@@ -245,16 +245,34 @@ def run_fileset(
                     for name, spec in group_fileset.items()
                 }
                 branches = BranchFilter(source, getattr(processor_instance, "jets", None))
-                outputs.append(
-                    runner(
+                try:
+                    output = runner(
                         cleaned,
                         processor_instance=processor_instance,
                         iteritems_options={"filter_name": branches},
                     )
-                )
+                except Exception as error:
+                    if _is_input_error(error):
+                        raise InputFileError(str(error)) from error
+                    raise
+                outputs.append(output)
     result: dict[str, Any] = dict(processor.accumulate(outputs)) if outputs else {}
     result["bad_files"] = bad_files
     return result
+
+
+def _is_input_error(error: BaseException) -> bool:
+    """Whether coffea's ``Failed processing file: ...`` wrapper hides one of our input errors.
+
+    Iterative runs chain the original exception; across processes (futures, dask) only the
+    wrapper's text, which holds the original's repr, survives.
+    """
+    if isinstance(error.__cause__, InputFileError):
+        return True
+    text = str(error)
+    return text.startswith("Failed processing file") and any(
+        f"{name}(" in text for name in ("InputFileError", "MissingConstituentsError")
+    )
 
 
 def save_output(output: Any, path: str | os.PathLike[str]) -> Path:
