@@ -31,7 +31,7 @@ import torch
 from rs3l_coffea.errors import InputFileError, MissingConstituentsError, ModelFormatError
 from rs3l_coffea.features import build_features, jet_observables
 from rs3l_coffea.inference.engine import InferenceEngine
-from rs3l_coffea.inference.runner import check_file
+from rs3l_coffea.inference.runner import check_file, run_fileset
 from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.io import load_jets
 from rs3l_coffea.nn import (
@@ -91,6 +91,17 @@ def tag(model: Path) -> Callable[[Path], Any]:
     return run
 
 
+def process(model: Path) -> Callable[[Path], Any]:
+    """Entry point: ``run_fileset`` (what ``rs3l process`` runs) with the tagging processor."""
+
+    def run(path: Path) -> Any:
+        from rs3l_coffea.processors import TaggingProcessor
+
+        return run_fileset({"bad": [str(path)]}, TaggingProcessor(RS3LTagger.load(model, threads=1)))
+
+    return run
+
+
 def features_of(path: Path) -> Any:
     return build_features(*load_jets(path))
 
@@ -108,6 +119,8 @@ ROOT_FAILURES = [
      InputFileError, r"cannot read the events in .*cut70\.root \(truncated or corrupt"),
     ("corrupt-zlib-basket", lambda d: corpus.corrupt_basket(d, "ZLIB"), "load",
      InputFileError, r"cannot read the events in .*corrupt_ZLIB\.root .*incorrect data check"),
+    ("corrupt-basket-processor", lambda d: corpus.corrupt_basket(d, "ZLIB"), "process",
+     InputFileError, r"Failed processing file: .*corrupt_ZLIB\.root.*InputFileError\('cannot read the events"),
     ("corrupt-lzma-basket", lambda d: corpus.corrupt_basket(d, "LZMA"), "load",
      InputFileError, r"cannot read the events in .*corrupt_LZMA\.root"),
     ("zero-byte-runner", corpus.zero_byte_root, "check_file",
@@ -146,6 +159,7 @@ def test_bad_root_input_raises_a_named_error(make, entry, error, match, tmp_path
         "check_file": check_file,
         "features": features_of,
         "tag": tag(small_model),
+        "process": process(small_model),
     }[entry]
     with pytest.raises(error, match=match):
         call(path)
