@@ -287,7 +287,7 @@ def test_variant_processor_variant_axis_from_file_and_metadata(small_model, tmp_
     assert {"mass", *(f"embedding[dim={d}]" for d in range(8))} <= set(table["fsr_up"])
 
 
-def test_cli_process_bad_file_with_and_without_skip(small_model, coffea_sample, tmp_path):
+def test_cli_process_bad_file_with_and_without_skip(small_model, coffea_sample, client, tmp_path):
     from coffea.util import load
     from typer.testing import CliRunner
 
@@ -307,7 +307,9 @@ def test_cli_process_bad_file_with_and_without_skip(small_model, coffea_sample, 
     assert "bad_delphes.root" in " ".join(failed.output.split())
     assert not out.exists()
 
-    passed = runner.invoke(app, [*command, "--skip-bad-files"])
+    # the same through the dask executor on a running scheduler
+    scheduler = ["--executor", "dask", "--scheduler", client.scheduler.address]
+    passed = runner.invoke(app, [*command, *scheduler, "--skip-bad-files"])
     assert passed.exit_code == 0, passed.output
     result = load(str(out))
     assert [(b["dataset"], b["file"]) for b in result["bad_files"]] == [("broken", bad)]
