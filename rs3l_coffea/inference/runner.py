@@ -82,6 +82,12 @@ def check_file(path: str, tree: str | None = None) -> tuple[str, str, int]:
     try:
         with uproot.open(path) as handle:
             trees = [k.split(";")[0] for k, c in handle.classnames().items() if c == "TTree"]
+            if not trees:
+                keys = ", ".join(handle.keys()) or "none"
+                raise InputFileError(
+                    f"{path} contains no TTree at all (keys: {keys}): not a readable "
+                    "Delphes/NanoAOD ROOT file (truncated or corrupt?)"
+                )
             if tree is None:
                 tree = "Delphes" if "Delphes" in trees else "Events" if "Events" in trees else None
             if tree is None or tree not in trees:
