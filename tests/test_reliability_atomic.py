@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -337,3 +339,45 @@ def test_static_check_flags_a_plain_write():
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _is_write(n)]
     assert len(calls) == 1 and _inside_atomic_block(calls[0], parents)
 
+
+
+GENERATE = textwrap.dedent(
+    """
+    import sys
+    from rs3l_coffea.generation import GenerationConfig, generate
+    config = GenerationConfig(process="zj", n_events=400, out_dir=sys.argv[1], variants=("nominal",),
+                              seed=4, chunk_size=200, batch_size=50)
+    generate(config)
+    """
+)
+
+
+def test_sigkilled_generation_resumes_without_litter(tmp_path):
+    """``generate`` SIGKILLed while writing chunk 1: chunk 0 stays complete, chunk 1 has no file
+    under its final name; re-running completes chunk 1, keeps chunk 0 and leaves no temporary."""
+    from rs3l_coffea.generation import GenerationConfig, generate
+    from rs3l_coffea.generation.run import sidecar_path
+
+    process = subprocess.Popen([sys.executable, "-c", GENERATE, str(tmp_path)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".zj_nominal_00001.root.*.tmp.root")):
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "chunk 1 never started"
+            time.sleep(0.002)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    chunk0, chunk1 = tmp_path / "zj_nominal_00000.root", tmp_path / "zj_nominal_00001.root"
+    assert chunk0.is_file() and sidecar_path(chunk0).is_file()
+    assert not chunk1.exists() and not sidecar_path(chunk1).exists()
+    assert len(temporaries(tmp_path)) == 1  # the killed writer's
+    stamp = chunk0.stat().st_mtime_ns
+
+    config = GenerationConfig(process="zj", n_events=400, out_dir=tmp_path, variants=("nominal",),
+                              seed=4, chunk_size=200, batch_size=50)
+    assert generate(config) == [chunk0, chunk1]
+    assert chunk0.stat().st_mtime_ns == stamp
+    assert json.loads(sidecar_path(chunk1).read_text())["n_events_written"] == 200
+    assert temporaries(tmp_path) == []
