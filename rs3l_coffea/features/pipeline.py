@@ -28,6 +28,7 @@ import awkward as ak
 import numpy as np
 
 from rs3l_coffea.atomic import atomic_path
+from rs3l_coffea.errors import InputFileError
 from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES, build_features
 from rs3l_coffea.features.names import FEATURE_NAMES, N_FEATURES
 from rs3l_coffea.features.observables import jet_observables
@@ -135,10 +136,20 @@ def write_features_parquet(path: str | os.PathLike[str], result: dict[str, np.nd
 
 def read_features_parquet(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read a file written by :func:`write_features_parquet` back into numpy arrays."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    names = json.loads(table.schema.metadata[b"rs3l.feature_names"])
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise InputFileError(f"cannot read {path} as parquet: {error}") from error
+    metadata = table.schema.metadata or {}
+    if b"rs3l.feature_names" not in metadata:
+        raise InputFileError(
+            f"{path} is not an rs3l features parquet (no 'rs3l.feature_names' metadata; "
+            "write it with `rs3l features` / write_features_parquet)"
+        )
+    names = json.loads(metadata[b"rs3l.feature_names"])
     if tuple(names) != FEATURE_NAMES:
         raise ValueError(f"{path}: feature order {names} differs from FEATURE_NAMES")
     n = table.num_rows
