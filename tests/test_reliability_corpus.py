@@ -28,7 +28,12 @@ import numpy as np
 import pytest
 import torch
 
-from rs3l_coffea.errors import InputFileError, MissingConstituentsError, ModelFormatError
+from rs3l_coffea.errors import (
+    ConfigError,
+    InputFileError,
+    MissingConstituentsError,
+    ModelFormatError,
+)
 from rs3l_coffea.features import build_features, jet_observables
 from rs3l_coffea.inference.engine import InferenceEngine
 from rs3l_coffea.inference.runner import check_file, run_fileset
@@ -296,6 +301,53 @@ def test_bad_model_input_raises_model_format_error(action, match, tmp_path, smal
 def test_feature_count_mismatch_between_data_and_model(tmp_path, small_model):
     with pytest.raises(ValueError, match=r"x has 15 features per particle; expected 12"):
         _feature_count_mismatch(tmp_path, tmp_path / "m", small_model)
+
+
+def _plain_parquet(d: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"pt": [1.0, 2.0]}), d / "plain.parquet")
+    return d / "plain.parquet"
+
+
+def _text_file(name: str, text: str) -> Callable[[Path], Path]:
+    def make(d: Path) -> Path:
+        (d / name).write_text(text)
+        return d / name
+
+    return make
+
+
+OTHER_FAILURES = [
+    ("parquet-without-rs3l-metadata", _plain_parquet, "features-parquet",
+     InputFileError, r"plain\.parquet is not an rs3l features parquet"),
+    ("text-named-parquet", _text_file("text.parquet", "nope"), "features-parquet",
+     InputFileError, r"cannot read .*text\.parquet as parquet"),
+    ("garbage-onnx", _text_file("garbage.onnx", "garbage" * 10), "onnx",
+     ModelFormatError, r"garbage\.onnx: ONNX Runtime cannot load the model"),
+    ("fileset-not-json", _text_file("fileset.json", "{not json"), "fileset",
+     ConfigError, r"fileset .*fileset\.json is not a readable JSON file"),
+    ("fileset-bad-entry", _text_file("fileset.json", '{"zh": 3}'), "fileset",
+     ConfigError, r"dataset 'zh': files must be a list"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "entry", "error", "match"),
+    [pytest.param(*row[1:], id=row[0]) for row in OTHER_FAILURES],
+)
+def test_other_bad_files_raise_a_named_error(make, entry, error, match, tmp_path):
+    from rs3l_coffea.features.pipeline import read_features_parquet
+    from rs3l_coffea.inference.runner import read_fileset
+
+    call = {
+        "features-parquet": read_features_parquet,
+        "onnx": InferenceEngine.from_path,
+        "fileset": read_fileset,
+    }[entry]
+    with pytest.raises(error, match=match):
+        call(make(tmp_path))
 
 
 def test_malicious_payload_really_runs_when_unpickled(tmp_path):
