@@ -278,6 +278,23 @@ def test_variant_processor_variant_axis_from_file_and_metadata(small_model, tmp_
         ) == expected * 8
     assert mass[{"dataset": "relabelled", "variant": "nominal"}].sum(flow=True) == 0
 
+    # the dask-awkward route (apply_to_fileset): per-event VariantCode masks on dask arrays
+    from coffea.dataset_tools import apply_to_fileset, preprocess
+
+    from rs3l_coffea.io import FlatDelphesSchema
+
+    spec = {"zh": {"files": {nominal: "Delphes", fsr_up: "Delphes"}}}
+    available, _ = preprocess(spec, step_size=5, save_form=False, scheduler="sync")
+    graphs = apply_to_fileset(processor_instance, available, schemaclass=FlatDelphesSchema)
+    (lazy,) = dask.compute(graphs, scheduler="sync")
+    for name, histogram in lazy["zh"]["hists"].items():
+        for variant in ("nominal", "fsr_up"):
+            np.testing.assert_array_equal(
+                histogram[{"dataset": "zh", "variant": variant}].values(flow=True),
+                output["hists"][name][{"dataset": "zh", "variant": variant}].values(flow=True),
+                err_msg=f"{name} {variant}",
+            )
+
     # ready for the evaluation stage's Wasserstein tables (variant axis, one continuous axis)
     from rs3l_coffea.evaluation.wasserstein import wasserstein_table
 

@@ -51,7 +51,7 @@ def pfnano_dask(coffea_sample):
     events = NanoEventsFactory.from_root(
         {sample: "Events"}, schemaclass=PFNanoAODSchema, mode="dask", steps_per_file=3
     ).events()
-    return jets_from_events(events, source="pfnano")
+    return (events, *jets_from_events(events, source="pfnano"))
 
 
 def direct_forward(model, jets, constituents):
@@ -155,7 +155,7 @@ def test_dask_equals_eager_and_graph_carries_no_weights(coffea_sample, pfnano_da
     weights, _ = save_model(tmp_path / "big", model)
     tagger = RS3LTagger.load(tmp_path / "big")
     sample = str(coffea_sample("pfnano.root"))
-    jets, constituents = pfnano_dask
+    events, jets, constituents = pfnano_dask
     tags = tagger(jets, constituents)
     assert tags.npartitions == 3
     assert str(tags._meta.type.content) == "var * ?{embedding: 8 * float32, score: float32}"
@@ -164,10 +164,14 @@ def test_dask_equals_eager_and_graph_carries_no_weights(coffea_sample, pfnano_da
     assert with_tagger - without < 20_000 < weights.stat().st_size
     assert tagger._engine is None  # building the graph loaded nothing
 
-    (computed,) = dask.compute(tags, scheduler="sync")
+    # from_events + attaching to the dask events' stored collection
+    events = events[["FatJet", "FatJetPFCands", "PFCands"]]
+    events["FatJet", "rs3l"] = tagger.from_events(events, source="pfnano", jets="FatJet").rs3l
+    computed, attached = dask.compute(tags, events.FatJet.rs3l.score, scheduler="sync")
     eager_jets, eager_constituents = load_jets(sample)
     eager = RS3LTagger.load(tmp_path / "big")(eager_jets, eager_constituents)
     assert ak.to_list(computed) == ak.to_list(eager)
+    assert ak.to_list(attached) == ak.to_list(eager.score)
 
     # after use the tagger still pickles to its path and settings only
     blob = pickle.dumps(tagger)
@@ -236,7 +240,7 @@ def test_torch_wrapper_adapter_matches_tagger(coffea_sample, pfnano_dask, small_
     np.testing.assert_allclose(got_embedding, want_embedding, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-6)
 
-    dask_jets, dask_constituents = pfnano_dask
+    _, dask_jets, dask_constituents = pfnano_dask
     (computed,) = dask.compute(wrapper(dask_jets, dask_constituents), scheduler="sync")
     plain = RS3LTagger.load(path)(*load_jets(sample))
     np.testing.assert_allclose(
