@@ -34,8 +34,10 @@ lint: $(VENV)/.installed-test
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 
+# Benchmarks are scripts that print markdown tables (never timed asserts); each takes --help.
+BENCHMARKS := features generation inference training processor memory bench_augment bench_evaluation
 bench: $(VENV)/.installed-test
-	$(BIN)/python benchmarks/run_all.py
+	@for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info
