@@ -132,10 +132,15 @@ class ClassifierSection:
     """Fine-tuning (fixed, floating) and the supervised baseline share these settings."""
 
     epochs: int = 10
+    #: Small labelled sets get more epochs: at least this many optimizer steps per training.
+    min_steps: int = 0
     batch_size: int = 50
     lr: float = 1e-3
     #: Learning rate of the floating fine-tuning (the whole network; the paper uses a smaller one).
     floating_lr: float = 5e-4
+    #: Learning rate of the head on the frozen backbone (None: ``lr``). The frozen embedding is
+    #: small and clustered (unit-scale outputs of a contrastive model), so the head needs larger steps.
+    fixed_lr: float | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     tasks: list[str] = field(default_factory=lambda: ["hbb", "wqq"])
     models: list[str] = field(default_factory=lambda: list(CLASSIFIERS))
@@ -533,8 +538,15 @@ def pretrain_config(config: StudyConfig, kind: str, data_dir: Path, out_dir: Pat
     return load_config(None, overrides, base=base)
 
 
+def classifier_epochs(cls: ClassifierSection, labelled_size: int) -> int:
+    """``cls.epochs``, raised so that a small labelled set still gets ``cls.min_steps`` steps."""
+    steps_per_epoch = max(1, labelled_size // cls.batch_size)
+    return max(cls.epochs, -(-cls.min_steps // steps_per_epoch))
+
+
 def classifier_config(
-    config: StudyConfig, model: str, data_dir: Path, out_dir: Path, seed: int, backbone: Path | None
+    config: StudyConfig, model: str, data_dir: Path, out_dir: Path, seed: int, backbone: Path | None,
+    labelled_size: int,
 ) -> Any:
     """Trainer configuration of one fine-tuning (``fixed``/``floating``) or supervised training."""
     from rs3l_coffea.training.config import config_from_dict
@@ -542,12 +554,13 @@ def classifier_config(
     cls = config.classifier
     task = "supervised" if model == "supervised" else "finetune"
     base = _base_train_dict(config, task, out_dir, [str(data_dir)], seed)
-    base.update(epochs=cls.epochs, early_stopping_patience=cls.early_stopping_patience)
+    base.update(epochs=classifier_epochs(cls, labelled_size), early_stopping_patience=cls.early_stopping_patience)
     base["data"].update(
         batch_size=cls.batch_size, use_partner_jets=cls.use_partner_jets, balance_classes=True,
         augmentations=list(config.pretrain.variants),
     )
-    base["optimizer"] = {"lr": cls.floating_lr if model == "floating" else cls.lr}
+    lr = {"floating": cls.floating_lr, "fixed": cls.fixed_lr if cls.fixed_lr is not None else cls.lr}.get(model, cls.lr)
+    base["optimizer"] = {"lr": lr}
     if task == "finetune":
         base["finetune"] = {"mode": model, "backbone": str(backbone)}
     _merge(base, cls.extra)
@@ -732,10 +745,14 @@ def run_study(
                 for model in cls.models:
                     out_model = train_dir / task / f"{model}-{size}-s{seed}"
                     tc = classifier_config(config, model, data_dir / f"{task}-{size}", out_model, seed,
-                                           backbone if model != "supervised" else None)
-                    settings = {k: v for k, v in dataclasses.asdict(cls).items() if k not in ("seeds", "tasks", "models")}
+                                           backbone if model != "supervised" else None, size)
+                    settings = {k: v for k, v in dataclasses.asdict(cls).items()
+                                if k not in ("seeds", "tasks", "models", "fixed_lr")}
+                    run = [task, model, size, seed]
+                    if model == "fixed" and cls.fixed_lr is not None:
+                        run.append({"fixed_lr": cls.fixed_lr})
                     depends = {"split": split_depends, "model": config.model, "classifier": settings,
-                               "run": [task, model, size, seed],
+                               "run": run,
                                "backbone": pretrain_settings if model != "supervised" else None}
                     record = stages.run(f"train:{task}:{model}:{size}:s{seed}", depends,
                                         lambda tc=tc: _train(tc, log))
@@ -1226,7 +1243,7 @@ def _scale_line(config: StudyConfig) -> str:
         f"study '{config.name}': hard events {events}; variants {', '.join(gen.variants)} "
         f"(W sample: {', '.join(gen.ood_variants)}); pretraining {config.pretrain.epochs} epochs; "
         f"labelled sizes {config.split.labelled_sizes}; {len(config.classifier.seeds)} seeds per trained model; "
-        f"{config.classifier.epochs} classifier epochs; backbone {json.dumps(config.model)}; "
+        f"{config.classifier.epochs} classifier epochs (at least {config.classifier.min_steps} steps); backbone {json.dumps(config.model)}; "
         f"{config.threads} CPU threads"
     )
 
