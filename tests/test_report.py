@@ -147,7 +147,7 @@ def test_exported_model_card_and_re_evaluation(tiny_study, tmp_path: Path) -> No
     from rs3l_coffea.nn import load_model
 
     out, config, result, _ = tiny_study
-    weights, _card_path = export_default_model(out, tmp_path / "default")
+    weights, _card_path = export_default_model(out, tmp_path / "default", model="floating")
     _model, card = load_model(weights)
     assert card.head_names == ("score",) and len(card.feature_names) == 15
     assert card.training["study_config"] == json.loads(json.dumps(config.to_dict()))
@@ -167,6 +167,12 @@ def test_exported_model_card_and_re_evaluation(tiny_study, tmp_path: Path) -> No
     cli = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "default"), "--test", str(out / "data" / "test-hbb")])
     assert cli.exit_code == 0, cli.output
     assert json.loads(cli.output)["auc"] == pytest.approx(again["auc"], abs=1e-9)
+    # The CLI: a finished study re-run with --export-model saves the fixed-backbone model.
+    cli = CliRunner().invoke(app, ["report", "--config", str(TINY), "--out", str(out), "-q",
+                                   "--export-model", str(tmp_path / "cli-default")])
+    assert cli.exit_code == 0, cli.output
+    _model, cli_card = load_model(tmp_path / "cli-default")
+    assert cli_card.training["trainer_config"]["finetune"]["mode"] == "fixed"
 
 
 def test_n2_from_features_matches_a_hand_computation() -> None:

@@ -21,6 +21,9 @@ def report(
         None, "--export-model",
         help="After the study, save its fine-tuned RS3L model with a model card at this stem (e.g. models/default).",
     ),
+    export_kind: str = typer.Option(
+        "fixed", "--export-kind", help="Which fine-tuned model --export-model saves: fixed, floating or supervised."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-stage log lines."),
 ) -> None:
     """Generate, pretrain, fine-tune, evaluate: the whole RS3L study, cached stage by stage."""
@@ -31,7 +34,7 @@ def report(
         result = run_study(config, out, log=(lambda _m: None) if quiet else None, command=command)
         typer.echo(str(result.report))
         if export_model is not None:
-            paths = export_default_model(out, export_model)
+            paths = export_default_model(out, export_model, model=export_kind)
             typer.echo(" ".join(str(p) for p in paths))
 
 

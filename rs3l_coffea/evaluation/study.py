@@ -21,8 +21,9 @@ trainings also resume from their own checkpoints):
    labelled size and seed.
 6. ``score:*`` / ``embed:*`` / ``n2`` - scores and embeddings on the test sets, N2 from the
    test jets' stored constituents (fastjet energy correlator, the network's own inputs).
-7. ``report`` (always redone, it is cheap) - tables, figures, ``results.json`` and ``report.md``
-   through :func:`rs3l_coffea.evaluation.write_report`.
+7. ``report`` - tables, figures, ``results.json`` and ``report.md`` through
+   :func:`rs3l_coffea.evaluation.write_report`; redone whenever a stage ran, an input file or
+   this module's code changed.
 
 The configuration schema is :class:`StudyConfig` (YAML, see ``studies/tiny.yaml`` and
 ``studies/default.yaml``); unknown keys are an error.
@@ -1315,13 +1316,14 @@ def export_default_model(
     stems: PathLike | Sequence[PathLike],
     *,
     task: str = "hbb",
-    model: str = "floating",
+    model: str = "fixed",
     seed: int | None = None,
     size: int | None = None,
 ) -> list[Path]:
     """Save one fine-tuned model of a finished study with a full model card at each stem.
 
-    Picks ``model`` (``floating`` by default) for ``task`` at the largest labelled size and the
+    Picks ``model`` (``fixed`` by default, the shipped default model; or ``floating``,
+    ``supervised``) for ``task`` at the largest labelled size and the
     first seed unless given; the card records the architecture, feature order, preprocessing,
     training data and configuration, wall time, hardware, the report's metrics for this very
     model and for its row (mean ± std over seeds), and the command that reproduces them.
