@@ -40,6 +40,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_file(tmp)
+        if tmp.is_file():
+            # mkstemp creates 0600; give the result the permissions a plain open() would
+            # (colleagues on a shared file system must be able to read outputs).
+            os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
     except BaseException:
@@ -70,6 +74,12 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _host() -> str:

@@ -78,3 +78,12 @@ def test_subpackages_import_alone():
         code = f"import importlib; importlib.import_module('rs3l_coffea.{name}')"
         subprocess.run([sys.executable, "-c", code], check=True)
     importlib.import_module("rs3l_coffea.cli")
+
+
+def test_atomic_output_has_ordinary_permissions(tmp_path):
+    # mkstemp's 0600 must not leak into outputs that colleagues read on shared disks.
+    reference = tmp_path / "plain.txt"
+    reference.write_text("x")
+    with atomic_open(tmp_path / "atomic.txt") as handle:
+        handle.write("x")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
