@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rs3l_coffea.errors import ConfigError, InputFileError, MissingConstituentsError
+from rs3l_coffea.errors import ConfigError, InputFileError
 
 EXECUTORS = ("iterative", "futures", "dask")
 
@@ -75,6 +75,8 @@ def check_file(path: str, tree: str | None = None) -> tuple[str, str, int]:
     """``(source, tree, n_entries)`` of a file, or an :class:`InputFileError` naming it."""
     import uproot
 
+    from rs3l_coffea.io import source_from_branches
+
     if not os.path.isfile(path):
         raise InputFileError(f"input file {path} does not exist")
     if os.path.getsize(path) == 0:
@@ -103,17 +105,7 @@ def check_file(path: str, tree: str | None = None) -> tuple[str, str, int]:
         raise
     except Exception as error:  # uproot raises many unrelated types on corrupt files
         raise InputFileError(f"cannot read {path} as a ROOT file: {error}") from error
-    if any(b.startswith(("EFlowTrack", "EFlowPhoton")) for b in branches):
-        source = "delphes"
-    elif "nPFCands" in branches:
-        source = "pfnano"
-    elif "nPFCand" in branches:
-        source = "nanoaod"
-    else:
-        raise MissingConstituentsError(
-            f"{path}: tree {tree!r} has no particle candidates (EFlowTrack, PFCands or PFCand): "
-            "RS3L needs jet constituents (PFNano or Delphes files), so this file cannot be used"
-        )
+    source = source_from_branches(branches, str(path), tree)
     return source, tree, n_entries
 
 

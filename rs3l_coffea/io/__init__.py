@@ -25,6 +25,7 @@ from rs3l_coffea.io.readers import (
     needed_branches,
     open_events,
     recluster,
+    source_from_branches,
 )
 
 
@@ -49,4 +50,5 @@ __all__ = [
     "needed_branches",
     "open_events",
     "recluster",
+    "source_from_branches",
 ]

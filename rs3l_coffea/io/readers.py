@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import awkward as ak
@@ -57,6 +57,25 @@ _NANO_CANDIDATES = {"pfnano": "PFCands", "nanoaod": "PFCand"}
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
+def source_from_branches(branches: Iterable[str], origin: str, tree: str) -> str:
+    """The source (``delphes``, ``pfnano`` or ``nanoaod``) from a TTree's top-level branch names.
+
+    Raises :class:`MissingConstituentsError` naming ``origin`` when there are no candidates.
+    """
+    names = set(branches)
+    if any(name.startswith(("EFlowTrack", "EFlowPhoton")) for name in names):
+        return "delphes"
+    if "nPFCands" in names:
+        return "pfnano"
+    if "nPFCand" in names:
+        return "nanoaod"
+    raise MissingConstituentsError(
+        f"{origin}: tree {tree!r} has no particle candidates (EFlowTrack, PFCands or "
+        "PFCand branches): RS3L needs jet constituents (PFNano or Delphes files), "
+        "so this file cannot be used"
+    )
+
+
 def detect_source(events: Any, origin: str | None = None) -> str:
     """Guess the source (``delphes``, ``pfnano`` or ``nanoaod``) from the NanoEvents fields.
 
@@ -296,17 +315,7 @@ def open_events(
     except Exception as error:
         raise InputFileError(f"cannot read TTree {tree!r} of {origin}: {error}") from error
     if source == "auto":
-        if any(b.startswith(("EFlowTrack", "EFlowPhoton")) for b in branches):
-            source = "delphes"
-        elif "nPFCands" in branches:
-            source = "pfnano"
-        elif "nPFCand" in branches:
-            source = "nanoaod"
-        else:
-            raise MissingConstituentsError(
-                f"{origin}: tree {tree!r} has no particle candidates (EFlowTrack, PFCands or "
-                "PFCand branches): RS3L needs jet constituents, so this file cannot be used"
-            )
+        source = source_from_branches(branches, origin, tree)
 
     if jets is not None:
         file_collections = _collections_in(branches, source)
