@@ -109,9 +109,17 @@ def _jet_table(
         path, source="delphes", recluster_radius=recluster_radius, selection=selection,
         max_particles=max_particles,
     )
+    hard_event_id = np.asarray(result["hard_event_id"], np.int64) + offset
+    return _table_from_features(result, hard_event_id, signal, background)
+
+
+def _table_from_features(
+    result: dict, hard_event_id: np.ndarray, signal: Sequence[str], background: Sequence[str] | None
+) -> JetTable:
+    """A :class:`JetTable` from :func:`features_from_file` output and the jets' hard-event ids."""
     jettype = np.asarray(result["label"], np.int32)
     return JetTable(
-        hard_event_id=np.asarray(result["hard_event_id"], np.int64) + offset,
+        hard_event_id=hard_event_id,
         jet_index=np.asarray(result["jet"], np.int32),
         pt=np.asarray(result["pt"], np.float32),
         eta=np.asarray(result["eta"], np.float64),
@@ -239,18 +247,7 @@ def _unpaired_rows(
 
     for path in files:
         result = features_from_file(path, source=source, selection=selection, max_particles=max_particles)
-        jettype = np.asarray(result["label"], np.int32)
-        table = JetTable(
-            hard_event_id=np.asarray(result["event"], np.int64) + process_event_offset(path.name),
-            jet_index=np.asarray(result["jet"], np.int32),
-            pt=np.asarray(result["pt"], np.float32),
-            eta=np.asarray(result["eta"], np.float64),
-            phi=np.asarray(result["phi"], np.float64),
-            mass=np.asarray(result["mass"], np.float32),
-            features=result["features"],
-            mask=result["mask"],
-            label=class_labels(jettype, signal, background),
-            jettype=jettype,
-        )
+        hard_event_id = np.asarray(result["event"], np.int64) + process_event_offset(path.name)
+        table = _table_from_features(result, hard_event_id, signal, background)
         if len(table):
             yield build_pair_rows(table, {})
