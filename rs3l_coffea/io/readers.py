@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -336,15 +337,22 @@ def open_events(
         entry_start, entry_stop = None, None
     options = {} if all_branches else {"filter_name": needed_branches(source, jets)}
     try:
-        events = NanoEventsFactory.from_root(
-            handle,
-            treepath=tree,
-            schemaclass=schema,
-            mode=mode,
-            entry_start=entry_start,
-            entry_stop=entry_stop,
-            iteritems_options=options,
-        ).events()
+        with warnings.catch_warnings():
+            if not all_branches:
+                # We read only the branches RS3L needs on purpose, so coffea's notes about
+                # cross-references into collections we did not read are expected noise.
+                warnings.filterwarnings(
+                    "ignore", message="Missing cross-reference", category=RuntimeWarning
+                )
+            events = NanoEventsFactory.from_root(
+                handle,
+                treepath=tree,
+                schemaclass=schema,
+                mode=mode,
+                entry_start=entry_start,
+                entry_stop=entry_stop,
+                iteritems_options=options,
+            ).events()
     except Exception as error:
         raise InputFileError(
             f"cannot read tree {tree!r} of {origin} with {schema.__name__}: {error}"
