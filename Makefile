@@ -32,7 +32,6 @@ demo: $(VENV)/.installed-demo
 
 lint: $(VENV)/.installed-test
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m ruff format --check .
 
 # Benchmarks are scripts that print markdown tables (never timed asserts); each takes --help.
 BENCHMARKS := features generation inference training processor memory bench_augment bench_evaluation
