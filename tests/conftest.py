@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from rs3l_coffea.testing import sample_path
+
+# CI runs on 2 shared cores: no per-example deadlines or speed health checks, and a fixed
+# example sequence so that a red run can be reproduced exactly.
+settings.register_profile(
+    "rs3l", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.load_profile("rs3l")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "rs3l-published"
