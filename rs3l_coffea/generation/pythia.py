@@ -68,10 +68,19 @@ def pythia_version() -> str:
     return version("pythia8mc")
 
 
+_PRISTINE: list[Any] = []  # per process: one never-modified instance, the settings template
+
+
 def _new_pythia(settings: list[str]) -> Any:
     import pythia8mc
 
-    pythia = pythia8mc.Pythia("", False)
+    # Reading the XML settings and particle database costs ~70 ms per instance (one hard-process
+    # and one per variant in every chunk); copying them from a pristine instance costs ~2 ms.
+    # The template is never configured or initialised, so every copy starts from the defaults.
+    if not _PRISTINE:
+        _PRISTINE.append(pythia8mc.Pythia("", False))
+    template = _PRISTINE[0]
+    pythia = pythia8mc.Pythia(template.settings, template.particleData, False)
     for line in settings:
         if not pythia.readString(line):
             raise RS3LError(f"Pythia rejected the setting {line!r}")
