@@ -220,6 +220,11 @@ def _make_feed_class() -> type:
             self.beam_energy = beam_energy
             self.next_index = 0
 
+        def restart(self, hard: HardEvents) -> None:
+            """Hand out ``hard`` from its first event on (the beams must not change)."""
+            self.hard = hard
+            self.next_index = 0
+
         def setInit(self) -> bool:
             self.setBeamA(2212, self.beam_energy)
             self.setBeamB(2212, self.beam_energy)
@@ -259,13 +264,17 @@ def _make_hook_class() -> type:
             super().__init__()
             self.rndm = rndm
             self.feed = feed
+            self.restart(replay, hadronization_seed)
+
+        def restart(self, replay: dict[int, Any] | None, hadronization_seed: int | None) -> None:
+            """Forget the previous run; new dicts, so callers may keep the old ones."""
+            if replay is not None and hadronization_seed is None:
+                raise RS3LError("replaying a shower needs a hadronization seed")
             self.replay = replay
             self.recorded: dict[int, Any] = {}
             self.parton_level_size: dict[int, int] = {}
             self.hadronization_seed = hadronization_seed
             self.hadronization_state: Any = None
-            if replay is not None and hadronization_seed is None:
-                raise RS3LError("replaying a shower needs a hadronization seed")
 
         def onBeginEvent(self) -> None:
             # The feed has not been read yet: the event about to start is feed.next_index.
@@ -301,6 +310,23 @@ class VariantShower:
     hook: Any
     settings: list[str]
 
+    def restart(
+        self,
+        hard: HardEvents,
+        seed: int,
+        replay: dict[int, Any] | None,
+        hadronization_seed: int | None,
+    ) -> None:
+        """Start a new run on ``hard`` from the random state of a fresh ``seed``.
+
+        Called on every instance right after ``init()`` as well as on reuse, so a reused
+        instance and a fresh one start from the same random state (``init()`` itself may draw
+        random numbers after seeding).
+        """
+        self.feed.restart(hard)
+        self.hook.restart(replay, hadronization_seed)
+        self.pythia.rndm.init(seed)
+
     def next_batch(self, n: int) -> tuple[ak.Array, np.ndarray]:
         """Shower the next ``n`` hard events; return (nextBatch records, hard-event indices).
 
@@ -334,26 +360,58 @@ def shower_settings(
     ]
 
 
+# Initialised shower instances of this process, by (settings without the seed, beam energy,
+# replaying?). ``init()`` costs ~0.2 s (Vincia more) per variant; reusing the instance from
+# chunk to chunk pays it once per worker process. Only shower instances are reused: their
+# hard process comes from the in-memory feed (unweighted, no phase-space maximum that adapts
+# during a run), so a reused instance reseeded with ``rndm.init(seed)`` generates exactly what
+# a fresh one does (checked file-for-file: serial runs reuse, pool/dask workers start fresh).
+_SHOWER_CACHE: dict[tuple[Any, ...], VariantShower] = {}
+
+
+def _seed_setting(settings: list[str]) -> tuple[tuple[str, ...], int]:
+    """(settings without the ``Random:seed`` line, that seed)."""
+    seeds = [line for line in settings if line.replace(" ", "").startswith("Random:seed=")]
+    if len(seeds) != 1:
+        raise RS3LError(f"shower settings need exactly one 'Random:seed = N' line, got {seeds}")
+    rest = tuple(line for line in settings if line not in seeds)
+    return rest, int(seeds[0].split("=", 1)[1])
+
+
 def make_variant_shower(
     hard: HardEvents,
     settings: list[str],
     beam_energy: float,
     replay: dict[int, Any] | None = None,
     hadronization_seed: int | None = None,
+    reuse: bool = False,
 ) -> VariantShower:
-    """Create and initialise one variant instance reading ``hard`` from memory.
+    """An initialised variant instance reading ``hard`` from memory, seeded from ``settings``.
 
     ``replay`` (the nominal instance's ``hook.recorded``) plus ``hadronization_seed`` make a
     re-hadronization instance: same parton shower as nominal, new hadronization and decays.
+    ``reuse=True`` takes the instance from this process' cache when one with the same settings
+    (up to the seed) exists, restarted on ``hard``; the returned object is then shared with
+    earlier calls, so read its hook's dicts before the next call (they are replaced, not
+    cleared). The output is the same either way.
     """
-    pythia = _new_pythia(settings)
-    feed = _make_feed_class()(hard, beam_energy)
-    pythia.setLHAupPtr(feed)
-    hook = _make_hook_class()(pythia.rndm, feed, replay, hadronization_seed)
-    pythia.setUserHooksPtr(hook)  # before init(): Pythia hands hooks to its parts in init()
-    if not pythia.init():
-        raise RS3LError(f"Pythia failed to initialise with settings {settings}")
-    return VariantShower(pythia, feed, hook, settings)
+    settings_key, seed = _seed_setting(settings)
+    key = (settings_key, beam_energy, replay is not None)
+    shower = _SHOWER_CACHE.get(key) if reuse else None
+    if shower is None:
+        pythia = _new_pythia(settings)
+        feed = _make_feed_class()(hard, beam_energy)
+        pythia.setLHAupPtr(feed)
+        hook = _make_hook_class()(pythia.rndm, feed, replay, hadronization_seed)
+        pythia.setUserHooksPtr(hook)  # before init(): Pythia hands hooks to its parts in init()
+        if not pythia.init():
+            raise RS3LError(f"Pythia failed to initialise with settings {settings}")
+        shower = VariantShower(pythia, feed, hook, settings)
+        if reuse:
+            _SHOWER_CACHE[key] = shower
+    shower.settings = settings
+    shower.restart(hard, seed, replay, hadronization_seed)
+    return shower
 
 
 class ChargeTable:

@@ -219,6 +219,7 @@ def generate_chunk(
             hard, _variant_settings(config, variant, seeds), BEAM_ENERGY,
             replay=nominal_states if rehadronize else None,
             hadronization_seed=seeds.get("hadronization"),
+            reuse=True,  # init once per variant and process; output identical to a fresh one
         )
         charges = ChargeTable(shower.pythia)
         blocks = hard_block(hard, BEAM_ENERGY, charges)
