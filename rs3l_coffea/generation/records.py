@@ -110,6 +110,24 @@ def _rank(mask: np.ndarray, offsets: np.ndarray, event: np.ndarray) -> np.ndarra
     return cum - before[event]
 
 
+def _vertex_columns(vertex: ak.Array) -> list[np.ndarray]:
+    """x, y, z of nextBatch production vertices (``?Momentum4D``), 0 where None (origin)."""
+    layout = ak.to_layout(vertex)
+    if isinstance(layout, ak.contents.IndexedOptionArray):
+        # One gather through the option index: ~3x faster than ak.fill_none per coordinate.
+        index = np.asarray(layout.index)
+        present = index >= 0
+        content = ak.Array(layout.content)
+        columns = []
+        for field in ("px", "py", "pz"):
+            column = np.zeros(len(index))
+            column[present] = ak.to_numpy(content[field])[index[present]]
+            columns.append(column)
+        return columns
+    return [np.ma.filled(ak.to_numpy(vertex[field], allow_missing=True), 0.0).astype(np.float64)
+            for field in ("px", "py", "pz")]
+
+
 def showered_records(
     prt: ak.Array, hard: ak.Array, charges: ChargeTable
 ) -> tuple[ak.Array, FinalStateParticles, np.ndarray]:
@@ -136,7 +154,8 @@ def showered_records(
     # order both records share.
     n_hard = np.bincount(event[is_hard], minlength=len(counts))
     hard_counts = ak.to_numpy(ak.num(hard)).astype(np.int64)
-    hard_pid = ak.to_numpy(ak.flatten(hard.PID)).astype(np.int64)
+    hard_flat = ak.flatten(hard)  # once: flattening field by field costs ~2.5x more
+    hard_pid = ak.to_numpy(hard_flat.PID).astype(np.int64)
     hard_event = np.repeat(np.arange(len(counts)), hard_counts)
     hard_local = np.arange(hard_pid.size) - np.concatenate([[0], np.cumsum(hard_counts)])[hard_event]
     record_hard = np.flatnonzero(is_hard)
@@ -172,10 +191,7 @@ def showered_records(
     pz = ak.to_numpy(p.pz)[kept]
     e = ak.to_numpy(p.e)[kept]
     m = ak.to_numpy(flat.m)[kept]
-    vertex = flat.vProd
-    vx = ak.to_numpy(ak.fill_none(vertex.px, 0.0))[kept]
-    vy = ak.to_numpy(ak.fill_none(vertex.py, 0.0))[kept]
-    vz = ak.to_numpy(ak.fill_none(vertex.pz, 0.0))[kept]
+    vx, vy, vz = (column[kept] for column in _vertex_columns(flat.vProd))
     charge = charges(pid[kept])
     columns = {
         "PID": pid[kept],
@@ -197,7 +213,7 @@ def showered_records(
     for name in PARTICLE_FIELDS:
         dtype = np.int32 if name in _INT_FIELDS else np.float32
         column = np.empty(int(out_offsets[-1]), dtype)
-        column[hard_position] = ak.to_numpy(ak.flatten(hard[name]))
+        column[hard_position] = ak.to_numpy(hard_flat[name])
         column[kept_position] = columns[name]
         merged[name] = column
     record = ak.unflatten(ak.zip(merged, depth_limit=1), out_counts)
