@@ -47,7 +47,7 @@ def end_to_end(
 ) -> ChunkTiming:
     """Timing of ``chunks`` consecutive chunks (``n_events`` hard events in all) in ``variants``."""
     # Start cold, like a fresh worker process: no initialised instance from an earlier call.
-    generation_pythia._SHOWER_CACHE.clear()
+    generation_pythia.clear_shower_cache()
     with tempfile.TemporaryDirectory() as out:
         config = GenerationConfig(
             process=process, n_events=n_events, out_dir=out, variants=variants, seed=7,

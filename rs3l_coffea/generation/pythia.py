@@ -3,8 +3,9 @@
 The hard process (pTHat 400-600 GeV, mass windows, optional |eta| window on the boson/parton)
 is generated once with ``PartonLevel:all = off`` and ``HadronLevel:all = off``, kept in memory
 as plain arrays, and fed to every variant's Pythia instance through :class:`HardProcessFeed`,
-an in-memory ``LHAup`` (``Beams:frameType = 5``). Each variant instance re-seeds its random
-generator once (``Random:seed``). The nominal instance records its random state at the start
+an in-memory ``LHAup`` (``Beams:frameType = 5``). Each variant instance is seeded with its
+chunk's seed (``rndm.init`` right after ``init()``); initialised instances are kept per thread
+and reused, reseeded, for the next chunk with the same settings. The nominal instance records its random state at the start
 of every event (a user hook); ``rehadronize`` uses the nominal settings, restores that state at
 each event start, so its parton shower is exactly the nominal one, and switches to its own
 random stream once the parton level is complete (``doVetoPartonLevel``), so hadronization and
@@ -15,6 +16,7 @@ decays differ (the Rieck et al. "same shower, new hadronization" pairs).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -360,13 +362,28 @@ def shower_settings(
     ]
 
 
-# Initialised shower instances of this process, by (settings without the seed, beam energy,
-# replaying?). ``init()`` costs ~0.2 s (Vincia more) per variant; reusing the instance from
-# chunk to chunk pays it once per worker process. Only shower instances are reused: their
-# hard process comes from the in-memory feed (unweighted, no phase-space maximum that adapts
-# during a run), so a reused instance reseeded with ``rndm.init(seed)`` generates exactly what
-# a fresh one does (checked file-for-file: serial runs reuse, pool/dask workers start fresh).
-_SHOWER_CACHE: dict[tuple[Any, ...], VariantShower] = {}
+# Initialised shower instances of this thread, by (settings without the seed, beam energy,
+# replaying?). ``init()`` costs ~0.2 s (Vincia ~0.3 s) per variant; reusing the instance from
+# chunk to chunk pays it once per worker. Only shower instances are reused: their hard process
+# comes from the in-memory feed (unweighted, no phase-space maximum that adapts during a run),
+# so a reused instance reseeded with ``rndm.init(seed)`` generates exactly what a fresh one
+# does (checked file-for-file: serial runs reuse, pool/dask workers start fresh). Per thread,
+# because a dask worker may run several chunks at once in threads of one process, and one
+# Pythia instance must never serve two of them.
+_THREAD_LOCAL = threading.local()
+
+
+def _shower_cache() -> dict[tuple[Any, ...], VariantShower]:
+    """This thread's cache of initialised shower instances (created on first use)."""
+    cache = getattr(_THREAD_LOCAL, "showers", None)
+    if cache is None:
+        cache = _THREAD_LOCAL.showers = {}
+    return cache
+
+
+def clear_shower_cache() -> None:
+    """Drop this thread's initialised shower instances (the next chunk initialises afresh)."""
+    _shower_cache().clear()
 
 
 def _seed_setting(settings: list[str]) -> tuple[tuple[str, ...], int]:
@@ -397,7 +414,7 @@ def make_variant_shower(
     """
     settings_key, seed = _seed_setting(settings)
     key = (settings_key, beam_energy, replay is not None)
-    shower = _SHOWER_CACHE.get(key) if reuse else None
+    shower = _shower_cache().get(key) if reuse else None
     if shower is None:
         pythia = _new_pythia(settings)
         feed = _make_feed_class()(hard, beam_energy)
@@ -408,7 +425,7 @@ def make_variant_shower(
             raise RS3LError(f"Pythia failed to initialise with settings {settings}")
         shower = VariantShower(pythia, feed, hook, settings)
         if reuse:
-            _SHOWER_CACHE[key] = shower
+            _shower_cache()[key] = shower
     shower.settings = settings
     shower.restart(hard, seed, replay, hadronization_seed)
     return shower
