@@ -21,7 +21,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
-from rs3l_coffea.detector.simulate import FinalStateParticles
+from rs3l_coffea.detector.simulate import FinalStateParticles, jagged_record
 from rs3l_coffea.errors import RS3LError
 from rs3l_coffea.generation.pythia import ChargeTable, HardEvents
 
@@ -47,7 +47,7 @@ def _as_record(columns: dict[str, np.ndarray], counts: np.ndarray) -> ak.Array:
         name: np.asarray(columns[name]).astype(np.int32 if name in _INT_FIELDS else np.float32)
         for name in PARTICLE_FIELDS
     }
-    return ak.unflatten(ak.zip(typed, depth_limit=1), counts)
+    return jagged_record(typed, counts)
 
 
 def hard_block(hard: HardEvents, beam_energy: float, charges: ChargeTable) -> ak.Array:
@@ -216,7 +216,7 @@ def showered_records(
         column[hard_position] = ak.to_numpy(hard_flat[name])
         column[kept_position] = columns[name]
         merged[name] = column
-    record = ak.unflatten(ak.zip(merged, depth_limit=1), out_counts)
+    record = jagged_record(merged, out_counts)
 
     final = status[kept] > 0
     final_counts = np.bincount(event[kept][final], minlength=len(counts))

@@ -27,7 +27,7 @@ import numpy as np
 import rs3l_coffea
 from rs3l_coffea.atomic import atomic_open
 from rs3l_coffea.detector.params import DetectorParams
-from rs3l_coffea.detector.simulate import FinalStateParticles, simulate
+from rs3l_coffea.detector.simulate import FinalStateParticles, jagged_record, simulate
 from rs3l_coffea.generation.config import (
     BEAM_ENERGY,
     PROCESSES,
@@ -164,7 +164,7 @@ def _event_record(
             np.int32,
         ),
     }
-    return ak.unflatten(ak.zip(columns, depth_limit=1), np.ones(len(indices), np.int64))
+    return jagged_record(columns, np.ones(len(indices), np.int64))
 
 
 def _empty_candidates(n: int) -> dict[str, ak.Array]:
