@@ -103,13 +103,6 @@ def is_heavy_flavour_hadron(abs_pid: np.ndarray) -> np.ndarray:
     return hadron & (q_heavy((abs_pid // 100) % 10) | q_heavy((abs_pid // 1000) % 10))
 
 
-def _rank(mask: np.ndarray, offsets: np.ndarray, event: np.ndarray) -> np.ndarray:
-    """Index of each True entry among the True entries of its event."""
-    cum = np.cumsum(mask) - 1
-    before = np.concatenate([[0], np.cumsum(mask)])[offsets[:-1]]
-    return cum - before[event]
-
-
 def _vertex_columns(vertex: ak.Array) -> list[np.ndarray]:
     """x, y, z of nextBatch production vertices (``?Momentum4D``), 0 where None (origin)."""
     layout = ak.to_layout(vertex)
@@ -171,7 +164,12 @@ def showered_records(
 
     new_index = np.full(len(status), -1, np.int64)
     new_index[record_hard[order_record]] = hard_local[order_block]
-    new_index[keep] = n_hard[event[keep]] + _rank(keep, offsets, event)[keep]
+    kept = np.flatnonzero(keep)
+    kept_event = event[kept]
+    # Rank among the event's kept entries = position in ``kept`` minus that of the event's
+    # first kept entry (``kept`` is sorted; 3x cheaper than a cumsum over every entry).
+    first_kept = np.searchsorted(kept, offsets[:-1])
+    new_index[kept] = n_hard[kept_event] + np.arange(kept.size) - first_kept[kept_event]
 
     # Nearest stored ancestor along the first-mother chain (vectorized pointer jumping).
     # Only the kept shower entries need it (the hard block has its own mothers).
@@ -184,7 +182,6 @@ def showered_records(
         pending = pending[ancestor[pending] >= 0]
     m1 = np.where(ancestor >= 0, new_index[np.maximum(ancestor, 0)], -1)
 
-    kept = np.flatnonzero(keep)
     p = flat.p
     px = ak.to_numpy(p.px)[kept]
     py = ak.to_numpy(p.py)[kept]
@@ -204,11 +201,11 @@ def showered_records(
     columns.update(_kinematics(px, py, pz, e, m))
     # Per event: hard block, then the kept entries. Interleave flat columns and unflatten once
     # (cheaper than ak.concatenate(axis=1) of two jagged records).
-    kept_counts = np.bincount(event[kept], minlength=len(counts))
+    kept_counts = np.bincount(kept_event, minlength=len(counts))
     out_counts = hard_counts + kept_counts
     out_offsets = np.concatenate([[0], np.cumsum(out_counts)])
     hard_position = out_offsets[hard_event] + hard_local
-    kept_position = out_offsets[event[kept]] + new_index[kept]
+    kept_position = out_offsets[kept_event] + new_index[kept]
     merged = {}
     for name in PARTICLE_FIELDS:
         dtype = np.int32 if name in _INT_FIELDS else np.float32
@@ -219,7 +216,7 @@ def showered_records(
     record = jagged_record(merged, out_counts)
 
     final = status[kept] > 0
-    final_counts = np.bincount(event[kept][final], minlength=len(counts))
+    final_counts = np.bincount(kept_event[final], minlength=len(counts))
     particles = FinalStateParticles(
         counts=final_counts, pid=pid[kept][final], charge=charge[final],
         px=px[final], py=py[final], pz=pz[final], e=e[final], mass=m[final],
