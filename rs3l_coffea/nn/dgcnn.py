@@ -8,6 +8,7 @@ from torch import nn
 from rs3l_coffea.features.names import FEATURE_NAMES
 from rs3l_coffea.nn.config import DGCNNConfig
 from rs3l_coffea.nn.edge_conv import DenseDynamicEdgeConv
+from rs3l_coffea.nn.mlp import elu_mlp
 
 
 def feature_count_message(expected: int) -> str:
@@ -58,12 +59,7 @@ class DGCNN(nn.Module):
             )
             for _ in range(config.conv_layers)
         )
-        head: list[nn.Module] = []
-        for hidden in config.output_hidden:
-            head += [nn.Linear(width_in, hidden), nn.ELU()]
-            width_in = hidden
-        head.append(nn.Linear(width_in, config.output_dim))
-        self.output = nn.Sequential(*head)
+        self.output = elu_mlp(width_in, config.output_hidden, config.output_dim)
         self.input_dim = config.input_dim
         self.output_dim = config.output_dim
         self.pool_first = config.pool_first

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from rs3l_coffea.nn.config import HeadConfig
+from rs3l_coffea.nn.mlp import elu_mlp
 
 
 class ClassificationHead(nn.Module):
@@ -19,13 +20,7 @@ class ClassificationHead(nn.Module):
         super().__init__()
         self.config = config
         n_out = max(1, len(config.classes))
-        layers: list[nn.Module] = []
-        width = embedding_dim
-        for hidden in config.hidden:
-            layers += [nn.Linear(width, hidden), nn.ELU()]
-            width = hidden
-        layers.append(nn.Linear(width, n_out))
-        self.net = nn.Sequential(*layers)
+        self.net = elu_mlp(embedding_dim, config.hidden, n_out)
         self.softmax = n_out > 1
 
     def logits(self, embedding: torch.Tensor) -> torch.Tensor:

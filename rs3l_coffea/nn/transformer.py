@@ -7,6 +7,7 @@ from torch import nn
 
 from rs3l_coffea.nn.config import TransformerConfig
 from rs3l_coffea.nn.dgcnn import feature_count_message, masked_pool
+from rs3l_coffea.nn.mlp import elu_mlp
 
 
 class EncoderBlock(nn.Module):
@@ -64,13 +65,7 @@ class ParticleTransformer(nn.Module):
             for _ in range(config.n_layers)
         )
         self.final_norm = nn.LayerNorm(config.d_model)
-        head: list[nn.Module] = []
-        width = config.d_model
-        for hidden in config.output_hidden:
-            head += [nn.Linear(width, hidden), nn.ELU()]
-            width = hidden
-        head.append(nn.Linear(width, config.output_dim))
-        self.output = nn.Sequential(*head)
+        self.output = elu_mlp(config.d_model, config.output_hidden, config.output_dim)
         self.input_dim = config.input_dim
         self.output_dim = config.output_dim
         self.n_heads = config.n_heads
