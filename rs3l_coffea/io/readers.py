@@ -405,6 +405,20 @@ def needed_branches(source: str, jets: str | None = None) -> Callable[[str], boo
     return keep_nano
 
 
+# Generator-record collection and its field names per file family (PFNano uses NanoAOD's GenPart).
+_GEN_BRANCHES: dict[str, tuple[str, dict[str, str]]] = {
+    "delphes": (
+        "Particle",
+        {"pt": "PT", "eta": "Eta", "phi": "Phi", "pdg_id": "PID", "status": "Status", "mother": "M1"},
+    ),
+    "nanoaod": (
+        "GenPart",
+        {"pt": "pt", "eta": "eta", "phi": "phi", "pdg_id": "pdgId", "status": "status",
+         "mother": "genPartIdxMother"},
+    ),
+}
+
+
 def gen_particles_from_events(events: Any, source: str = "auto") -> ak.Array | None:
     """Generator particles in a uniform layout, or ``None`` when the events have none.
 
@@ -414,32 +428,18 @@ def gen_particles_from_events(events: Any, source: str = "auto") -> ak.Array | N
     """
     if source == "auto":
         source = detect_source(events)
-    if source == "delphes":
-        if "Particle" not in events.fields:
-            return None
-        gen = events["Particle"]
-        return ak.zip(
-            {
-                "pt": ak.values_astype(gen["PT"], np.float64),
-                "eta": ak.values_astype(gen["Eta"], np.float64),
-                "phi": ak.values_astype(gen["Phi"], np.float64),
-                "pdg_id": ak.values_astype(gen["PID"], np.int64),
-                "status": ak.values_astype(abs(gen["Status"]), np.int64),
-                "mother": ak.values_astype(gen["M1"], np.int64),
-            },
-            with_name=None,
-        )
-    if "GenPart" not in events.fields:
+    collection, names = _GEN_BRANCHES["delphes" if source == "delphes" else "nanoaod"]
+    if collection not in events.fields:
         return None
-    gen = events["GenPart"]
+    gen = events[collection]
     return ak.zip(
         {
-            "pt": ak.values_astype(gen["pt"], np.float64),
-            "eta": ak.values_astype(gen["eta"], np.float64),
-            "phi": ak.values_astype(gen["phi"], np.float64),
-            "pdg_id": ak.values_astype(gen["pdgId"], np.int64),
-            "status": ak.values_astype(abs(gen["status"]), np.int64),
-            "mother": ak.values_astype(gen["genPartIdxMother"], np.int64),
+            "pt": ak.values_astype(gen[names["pt"]], np.float64),
+            "eta": ak.values_astype(gen[names["eta"]], np.float64),
+            "phi": ak.values_astype(gen[names["phi"]], np.float64),
+            "pdg_id": ak.values_astype(gen[names["pdg_id"]], np.int64),
+            "status": ak.values_astype(abs(gen[names["status"]]), np.int64),
+            "mother": ak.values_astype(gen[names["mother"]], np.int64),
         },
         with_name=None,
     )
