@@ -449,14 +449,86 @@ def test_process_pool_and_dask_give_the_serial_files(tmp_path):
     shutil.rmtree(tmp_path)
 
 
-def test_failed_events_are_kept_in_place_and_seeds_are_independent():
-    from rs3l_coffea.generation.config import PYTHIA_SEED_MAX, derive_seed
-    from rs3l_coffea.generation.run import _in_order
+def _with_failed_event(batch, failed):
+    """A nextBatch(..., "none") batch in which event ``failed`` came back as None."""
+    layout = ak.to_layout(batch)
+    index = np.arange(len(batch))
+    index[failed] = -1
+    return ak.Array(ak.contents.IndexedOptionArray(ak.index.Index64(index), layout.content))
 
-    valid = np.array([True, False, True, False])
-    good = ak.Array([[1, 2], [3]])
-    bad = ak.Array([[], []], with_name=None)
-    assert ak.to_list(_in_order(valid, good, bad)) == [[1, 2], [], [3], []]
+
+def test_failed_event_keeps_its_hard_block_and_has_no_final_state():
+    from rs3l_coffea.generation.config import PROCESSES
+    from rs3l_coffea.generation.pythia import (
+        ChargeTable,
+        generate_hard_events,
+        make_variant_shower,
+        shower_settings,
+    )
+    from rs3l_coffea.generation.records import ShoweredParticles, hard_block, showered_records
+
+    spec = PROCESSES["zh_bb"]
+    hard = generate_hard_events(spec.settings, spec.target_ids, 4, seed=5)
+    shower = make_variant_shower(hard, shower_settings((), isr=False, mpi=False, seed=9), 6500.0)
+    batch, _ = shower.next_batch(4)
+    charges = ChargeTable(shower.pythia)
+    blocks = hard_block(hard, 6500.0, charges)
+    full, full_final = showered_records(ShoweredParticles.from_batch(batch), blocks, charges)
+    failed = ShoweredParticles.from_batch(_with_failed_event(batch, 1))
+    assert failed.valid.tolist() == [True, False, True, True]
+    record, final = showered_records(failed, blocks, charges)
+    particle, full_particle = record.to_awkward(), full.to_awkward()
+    assert ak.to_list(particle[1]) == ak.to_list(blocks.to_awkward()[1])
+    assert len(full_particle[1]) > 10 * len(particle[1])
+    for k in (0, 2, 3):
+        assert ak.to_list(particle[k]) == ak.to_list(full_particle[k])
+    assert final.counts[1] == 0 and full_final.counts[1] > 0
+    assert final.counts[[0, 2, 3]].tolist() == full_final.counts[[0, 2, 3]].tolist()
+    np.testing.assert_array_equal(final.px, full_final.px[np.repeat([True, False, True, True],
+                                                                    full_final.counts)])
+
+
+def test_failed_events_stay_in_place_in_the_files(tmp_path, monkeypatch):
+    from rs3l_coffea.generation.pythia import VariantShower
+
+    showered = VariantShower.next_batch
+
+    def second_event_fails(self, n):
+        batch, indices = showered(self, n)
+        return _with_failed_event(batch, 1), indices
+
+    monkeypatch.setattr(VariantShower, "next_batch", second_event_fails)
+    config = GenerationConfig(process="zh_bb", n_events=6, out_dir=tmp_path, variants=("nominal",),
+                              seed=3, batch_size=3, isr=False)
+    tree = read(generate_chunk(config, 0)[0])
+    event = collection(tree, "Event")
+    assert ak.flatten(event.HardEventID).tolist() == list(range(6))
+    assert ak.flatten(event.Weight).tolist() == [1, 0, 1, 1, 0, 1]
+    assert ak.flatten(event.PartonLevelSize).tolist()[1::3] == [-1, -1]
+    for branch in ("EFlowTrack_size", "EFlowPhoton_size", "EFlowNeutralHadron_size"):
+        assert tree[branch].tolist()[1::3] == [0, 0] and min(tree[branch].tolist()[::3]) > 0
+    particle = collection(tree, "Particle")
+    assert ak.all(particle[1].Status >= 4) and ak.all(particle[4].Status >= 4)
+    assert ak.sum(particle[0].Status == 1) > 20
+
+
+def test_write_batching_does_not_change_the_file_content(tmp_path, monkeypatch):
+    config = dict(process="zj", n_events=12, variants=("nominal",), seed=2, batch_size=4, isr=False)
+    (together,) = generate_chunk(GenerationConfig(out_dir=tmp_path / "a", **config), 0)
+    monkeypatch.setattr("rs3l_coffea.generation.run.WRITE_EVENTS", 1)
+    (separately,) = generate_chunk(GenerationConfig(out_dir=tmp_path / "b", **config), 0)
+    with uproot.open(together) as a, uproot.open(separately) as b:
+        assert a["Delphes/Particle/Particle.PT"].num_baskets == 1
+        assert b["Delphes/Particle/Particle.PT"].num_baskets == 3
+    ref, again = read(together), read(separately)
+    assert ref.fields == again.fields
+    for field in ref.fields:
+        assert ak.to_list(ref[field]) == ak.to_list(again[field]), field
+
+
+def test_chunk_seeds_are_independent():
+    from rs3l_coffea.generation.config import PYTHIA_SEED_MAX, derive_seed
+
     seeds = {derive_seed(1, chunk, stream) for chunk in range(50) for stream in (1, 100, 101, 300)}
     assert len(seeds) == 200 and all(1 <= s < PYTHIA_SEED_MAX for s in seeds)
     assert derive_seed(1, 0, 1) == derive_seed(1, 0, 1) != derive_seed(2, 0, 1)
@@ -474,7 +546,7 @@ def test_rehadronize_reproduces_the_nominal_parton_record_exactly():
     spec = PROCESSES["zj"]
     hard = generate_hard_events(spec.settings, spec.target_ids, 25, seed=4)
     settings = shower_settings((), isr=True, mpi=False, seed=77)
-    nominal = make_variant_shower(hard, settings, 6500.0)
+    nominal = make_variant_shower(hard, settings, 6500.0, record_states=True)
     first, _ = nominal.next_batch(25)
     rehad = make_variant_shower(hard, settings, 6500.0, replay=nominal.hook.recorded,
                                 hadronization_seed=78)
@@ -489,3 +561,28 @@ def test_rehadronize_reproduces_the_nominal_parton_record_exactly():
         assert ak.to_list(a.p.px[:size]) == ak.to_list(b.p.px[:size])
         different_hadrons += ak.to_list(a.id[size:]) != ak.to_list(b.id[size:])
     assert different_hadrons >= 20
+
+
+def test_parton_level_size_from_the_record_matches_pythia_and_the_hook_changes_nothing():
+    """The Event.PartonLevelSize of the files is read off the record (no hook needed)."""
+    from rs3l_coffea.generation.config import PROCESSES, VARIANTS
+    from rs3l_coffea.generation.pythia import (
+        generate_hard_events,
+        make_variant_shower,
+        shower_settings,
+    )
+    from rs3l_coffea.generation.records import ShoweredParticles
+
+    spec = PROCESSES["zh_bb"]
+    hard = generate_hard_events(spec.settings, spec.target_ids, 30, seed=6)
+    for variant in ("nominal", "vincia"):
+        settings = shower_settings(VARIANTS[variant][1], isr=True, mpi=False, seed=31)
+        hooked = make_variant_shower(hard, settings, 6500.0, record_states=True)
+        with_hook, _ = hooked.next_batch(30)
+        plain = make_variant_shower(hard, settings, 6500.0)
+        assert plain.hook is None
+        without_hook, _ = plain.next_batch(30)
+        sizes = ShoweredParticles.from_batch(without_hook).parton_level_sizes()
+        assert sizes.tolist() == [hooked.hook.parton_level_size[k] for k in range(30)], variant
+        assert np.all(sizes > 10) and np.all(sizes < ak.to_numpy(ak.num(without_hook.prt)))
+        assert ak.to_list(with_hook.prt.p.px) == ak.to_list(without_hook.prt.p.px), variant

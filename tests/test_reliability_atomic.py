@@ -127,6 +127,7 @@ def test_generated_root_file(tmp_path, monkeypatch):
                               seed=1, chunk_size=20, batch_size=10)
     (path,) = generate(config)
     sidecar_path(path).unlink()  # as if the previous run died before finishing the chunk
+    monkeypatch.setattr("rs3l_coffea.generation.run.WRITE_EVENTS", 10)  # one write per batch
     original = DelphesWriter.write
     calls = []
 

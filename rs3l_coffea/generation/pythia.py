@@ -6,7 +6,9 @@ as plain arrays, and fed to every variant's Pythia instance through :class:`Hard
 an in-memory ``LHAup`` (``Beams:frameType = 5``). Each variant instance is seeded with its
 chunk's seed (``rndm.init`` right after ``init()``); initialised instances are kept per thread
 and reused, reseeded, for the next chunk with the same settings. The nominal instance records its random state at the start
-of every event (a user hook); ``rehadronize`` uses the nominal settings, restores that state at
+of every event (a user hook, attached only when ``rehadronize`` is requested: a Python
+``UserHooks`` costs ~40-60 us per event in virtual-call overhead, without changing the
+events); ``rehadronize`` uses the nominal settings, restores that state at
 each event start, so its parton shower is exactly the nominal one, and switches to its own
 random stream once the parton level is complete (``doVetoPartonLevel``), so hadronization and
 decays differ (the Rieck et al. "same shower, new hadronization" pairs).
@@ -305,11 +307,11 @@ def _make_hook_class() -> type:
 
 @dataclass
 class VariantShower:
-    """A variant's initialised Pythia instance, its hard-process feed and seed hook."""
+    """A variant's initialised Pythia instance, its hard-process feed and seed hook (or None)."""
 
     pythia: Any
     feed: Any
-    hook: Any
+    hook: Any | None
     settings: list[str]
 
     def restart(
@@ -326,7 +328,10 @@ class VariantShower:
         random numbers after seeding).
         """
         self.feed.restart(hard)
-        self.hook.restart(replay, hadronization_seed)
+        if self.hook is not None:
+            self.hook.restart(replay, hadronization_seed)
+        elif replay is not None:
+            raise RS3LError("replaying the nominal shower needs an instance with a seed hook")
         self.pythia.rndm.init(seed)
 
     def next_batch(self, n: int) -> tuple[ak.Array, np.ndarray]:
@@ -402,25 +407,32 @@ def make_variant_shower(
     replay: dict[int, Any] | None = None,
     hadronization_seed: int | None = None,
     reuse: bool = False,
+    record_states: bool = False,
 ) -> VariantShower:
     """An initialised variant instance reading ``hard`` from memory, seeded from ``settings``.
 
-    ``replay`` (the nominal instance's ``hook.recorded``) plus ``hadronization_seed`` make a
-    re-hadronization instance: same parton shower as nominal, new hadronization and decays.
+    ``record_states=True`` attaches the seed hook, which records the random state at every
+    event start in ``hook.recorded`` (and the parton-level sizes in
+    ``hook.parton_level_size``); ``replay`` (a nominal instance's ``hook.recorded``) plus
+    ``hadronization_seed`` make a re-hadronization instance: same parton shower as nominal,
+    new hadronization and decays. Without either there is no hook (same events, faster).
     ``reuse=True`` takes the instance from this process' cache when one with the same settings
     (up to the seed) exists, restarted on ``hard``; the returned object is then shared with
     earlier calls, so read its hook's dicts before the next call (they are replaced, not
     cleared). The output is the same either way.
     """
     settings_key, seed = _seed_setting(settings)
-    key = (settings_key, beam_energy, replay is not None)
+    hooked = record_states or replay is not None
+    key = (settings_key, beam_energy, hooked, replay is not None)
     shower = _shower_cache().get(key) if reuse else None
     if shower is None:
         pythia = _new_pythia(settings)
         feed = _make_feed_class()(hard, beam_energy)
         pythia.setLHAupPtr(feed)
-        hook = _make_hook_class()(pythia.rndm, feed, replay, hadronization_seed)
-        pythia.setUserHooksPtr(hook)  # before init(): Pythia hands hooks to its parts in init()
+        hook = None
+        if hooked:
+            hook = _make_hook_class()(pythia.rndm, feed, replay, hadronization_seed)
+            pythia.setUserHooksPtr(hook)  # before init(): Pythia hands hooks to its parts in init()
         if not pythia.init():
             raise RS3LError(f"Pythia failed to initialise with settings {settings}")
         shower = VariantShower(pythia, feed, hook, settings)
@@ -432,24 +444,47 @@ def make_variant_shower(
 
 
 class ChargeTable:
-    """PDG id -> electric charge from Pythia's particle data, vectorized via a sorted cache."""
+    """PDG id -> electric charge from Pythia's particle data, one gather through a dense table.
 
-    def __init__(self, pythia: Any) -> None:
+    Pythia is asked once per new |id| (charge(-id) = -charge(id)); ids with |id| below
+    ``dense_size`` (every SM hadron except a few excited states) are looked up by index,
+    rarer ones through a small sorted table.
+    """
+
+    def __init__(self, pythia: Any, dense_size: int = 1 << 14) -> None:
         self._data = pythia.particleData
+        self._dense = np.full(dense_size, np.nan)
         self._ids = np.zeros(0, np.int64)
         self._charges = np.zeros(0, np.float64)
 
+    def _charge_of(self, abs_ids: np.ndarray) -> np.ndarray:
+        return np.array([float(self._data.charge(int(pid))) for pid in abs_ids.tolist()])
+
     def __call__(self, pids: np.ndarray) -> np.ndarray:
         pids = np.asarray(pids, np.int64)
-        position = np.searchsorted(self._ids, pids)
+        abs_ids = np.abs(pids)
+        dense = abs_ids < self._dense.size
+        if dense.all():
+            charges = self._dense[abs_ids]
+            if np.isnan(charges).any():
+                new = np.unique(abs_ids[np.isnan(charges)])
+                self._dense[new] = self._charge_of(new)
+                charges = self._dense[abs_ids]
+        else:
+            charges = np.empty(pids.size)
+            charges[dense] = self(abs_ids[dense])
+            charges[~dense] = self._sparse(abs_ids[~dense])
+        return np.where(pids < 0, -charges, charges)
+
+    def _sparse(self, abs_ids: np.ndarray) -> np.ndarray:
+        position = np.searchsorted(self._ids, abs_ids)
         known = position < self._ids.size
-        known[known] = self._ids[position[known]] == pids[known]
-        if not known.all():  # rare: ids not seen before; ask Pythia once per new id
-            new = np.unique(pids[~known])
-            charges = [float(self._data.charge(int(pid))) for pid in new.tolist()]
+        known[known] = self._ids[position[known]] == abs_ids[known]
+        if not known.all():
+            new = np.unique(abs_ids[~known])
             ids = np.concatenate([self._ids, new])
             order = np.argsort(ids)
             self._ids = ids[order]
-            self._charges = np.concatenate([self._charges, charges])[order]
-            position = np.searchsorted(self._ids, pids)
+            self._charges = np.concatenate([self._charges, self._charge_of(new)])[order]
+            position = np.searchsorted(self._ids, abs_ids)
         return self._charges[position]
