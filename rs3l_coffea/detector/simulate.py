@@ -47,6 +47,8 @@ class FinalStateParticles:
 
     ``counts[i]`` particles belong to event ``i``; ``index`` is each particle's index in its
     event's stored ``Particle`` record (carried into ``ParticleIndex`` of the candidates).
+    ``pt``, ``eta``, ``phi`` may be passed when already computed (``hypot(px, py)``,
+    ``arcsinh(pz / pt)`` where pT > 0, ``arctan2(py, px)``); they are derived otherwise.
     """
 
     counts: np.ndarray
@@ -61,6 +63,9 @@ class FinalStateParticles:
     vy: np.ndarray
     vz: np.ndarray
     index: np.ndarray
+    pt: np.ndarray | None = None
+    eta: np.ndarray | None = None
+    phi: np.ndarray | None = None
 
 
 def _quadrature(*terms: np.ndarray | float) -> np.ndarray:
@@ -134,12 +139,14 @@ def simulate_columns(
     p = particles
     n_events = len(p.counts)
     event = _event_index(p.counts)
-    pt = np.hypot(p.px, p.py)
+    pt = np.hypot(p.px, p.py) if p.pt is None else p.pt
     has_pt = pt > 0  # exactly collinear particles (e.g. beam remnants at pT=0) go down the beam pipe
-    safe_pt = np.where(has_pt, pt, 1.0)
-    eta = np.where(has_pt, np.arcsinh(p.pz / safe_pt), np.copysign(np.inf, p.pz))
+    if p.eta is None:
+        eta = np.where(has_pt, np.arcsinh(p.pz / np.where(has_pt, pt, 1.0)), np.copysign(np.inf, p.pz))
+    else:
+        eta = np.where(has_pt, p.eta, np.copysign(np.inf, p.pz))
     abs_eta = np.abs(eta)
-    phi = np.arctan2(p.py, p.px)
+    phi = np.arctan2(p.py, p.px) if p.phi is None else p.phi
     abs_pid = np.abs(p.pid)
     charged = p.charge != 0
     neutrino = np.logical_or.reduce([abs_pid == pid for pid in NEUTRINO_IDS])  # no sort, unlike isin

@@ -18,6 +18,7 @@ decays differ (the Rieck et al. "same shower, new hadronization" pairs).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -51,18 +52,30 @@ class HardEvents:
 
     def lhe_particles(self, k: int) -> list[tuple]:
         """``LHAup.addParticle`` arguments of event ``k`` (converted once, shared by variants)."""
-        cache = self.__dict__.setdefault("_lhe_cache", {})
-        if k not in cache:
-            scale = float(self.scale[k])
-            cache[k] = [
-                # Les Houches status: -1 incoming, 2 intermediate resonance, 1 outgoing;
-                # Les Houches indices start at 1 for the first incoming parton (Pythia index 3).
-                (int(pid), -1 if status == -21 else (2 if status < 0 else 1),
-                 max(int(m1) - 2, 0), max(int(m2) - 2, 0), int(col), int(acol),
-                 px, py, pz, e, m, 0.0, 9.0, scale)
-                for pid, status, m1, m2, col, acol, px, py, pz, e, m in self.particles[k].tolist()
-            ]
+        cache = self.__dict__.get("_lhe_cache")
+        if cache is None:  # convert every event at once: one numpy pass, one tolist()
+            cache = self.__dict__["_lhe_cache"] = self._lhe_table()
         return cache[k]
+
+    def _lhe_table(self) -> list[list[tuple]]:
+        if not self.particles:
+            return []
+        rows = np.concatenate(self.particles, axis=0)
+        sizes = [len(event) for event in self.particles]
+        status = rows[:, 1]
+        # Les Houches status: -1 incoming, 2 intermediate resonance, 1 outgoing; Les Houches
+        # indices start at 1 for the first incoming parton (Pythia index 3).
+        lhe_status = np.where(status == -21, -1, np.where(status < 0, 2, 1))
+        scale = np.repeat(np.asarray(self.scale, np.float64), sizes)
+        integers = np.stack(
+            [rows[:, 0], lhe_status, np.maximum(rows[:, 2] - 2, 0), np.maximum(rows[:, 3] - 2, 0),
+             rows[:, 4], rows[:, 5]], axis=1,
+        ).astype(np.int64).tolist()
+        floats = np.column_stack([rows[:, 6:11], np.zeros(len(rows)), np.full(len(rows), 9.0),
+                                  scale]).tolist()
+        table = [(*i, *f) for i, f in zip(integers, floats, strict=True)]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        return [table[a:b] for a, b in itertools.pairwise(starts)]
 
 
 def pythia_version() -> str:
@@ -154,7 +167,8 @@ def _hard_rows(batch: ak.Array) -> tuple[list[np.ndarray], np.ndarray]:
         ak.to_numpy(flat.m),
     ]
     rows = np.stack([np.asarray(c, np.float64)[hard] for c in columns], axis=1)
-    per_event = np.split(rows, np.cumsum(np.bincount(event[hard], minlength=len(counts)))[:-1])
+    ends = np.cumsum(np.bincount(event[hard], minlength=len(counts))).tolist()
+    per_event = [rows[a:b] for a, b in itertools.pairwise([0, *ends])]  # views
     scale = np.sqrt(ak.to_numpy(batch.info.Q2Fac))
     return per_event, scale
 
