@@ -526,6 +526,25 @@ def test_write_batching_does_not_change_the_file_content(tmp_path, monkeypatch):
         assert ak.to_list(ref[field]) == ak.to_list(again[field]), field
 
 
+def test_allocator_setting_applies_once_per_process_and_can_be_switched_off():
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    code = ("from rs3l_coffea.allocator import retain_freed_memory as keep; "
+            "print(keep(), keep())")
+
+    def run(**env):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env={**os.environ, **env})
+        return done.stdout.split()
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert run(RS3L_MALLOC_TUNING="1") == ([str(glibc)] * 2)
+    assert run(RS3L_MALLOC_TUNING="0") == ["False", "False"]
+
+
 def test_chunk_seeds_are_independent():
     from rs3l_coffea.generation.config import PYTHIA_SEED_MAX, derive_seed
 
