@@ -23,8 +23,17 @@ from rs3l_coffea.generation import (
     generate,
     generate_chunk,
     read_provenance,
+    records,
     sidecar_path,
 )
+from rs3l_coffea.generation.config import PROCESSES, VARIANTS
+from rs3l_coffea.generation.pythia import (
+    ChargeTable,
+    generate_hard_events,
+    make_variant_shower,
+    shower_settings,
+)
+from rs3l_coffea.generation.records import ShoweredParticles, showered_records
 
 pytest.importorskip("pythia8mc")
 
@@ -458,21 +467,13 @@ def _with_failed_event(batch, failed):
 
 
 def test_failed_event_keeps_its_hard_block_and_has_no_final_state():
-    from rs3l_coffea.generation.config import PROCESSES
-    from rs3l_coffea.generation.pythia import (
-        ChargeTable,
-        generate_hard_events,
-        make_variant_shower,
-        shower_settings,
-    )
-    from rs3l_coffea.generation.records import ShoweredParticles, hard_block, showered_records
 
     spec = PROCESSES["zh_bb"]
     hard = generate_hard_events(spec.settings, spec.target_ids, 4, seed=5)
     shower = make_variant_shower(hard, shower_settings((), isr=False, mpi=False, seed=9), 6500.0)
     batch, _ = shower.next_batch(4)
     charges = ChargeTable(shower.pythia)
-    blocks = hard_block(hard, 6500.0, charges)
+    blocks = records.hard_block(hard, 6500.0, charges)
     full, full_final = showered_records(ShoweredParticles.from_batch(batch), blocks, charges)
     failed = ShoweredParticles.from_batch(_with_failed_event(batch, 1))
     assert failed.valid.tolist() == [True, False, True, True]
@@ -555,12 +556,6 @@ def test_chunk_seeds_are_independent():
 
 def test_rehadronize_reproduces_the_nominal_parton_record_exactly():
     """Compare the partonic part of the event records (hadronization only appends entries)."""
-    from rs3l_coffea.generation.config import PROCESSES
-    from rs3l_coffea.generation.pythia import (
-        generate_hard_events,
-        make_variant_shower,
-        shower_settings,
-    )
 
     spec = PROCESSES["zj"]
     hard = generate_hard_events(spec.settings, spec.target_ids, 25, seed=4)
@@ -584,13 +579,6 @@ def test_rehadronize_reproduces_the_nominal_parton_record_exactly():
 
 def test_parton_level_size_from_the_record_matches_pythia_and_the_hook_changes_nothing():
     """The Event.PartonLevelSize of the files is read off the record (no hook needed)."""
-    from rs3l_coffea.generation.config import PROCESSES, VARIANTS
-    from rs3l_coffea.generation.pythia import (
-        generate_hard_events,
-        make_variant_shower,
-        shower_settings,
-    )
-    from rs3l_coffea.generation.records import ShoweredParticles
 
     spec = PROCESSES["zh_bb"]
     hard = generate_hard_events(spec.settings, spec.target_ids, 30, seed=6)
