@@ -546,6 +546,19 @@ def test_allocator_setting_applies_once_per_process_and_can_be_switched_off():
     assert run(RS3L_MALLOC_TUNING="0") == ["False", "False"]
 
 
+def test_charge_table_agrees_with_pythia_particle_data():
+    import pythia8mc
+
+    pythia = pythia8mc.Pythia("", False)
+    table = ChargeTable(pythia)
+    # dense (|id| < 2**14) and sparse ids, particles and antiparticles, an unknown id (0 charge)
+    ids = np.array([211, -211, 2212, -2212, 22, 11, -11, 13, 5122, -5122, 2112, 100443,
+                    -100213, 9010221, 1000022, 30443, 12345678])
+    expected = [float(pythia.particleData.charge(int(pid))) for pid in ids]
+    assert table(ids).tolist() == expected
+    assert table(ids[::-1]).tolist() == expected[::-1]  # cached values, other order
+
+
 def test_chunk_seeds_are_independent():
     from rs3l_coffea.generation.config import PYTHIA_SEED_MAX, derive_seed
 

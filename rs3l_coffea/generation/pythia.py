@@ -7,7 +7,7 @@ an in-memory ``LHAup`` (``Beams:frameType = 5``). Each variant instance is seede
 chunk's seed (``rndm.init`` right after ``init()``); initialised instances are kept per thread
 and reused, reseeded, for the next chunk with the same settings. The nominal instance records its random state at the start
 of every event (a user hook, attached only when ``rehadronize`` is requested: a Python
-``UserHooks`` costs ~40-60 us per event in virtual-call overhead, without changing the
+``UserHooks`` costs ~30-60 us per event in virtual-call overhead, without changing the
 events); ``rehadronize`` uses the nominal settings, restores that state at
 each event start, so its parton shower is exactly the nominal one, and switches to its own
 random stream once the parton level is complete (``doVetoPartonLevel``), so hadronization and
@@ -479,16 +479,21 @@ class ChargeTable:
         abs_ids = np.abs(pids)
         dense = abs_ids < self._dense.size
         if dense.all():
-            charges = self._dense[abs_ids]
-            if np.isnan(charges).any():
-                new = np.unique(abs_ids[np.isnan(charges)])
-                self._dense[new] = self._charge_of(new)
-                charges = self._dense[abs_ids]
+            charges = self._dense_lookup(abs_ids)
         else:
             charges = np.empty(pids.size)
-            charges[dense] = self(abs_ids[dense])
+            charges[dense] = self._dense_lookup(abs_ids[dense])
             charges[~dense] = self._sparse(abs_ids[~dense])
         return np.where(pids < 0, -charges, charges)
+
+    def _dense_lookup(self, abs_ids: np.ndarray) -> np.ndarray:
+        charges = self._dense[abs_ids]
+        unknown = np.isnan(charges)
+        if unknown.any():  # ask Pythia once per new |id|
+            new = np.unique(abs_ids[unknown])
+            self._dense[new] = self._charge_of(new)
+            charges = self._dense[abs_ids]
+        return charges
 
     def _sparse(self, abs_ids: np.ndarray) -> np.ndarray:
         position = np.searchsorted(self._ids, abs_ids)
