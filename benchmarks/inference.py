@@ -2,8 +2,11 @@
 
 Methods (all the same weights, float32, CPU):
 
-* ``engine``: :class:`rs3l_coffea.inference.InferenceEngine` (jets sorted by multiplicity,
-  particle-budget batches trimmed to their largest jet, algebraic EdgeConv, running gather-max).
+* ``engine``: :class:`rs3l_coffea.inference.InferenceEngine` as shipped on CPU
+  (``batch_invariant``: one call per jet trimmed to its own multiplicity, bit-identical under
+  any batching; algebraic EdgeConv, running gather-max).
+* ``engine-batched``: the same engine with ``batch_invariant=False`` (jets sorted by
+  multiplicity, particle-budget batches trimmed to their largest jet).
 * ``dense-padded``: one call of our model on the whole batch padded to 100 slots (no sorting).
 * ``naive-dense``: explicit edge messages, the whole ``[B, 100, k, 256]`` edge tensor built at
   once (our ``edge_path="general"`` with chunking off), padded to 100.
@@ -35,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "rs3l-published" / "mar20_run0.pt"
-METHODS = ("engine", "dense-padded", "naive-dense", "pyg-edgeconv")
+METHODS = ("engine", "engine-batched", "dense-padded", "naive-dense", "pyg-edgeconv")
 MAX_PARTICLES = 100
 
 
@@ -156,8 +159,8 @@ def worker(method: str, n_jets: int, threads: int, repeats: int) -> dict:
     model, weights = load_model()
     x, mask = make_jets(n_jets)
     name = method
-    if method == "engine":
-        engine = InferenceEngine(model, threads=threads)
+    if method in ("engine", "engine-batched"):
+        engine = InferenceEngine(model, threads=threads, batch_invariant=method == "engine")
 
         def run(x, mask):
             return engine.run(x, mask)[0]
@@ -189,7 +192,7 @@ def worker(method: str, n_jets: int, threads: int, repeats: int) -> dict:
         if elapsed > 20:
             break
     check = run(x[:64], mask[:64])
-    reference = InferenceEngine(model, particle_budget=2048).run(x[:64], mask[:64])[0]
+    reference = InferenceEngine(model, particle_budget=2048, batch_invariant=False).run(x[:64], mask[:64])[0]
     parity = float(np.max(np.abs(check - reference).max(1) / np.abs(reference).max(1)))
     return {"method": name, "jets": n_jets, "jets_per_s": n_jets / best, "peak_mb": peak,
             "parity": parity, "weights": weights, "threads": threads}

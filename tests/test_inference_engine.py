@@ -1,4 +1,5 @@
-"""InferenceEngine: batched == unbatched, order restored, padding layout, edge cases, threads."""
+"""InferenceEngine: batched == unbatched, order restored, padding layout, edge cases, threads,
+bit-identical outputs under any batching (the documented batch_invariant guarantee)."""
 
 from __future__ import annotations
 
@@ -53,10 +54,42 @@ def assert_rel_close(a, b, rtol=1e-4):
 def test_batched_equals_unbatched(model, budget, scattered):
     x, mask = jets(scattered=scattered)
     expected_embedding, expected_scores = unbatched(model, x, mask)
-    embedding, scores = InferenceEngine(model, particle_budget=budget, threads=1).run(x, mask)
+    engine = InferenceEngine(model, particle_budget=budget, threads=1, batch_invariant=False)
+    embedding, scores = engine.run(x, mask)
     assert embedding.dtype == np.float32 and embedding.shape == (40, 4) and scores.shape == (40, 3)
     assert_rel_close(embedding, expected_embedding)
     assert_rel_close(scores, expected_scores)
+
+
+def test_batch_invariant_outputs_are_bit_identical_under_any_batching(model):
+    """A jet's outputs depend on that jet alone: exact equality is the documented guarantee of
+    batch_invariant=True, whatever the chunking, order, padding or budget."""
+    x, mask = jets(n_jets=40, seed=5, scattered=True)
+    engine = InferenceEngine(model, batch_invariant=True)
+    assert engine.batch_invariant and engine.threads == 1
+    embedding, scores = engine.run(x, mask)
+
+    for chunk in (1, 3, 7, 16):
+        parts = [engine.run(x[i : i + chunk], mask[i : i + chunk]) for i in range(0, len(x), chunk)]
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), embedding)
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), scores)
+    order = np.random.default_rng(1).permutation(len(x))
+    shuffled = engine.run(x[order], mask[order])
+    np.testing.assert_array_equal(shuffled[0], embedding[order])
+    np.testing.assert_array_equal(shuffled[1], scores[order])
+    # other batch-mates (another file's jets) and wider padding
+    other_x, other_mask = jets(n_jets=25, n_slots=60, seed=6)
+    wide_x = np.concatenate([x, np.zeros((40, 30, 15), np.float32)], axis=1)
+    wide_mask = np.concatenate([mask, np.zeros((40, 30), bool)], axis=1)
+    mixed = InferenceEngine(model, particle_budget=37, batch_invariant=True).run(
+        np.concatenate([other_x, wide_x]), np.concatenate([other_mask, wide_mask])
+    )
+    np.testing.assert_array_equal(mixed[0][25:], embedding)
+    np.testing.assert_array_equal(mixed[1][25:], scores)
+    # default sorted batches: the same numbers to float32 rounding, no bit-identity promised
+    batched = InferenceEngine(model, threads=1).run(x, mask)
+    assert_rel_close(batched[0], embedding, rtol=1e-5)
+    assert_rel_close(batched[1], scores, rtol=1e-5)
 
 
 def test_plan_batches_respects_budget():

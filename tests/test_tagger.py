@@ -153,7 +153,7 @@ def test_dask_equals_eager_and_graph_carries_no_weights(coffea_sample, pfnano_da
     torch.manual_seed(2)
     model = build_model(ModelConfig(heads=(HeadConfig("score"),)))
     weights, _ = save_model(tmp_path / "big", model)
-    tagger = RS3LTagger.load(tmp_path / "big")
+    tagger = RS3LTagger.load(tmp_path / "big", batch_invariant=True)
     sample = str(coffea_sample("pfnano.root"))
     events, jets, constituents = pfnano_dask
     tags = tagger(jets, constituents)
@@ -167,17 +167,67 @@ def test_dask_equals_eager_and_graph_carries_no_weights(coffea_sample, pfnano_da
     # from_events + attaching to the dask events' stored collection
     events = events[["FatJet", "FatJetPFCands", "PFCands"]]
     events["FatJet", "rs3l"] = tagger.from_events(events, source="pfnano", jets="FatJet").rs3l
-    computed, attached = dask.compute(tags, events.FatJet.rs3l.score, scheduler="sync")
+    batched = RS3LTagger.load(tmp_path / "big")(jets, constituents)
+    computed, attached, computed_batched = dask.compute(
+        tags, events.FatJet.rs3l.score, batched, scheduler="sync"
+    )
     eager_jets, eager_constituents = load_jets(sample)
-    eager = RS3LTagger.load(tmp_path / "big")(eager_jets, eager_constituents)
+    eager = RS3LTagger.load(tmp_path / "big", batch_invariant=True)(eager_jets, eager_constituents)
+    # exact: bit-identity across partitionings is the documented batch_invariant guarantee
     assert ak.to_list(computed) == ak.to_list(eager)
     assert ak.to_list(attached) == ak.to_list(eager.score)
+    # default sorted batches (3 partitions vs one call): float32 rounding only
+    valid, want_embedding, want_scores = flat_columns(eager, ("score",))
+    got_valid, got_embedding, got_scores = flat_columns(computed_batched, ("score",))
+    np.testing.assert_array_equal(got_valid, valid)
+    np.testing.assert_allclose(got_embedding, want_embedding, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-6)
 
     # after use the tagger still pickles to its path and settings only
     blob = pickle.dumps(tagger)
     assert len(blob) < 2_000
     clone = pickle.loads(blob)
     assert clone._engine is None and clone.model_path == tagger.model_path
+
+
+def test_records_are_bit_identical_under_any_chunking(coffea_sample, small_model):
+    """batch_invariant=True guarantees a jet's record does not depend on the other jets of the
+    call: event chunks of any size, and another file's jets mixed in, give the same bits
+    (docs/clusters.md, "Reproducibility")."""
+    path, _ = small_model
+    jets, constituents = load_jets(coffea_sample("pfnano.root"))
+    tagger = RS3LTagger.load(path, particle_budget=300, batch_invariant=True)
+    whole = tagger(jets, constituents)
+    for chunk in (1, 2, 5):
+        parts = [tagger(jets[i : i + chunk], constituents[i : i + chunk]) for i in range(0, len(jets), chunk)]
+        assert ak.to_list(ak.concatenate(parts)) == ak.to_list(whole)
+    other_jets, other_constituents = load_jets(coffea_sample("delphes.root"))
+    mixed = tagger(
+        ak.concatenate([other_jets[:20], jets]), ak.concatenate([other_constituents[:20], constituents])
+    )
+    assert ak.to_list(mixed[20:]) == ak.to_list(whole)
+
+
+def test_card_max_particles_is_honoured(coffea_sample, small_model, tmp_path):
+    """The card's preprocessing.max_particles (the cap the model was trained with) sets the
+    features' particle cap; an explicit argument overrides it; a bad value is refused."""
+    _, model = small_model
+    save_model(tmp_path / "capped", model, card={"preprocessing": {"max_particles": 5}})
+    jets, constituents = load_jets(coffea_sample("pfnano.root"))
+    tagger = RS3LTagger.load(tmp_path / "capped")
+    assert tagger.max_particles == 5
+    x, mask = build_features(ak.flatten(jets), ak.flatten(constituents, axis=1), max_particles=5)
+    assert mask.shape[1] == 5 and mask.sum(axis=1).max() == 5  # the jets here have more than 5
+    with torch.no_grad():
+        embedding, _ = model(torch.from_numpy(x), torch.from_numpy(mask))
+    _, got, _ = flat_columns(tagger(jets, constituents), tagger.head_names)
+    np.testing.assert_allclose(got, embedding.numpy()[mask.any(axis=1)], rtol=1e-5, atol=1e-6)
+    assert RS3LTagger.load(tmp_path / "capped", max_particles=100).max_particles == 100
+    save_model(tmp_path / "plain", model)
+    assert RS3LTagger.load(tmp_path / "plain").max_particles == 100
+    save_model(tmp_path / "bad", model, card={"preprocessing": {"max_particles": "all"}})
+    with pytest.raises(ModelFormatError, match=r"bad\.json.*preprocessing\.max_particles.*'all'"):
+        RS3LTagger.load(tmp_path / "bad")
 
 
 def test_default_model_location_and_clear_error(small_model, tmp_path, monkeypatch):

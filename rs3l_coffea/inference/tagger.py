@@ -15,6 +15,12 @@ The tagger works on eager, virtual (``NanoEventsFactory`` default) and dask-awkw
   the torch module nor its weights are ever pickled into the graph;
 * typetracer input gives a typetracer of the output type without running the model.
 
+Reproducibility: by default a jet's record agrees across chunkings, dask partitionings and
+executors to float32 rounding (~1e-6 relative). With ``batch_invariant=True`` each jet runs in
+a model call of its own (see :mod:`rs3l_coffea.inference.engine`), so its record is
+bit-identical whatever the chunking, partitioning, executor or the other jets of the call,
+at up to ~2x the CPU time.
+
 Output: a record array with the event x jet structure of ``jets`` and fields ``embedding``
 (regular, ``embedding_dim`` float32) plus one float32 field per head score column (e.g.
 ``score``). A jet without constituents (or a ``None`` jet) gets a ``None`` record: the model
@@ -89,9 +95,15 @@ class RS3LTagger:
       Resolved on the worker, so a CPU client can drive GPU workers.
     * ``threads``: torch CPU threads per call. ``None`` (default): 1 inside dask workers and
       executor child processes (one thread per worker thread, no oversubscription), torch's
-      default in the main process.
+      default in the main process; with ``batch_invariant`` 1 everywhere (bit-identity needs a
+      fixed count).
     * ``particle_budget``: padded particles per model call (jets x slots): bounds memory.
-    * ``max_particles``: leading-pT particles kept per jet (feature builder).
+    * ``max_particles``: leading-pT particles kept per jet (feature builder). ``None``
+      (default): the model card's ``preprocessing.max_particles`` (what the model was trained
+      with), else 100.
+    * ``batch_invariant``: one jet per model call, bit-identical records under any chunking,
+      partitioning or executor, at up to ~2x the CPU time (default ``False``; see
+      :class:`~rs3l_coffea.inference.InferenceEngine`).
     * ``backend``: ``"torch"`` or ``"onnx"`` (ONNX Runtime, exported in memory on the worker).
     """
 
@@ -102,8 +114,9 @@ class RS3LTagger:
         device: str = "auto",
         threads: int | None = None,
         particle_budget: int = DEFAULT_PARTICLE_BUDGET,
-        max_particles: int = DEFAULT_MAX_PARTICLES,
+        max_particles: int | None = None,
         backend: str = "torch",
+        batch_invariant: bool = False,
     ) -> None:
         from rs3l_coffea.nn.model_file import model_paths, read_card
 
@@ -115,7 +128,7 @@ class RS3LTagger:
             raise ConfigError(f"threads must be >= 1 or None, got {threads}")
         if particle_budget < 1:
             raise ConfigError(f"particle_budget must be >= 1, got {particle_budget}")
-        if max_particles < 1:
+        if max_particles is not None and (isinstance(max_particles, bool) or max_particles < 1):
             raise ConfigError(f"max_particles must be >= 1, got {max_particles}")
         if backend not in ("torch", "onnx"):
             raise ConfigError(f"backend {backend!r} is not one of ['torch', 'onnx']")
@@ -132,8 +145,9 @@ class RS3LTagger:
         self.device = device
         self.threads = threads
         self.particle_budget = int(particle_budget)
-        self.max_particles = int(max_particles)
+        self.max_particles = int(max_particles) if max_particles is not None else card_max_particles(card, card_path)
         self.backend = backend
+        self.batch_invariant = batch_invariant
         self._engine: Any = None
 
     # -- construction -----------------------------------------------------------------------
@@ -146,8 +160,9 @@ class RS3LTagger:
         device: str = "auto",
         threads: int | None = None,
         particle_budget: int = DEFAULT_PARTICLE_BUDGET,
-        max_particles: int = DEFAULT_MAX_PARTICLES,
+        max_particles: int | None = None,
         backend: str = "torch",
+        batch_invariant: bool = False,
     ) -> RS3LTagger:
         """Tagger for a native model (``NAME``, ``NAME.safetensors`` or ``NAME.json``).
 
@@ -161,6 +176,7 @@ class RS3LTagger:
             particle_budget=particle_budget,
             max_particles=max_particles,
             backend=backend,
+            batch_invariant=batch_invariant,
         )
 
     @classmethod
@@ -192,7 +208,8 @@ class RS3LTagger:
     def __repr__(self) -> str:
         return (
             f"RS3LTagger({self.model_path!r}, device={self.device!r}, threads={self.threads}, "
-            f"particle_budget={self.particle_budget}, backend={self.backend!r})"
+            f"particle_budget={self.particle_budget}, max_particles={self.max_particles}, "
+            f"backend={self.backend!r}, batch_invariant={self.batch_invariant})"
         )
 
     # -- engine -----------------------------------------------------------------------------
@@ -218,7 +235,8 @@ class RS3LTagger:
             weights, _ = model_paths(model_path)
             stamp = weights.stat().st_mtime_ns
             threads = self.effective_threads()
-            key = (model_path, stamp, self.device, threads, self.particle_budget, self.backend)
+            key = (model_path, stamp, self.device, threads, self.particle_budget, self.backend,
+                   self.batch_invariant)
             with _ENGINE_LOCK:
                 engine = _ENGINE_CACHE.get(key)
                 if engine is None:
@@ -230,6 +248,7 @@ class RS3LTagger:
                         particle_budget=self.particle_budget,
                         threads=threads,
                         backend=self.backend,
+                        batch_invariant=self.batch_invariant,
                     )
                     if tuple(engine.head_names) != self.head_names:
                         raise ModelFormatError(
@@ -374,6 +393,17 @@ class RS3LTagger:
         if nested:
             record = ak.unflatten(record, counts, axis=0)
         return record
+
+
+def card_max_particles(card: Any, card_path: Path) -> int:
+    """``preprocessing.max_particles`` of a model card (the cap the model was trained with), or
+    the feature builder's default when the card does not say."""
+    value = card.preprocessing.get("max_particles", DEFAULT_MAX_PARTICLES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelFormatError(
+            f"{card_path}: preprocessing.max_particles must be a positive integer, got {value!r}"
+        )
+    return value
 
 
 class _TaggerPartition:
