@@ -166,6 +166,37 @@ def test_cli_reports_bad_values_cleanly(tmp_path):
     assert not list(tmp_path.glob("*.root"))
 
 
+def test_absurd_plans_are_refused_up_front(tmp_path, monkeypatch):
+    """Too many chunks (a mistyped --chunk-size) and more output than the disk holds are
+    refused before any work, with a one-line error naming the options (was: MemoryError)."""
+    from typer.testing import CliRunner
+
+    from rs3l_coffea.cli import app
+    from rs3l_coffea.generation import config as config_module
+
+    with pytest.raises(ConfigError, match=r"--chunk-size.*200,000,000 chunk files.*at least 2,000"):
+        GenerationConfig(process="zj", n_events=200_000_000, out_dir=tmp_path, chunk_size=1)
+    GenerationConfig(process="zj", n_events=200_000_000, out_dir=tmp_path, chunk_size=2_000)  # allowed
+    result = CliRunner().invoke(
+        app, ["generate", "--process", "zj", "--events", "200000000", "--chunk-size", "1",
+              "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--chunk-size" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+    free = 10**9
+    monkeypatch.setattr(config_module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(free, 0, free))
+    config = GenerationConfig(process="zj", n_events=200_000_000, out_dir=tmp_path / "big", chunk_size=5000)
+    with pytest.raises(ConfigError, match=r"--events.*4 variants.*at least 4,000\.0 GB.*1\.0 GB free"):
+        generate(config)
+    assert not list((tmp_path / "big").glob("*.root"))
+    result = CliRunner().invoke(
+        app, ["generate", "--process", "zj", "--events", "200000000", "--out", str(tmp_path / "big")]
+    )
+    assert result.exit_code == 2 and "GB free" in result.output, result.output
+
+
 def test_cli_generates_files(tmp_path):
     from typer.testing import CliRunner
 

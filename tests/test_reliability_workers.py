@@ -1,4 +1,5 @@
-"""Worker loss: a dask worker process killed mid-run does not change the processor's result.
+"""Worker loss: a dask worker process killed mid-run does not change the processor's result;
+a killed ``rs3l generate`` parent takes its local worker processes with it.
 
 A ``distributed.LocalCluster`` with 2 worker processes (1 thread each, nannies restart dead
 workers) runs the RS3L :class:`TaggingProcessor` through ``processor.Runner`` with
@@ -127,3 +128,63 @@ def test_killed_worker_gives_the_undisturbed_result(model_path, coffea_sample, t
         )
     assert _skims(tmp_path / "dask") == _skims(tmp_path / "ref")
     assert not list((tmp_path / "dask").rglob(".*tmp*"))
+
+
+def _generate_workers(parent: Any) -> list[Any]:
+    """The parent's multiprocessing children: spawned pool workers and the resource tracker."""
+    return [
+        child for child in parent.children()
+        if any("multiprocessing" in part for part in child.cmdline())
+    ]
+
+
+def _gone(process: Any) -> bool:
+    import psutil
+
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE  # exited, not (yet) reaped by init
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_generate_workers_exit_when_the_parent_is_killed(tmp_path):
+    """``kill -9`` of ``rs3l generate --workers 2`` mid-run: the workers (in Pythia, ~185 MB each)
+    and the resource tracker exit within seconds instead of running on."""
+    import subprocess
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("pythia8mc")
+    command = [
+        sys.executable, "-c", "from rs3l_coffea.cli import main; main()", "generate",
+        "--process", "zj", "--events", "40000", "--chunk-size", "10000", "--variants", "nominal",
+        "--workers", "2", "--out", str(tmp_path / "out"),
+    ]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[Any] = []
+    try:
+        handle = psutil.Process(parent.pid)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers = _generate_workers(handle)
+            if sum("spawn_main" in " ".join(w.cmdline()) for w in workers) == 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("rs3l generate did not start its 2 worker processes within 60 s")
+        time.sleep(2)  # let them get into Pythia
+        assert not any(_gone(w) for w in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not all(_gone(w) for w in workers):
+            time.sleep(0.2)
+        alive = [w.pid for w in workers if not _gone(w)]
+        assert not alive, f"processes {alive} outlived their killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for worker in workers:  # only on failure: do not leave them running after the test
+            if not _gone(worker):
+                worker.kill()

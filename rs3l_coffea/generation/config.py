@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,15 @@ STREAM_DETECTOR = 300  # + variant code + 1
 
 PYTHIA_SEED_MAX = 900_000_000  # Pythia accepts seeds 1 .. 900,000,000
 
+# Plans beyond these are refused before any work (a mistyped --chunk-size must not end in a
+# MemoryError or a full disk hours later). Chunk numbers are written with five digits, and
+# every chunk costs one Pythia initialisation per variant (~0.2 s) plus two files.
+MAX_CHUNKS = 100_000
+# A lower bound on the output size: generated Delphes-layout files measured 9 kB per event and
+# variant (zh_bb, ISR on, 1M showers; /work/shared/NOTES.md) and 10.7-12.8 kB in the 40-event
+# files of rs3l_coffea/data/samples (ls -l and the sidecars' n_events_written).
+MIN_BYTES_PER_EVENT = 5_000
+
 
 def derive_seed(seed: int, chunk_index: int, stream: int) -> int:
     """A Pythia-valid seed (1..9e8) that depends only on (seed, chunk_index, stream)."""
@@ -146,6 +156,14 @@ class GenerationConfig:
             raise ConfigError(f"eta_max must be positive (or None for no window), got {self.eta_max!r}")
         if not isinstance(self.detector, DetectorParams):
             raise ConfigError(f"detector must be a DetectorParams, got {type(self.detector).__name__}")
+        if self.n_chunks > MAX_CHUNKS:
+            smallest = -(-self.n_events // MAX_CHUNKS)
+            raise ConfigError(
+                f"n_events (--events) {self.n_events:,} in chunks of chunk_size (--chunk-size) "
+                f"{self.chunk_size:,} makes {self.n_chunks:,} chunk files per variant; at most "
+                f"{MAX_CHUNKS:,} are allowed (each costs a Pythia initialisation per variant): "
+                f"use a chunk size of at least {smallest:,}"
+            )
 
     @property
     def n_chunks(self) -> int:
@@ -177,6 +195,24 @@ class GenerationConfig:
             ) from error
         if not os.access(self.out_dir, os.W_OK):
             raise InputFileError(f"output directory {str(self.out_dir)!r} is not writable")
+
+    def estimated_bytes(self, n_events: int | None = None) -> int:
+        """A lower bound on the disk space of ``n_events`` (default: all) in every variant."""
+        events = self.n_events if n_events is None else n_events
+        return events * len(self.variants) * MIN_BYTES_PER_EVENT
+
+    def check_disk_space(self, n_events: int | None = None) -> None:
+        """Refuse a plan whose output (``n_events`` still to generate) cannot fit on the disk
+        of ``out_dir``: :class:`ConfigError` naming both sizes and the options."""
+        need = self.estimated_bytes(n_events)
+        free = shutil.disk_usage(self.out_dir).free
+        if need > free:
+            events = self.n_events if n_events is None else n_events
+            raise ConfigError(
+                f"{events:,} events (--events) x {len(self.variants)} variants (--variants) need at "
+                f"least {need / 1e9:,.1f} GB ({MIN_BYTES_PER_EVENT / 1e3:.0f} kB per event and "
+                f"variant), but {str(self.out_dir)!r} (--out) has {free / 1e9:,.1f} GB free"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready description (for provenance)."""

@@ -11,10 +11,15 @@ processes (``workers > 1``) or on a ``dask.distributed`` client.
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import datetime
 import json
 import multiprocessing
+import os
 import platform
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -274,6 +279,45 @@ def generate_chunk(
     return paths
 
 
+PARENT_POLL_SECONDS = 1.0
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this process when ``parent_pid`` dies, even by SIGKILL.
+
+    A killed parent cannot shut its pool down, and a worker inside Pythia never reads the
+    pool's queue again, so without this the workers (~185 MB each) and the resource tracker
+    run on. Linux: the kernel sends SIGKILL on the parent's death (``PR_SET_PDEATHSIG``);
+    everywhere: a daemon thread polls ``os.getppid()`` (re-parenting means the parent is gone).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl in this libc: the watchdog remains
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rs3l-exit-with-parent", daemon=True).start()
+
+
+def _events_to_generate(config: GenerationConfig) -> int:
+    """Events of the chunks that lack a file or sidecar of some variant (cheap: no reads)."""
+    total = 0
+    for i in range(config.n_chunks):
+        paths = [config.output_path(variant, i) for variant in config.variants]
+        if not all(path.is_file() and sidecar_path(path).is_file() for path in paths):
+            total += config.chunk_events(i)[1]
+    return total
+
+
 def generate(
     config: GenerationConfig,
     workers: int = 1,
@@ -285,10 +329,12 @@ def generate(
     ``workers > 1`` uses a local ``ProcessPoolExecutor`` (spawned processes); ``client``, a
     ``dask.distributed.Client``, submits ``generate_chunk`` to its workers instead.
     ``progress(events_done, events_total)`` is called as chunks finish.
-    Configuration and output directory are checked before any generation starts.
+    Configuration, output directory and free disk space are checked before any generation
+    starts. Local worker processes exit when this process dies (:func:`exit_with_parent`).
     """
     config.validate()
     config.check_output_dir()
+    config.check_disk_space(_events_to_generate(config))
     chunks = list(range(config.n_chunks))
     done_events = 0
     results: dict[int, list[Path]] = {}
@@ -308,7 +354,9 @@ def generate(
             finished(futures[future], future.result())
     elif workers > 1 and len(chunks) > 1:
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = {pool.submit(generate_chunk, config, i): i for i in chunks}
             for future in concurrent.futures.as_completed(futures):
                 finished(futures[future], future.result())
