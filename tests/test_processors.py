@@ -56,8 +56,9 @@ def client():
 
 
 def tagging(model_path, skim_dir=None):
-    # threads=1 everywhere: the main process then computes bit-identically to the workers
-    return TaggingProcessor(RS3LTagger.load(model_path, threads=1), skim_dir=skim_dir)
+    # batch_invariant: a jet's record is bit-identical whatever the executor, chunking and
+    # partitioning (the documented guarantee that the exact comparisons below rely on)
+    return TaggingProcessor(RS3LTagger.load(model_path, batch_invariant=True), skim_dir=skim_dir)
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +123,14 @@ def test_model_uploaded_with_client_upload_file_is_found_on_workers(
     shipped.mkdir()
     for suffix in (".safetensors", ".json"):
         (shipped / f"uploaded{suffix}").write_bytes(path.with_suffix(suffix).read_bytes())
-    tagger = RS3LTagger.load(shipped / "uploaded", threads=1)
+    tagger = RS3LTagger.load(shipped / "uploaded", batch_invariant=True)
     for suffix in (".safetensors", ".json"):
         client.upload_file(str(shipped / f"uploaded{suffix}"), load=False)
         (shipped / f"uploaded{suffix}").unlink()  # now only the workers' copies exist
     jets, constituents = load_jets(coffea_sample("pfnano.root"))
     remote = client.submit(tagger, jets, constituents, pure=False).result()
-    assert ak.to_list(remote) == ak.to_list(RS3LTagger.load(path, threads=1)(jets, constituents))
+    local = RS3LTagger.load(path, batch_invariant=True)(jets, constituents)
+    assert ak.to_list(remote) == ak.to_list(local)  # exact: batch_invariant guarantee
     with pytest.raises(FileNotFoundError, match="upload_file"):
         tagger(jets, constituents)  # the client itself has no copy any more
 
@@ -255,7 +257,8 @@ def test_variant_processor_variant_axis_from_file_and_metadata(small_model, tmp_
         seed=3, chunk_size=12,
     )
     nominal, fsr_up = (str(p) for p in generate(config))
-    processor_instance = VariantProcessor(RS3LTagger.load(small_model[0], threads=1))
+    # batch_invariant: the dask route below chunks differently, and is compared exactly
+    processor_instance = VariantProcessor(RS3LTagger.load(small_model[0], batch_invariant=True))
     output = run_fileset(
         {
             "zh": [nominal, fsr_up],

@@ -225,7 +225,13 @@ class InferenceEngine:
         import torch
 
         with torch.inference_mode():
-            xt = torch.from_numpy(x).to(device=self.device, dtype=self._dtype, non_blocking=True)
+            xt = torch.from_numpy(x)
+            if self.device.type == "cpu" and self._dtype == torch.float32:
+                # A torch-allocated (64-byte aligned) copy: MKL may take another code path for
+                # another alignment of the same numbers (Intel's reproducibility notes), and
+                # numpy's buffers are only 16-byte aligned.
+                xt = xt.clone()
+            xt = xt.to(device=self.device, dtype=self._dtype, non_blocking=True)
             mt = torch.from_numpy(mask).to(device=self.device, non_blocking=True)
             embedding, scores = self._model(xt, mt)
             return (
