@@ -19,9 +19,9 @@ Reproducibility guarantees (docs/clusters.md, "Reproducibility"):
 * ``batch_invariant=True`` runs each jet in a model call of its own, trimmed to its own number
   of particles, on a fixed thread count: a jet's outputs are a function of that jet alone, so
   any chunking, partitioning, ordering or executor gives **bit-identical** results on a given
-  machine and software stack. It costs the per-call overhead (~0.8 ms per call for the paper-
-  size DGCNN on one thread): 1.9x the CPU time per jet at ~50 particles per jet, less for
-  larger jets (numbers and commands in docs/clusters.md).
+  machine and software stack. It costs the per-call overhead: 2.4-2.7x the CPU time per jet
+  for the paper-size DGCNN at ~50 particles per jet on one thread (numbers and command in
+  docs/clusters.md).
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class InferenceEngine:
             if self.device.type == "cpu" and self._dtype == torch.float32:
                 # A torch-allocated (64-byte aligned) copy: MKL may take another code path for
                 # another alignment of the same numbers (Intel's reproducibility notes), and
-                # numpy's buffers are only 16-byte aligned.
+                # numpy's buffers need not be 64-byte aligned.
                 xt = xt.clone()
             xt = xt.to(device=self.device, dtype=self._dtype, non_blocking=True)
             mt = torch.from_numpy(mask).to(device=self.device, non_blocking=True)

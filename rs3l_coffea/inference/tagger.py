@@ -19,7 +19,7 @@ Reproducibility: by default a jet's record agrees across chunkings, dask partiti
 executors to float32 rounding (~1e-6 relative). With ``batch_invariant=True`` each jet runs in
 a model call of its own (see :mod:`rs3l_coffea.inference.engine`), so its record is
 bit-identical whatever the chunking, partitioning, executor or the other jets of the call,
-at up to ~2x the CPU time.
+at ~2.5x the CPU time (docs/clusters.md).
 
 Output: a record array with the event x jet structure of ``jets`` and fields ``embedding``
 (regular, ``embedding_dim`` float32) plus one float32 field per head score column (e.g.
@@ -102,7 +102,7 @@ class RS3LTagger:
       (default): the model card's ``preprocessing.max_particles`` (what the model was trained
       with), else 100.
     * ``batch_invariant``: one jet per model call, bit-identical records under any chunking,
-      partitioning or executor, at up to ~2x the CPU time (default ``False``; see
+      partitioning or executor, at ~2.5x the CPU time (default ``False``; see
       :class:`~rs3l_coffea.inference.InferenceEngine`).
     * ``backend``: ``"torch"`` or ``"onnx"`` (ONNX Runtime, exported in memory on the worker).
     """
