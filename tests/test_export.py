@@ -104,6 +104,20 @@ def test_onnx_engine_matches_torch_engine(onnx_export):
         assert_rel_close(got, expected)
 
 
+def test_onnx_engine_batch_invariant_is_bit_identical_under_any_chunking(onnx_export):
+    """batch_invariant=True on the ONNX backend: exact equality is the documented guarantee."""
+    _, path = onnx_export
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20, 25, 15)).astype(np.float32)
+    mask = np.arange(25) < rng.integers(0, 26, 20)[:, None]
+    engine = InferenceEngine.from_path(path, batch_invariant=True)
+    embedding, scores = engine.run(x, mask)
+    for chunk in (1, 7):
+        parts = [engine.run(x[i : i + chunk], mask[i : i + chunk]) for i in range(0, len(x), chunk)]
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), embedding)
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), scores)
+
+
 def test_cli_export_torchscript_and_errors(tmp_path):
     model = make_model(DGCNN_SMALL)
     save_model(tmp_path / "m", model)
