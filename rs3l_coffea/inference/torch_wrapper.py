@@ -9,8 +9,18 @@ TorchScript model (:func:`rs3l_coffea.nn.export_torchscript`) runs on them, and
 
 Differences to :class:`RS3LTagger`, inherited from coffea's design: the whole partition goes
 through the model in ONE call on the full ``max_particles`` padding (no multiplicity sorting,
-no batching: memory grows with the chunk), the device is CUDA whenever visible, torch threads are
-left alone, and TorchScript files are required. Prefer :class:`RS3LTagger` for production.
+no batching: memory grows with the chunk), and TorchScript files are required. Prefer
+:class:`RS3LTagger` for production.
+
+Two pitfalls of coffea's base class are fixed here (both resolved on the worker, like the tagger):
+
+* the device: coffea moves the model to CUDA whenever one is visible and the inputs to its own
+  ``device`` attribute (coffea issue 1568: a model and inputs on different devices fail). Here
+  ``device`` is an option (``"auto"``, ``"cpu"``, ``"cuda:N"``), the TorchScript file is loaded
+  straight onto it, and the inputs always go to the device the model's parameters live on.
+* threads: torch's default intra-op pool uses every core in every dask worker, so N workers on N
+  cores run N x N threads. ``threads=None`` means 1 thread per call inside dask workers and
+  executor child processes (as :class:`RS3LTagger`), torch's default in the main process.
 """
 
 from __future__ import annotations
@@ -23,8 +33,10 @@ import awkward as ak
 import numpy as np
 from coffea.ml_tools.torch_wrapper import torch_wrapper
 
+from rs3l_coffea.errors import ConfigError
 from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES
-from rs3l_coffea.inference.tagger import EMBEDDING_FIELD
+from rs3l_coffea.inference.engine import torch_threads
+from rs3l_coffea.inference.tagger import EMBEDDING_FIELD, _in_worker_process
 
 
 class RS3LTorchWrapper(torch_wrapper):
@@ -35,6 +47,8 @@ class RS3LTorchWrapper(torch_wrapper):
         head_names: score column names, in the model's order.
         embedding_dim: embedding width.
         max_particles: particle slots per jet (feature builder).
+        device: ``"auto"`` (CUDA when the worker sees one), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        threads: torch CPU threads per call; ``None``: 1 in worker processes, else torch's default.
     """
 
     def __init__(
@@ -44,14 +58,21 @@ class RS3LTorchWrapper(torch_wrapper):
         head_names: tuple[str, ...] | list[str] = (),
         embedding_dim: int = 8,
         max_particles: int = DEFAULT_MAX_PARTICLES,
+        device: str = "auto",
+        threads: int | None = None,
     ) -> None:
         path = Path(torchscript_path)
         if not path.is_file():
             raise FileNotFoundError(f"TorchScript model {path} does not exist")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be >= 1 or None, got {threads}")
+        _check_device_name(device)
         super().__init__(str(path.resolve()))
         self.head_names = tuple(head_names)
         self.embedding_dim = int(embedding_dim)
         self.max_particles = int(max_particles)
+        self.device_name = device
+        self.threads = threads
 
     @classmethod
     def from_model(
@@ -60,6 +81,8 @@ class RS3LTorchWrapper(torch_wrapper):
         torchscript_path: str | os.PathLike[str],
         *,
         max_particles: int = DEFAULT_MAX_PARTICLES,
+        device: str = "auto",
+        threads: int | None = None,
     ) -> RS3LTorchWrapper:
         """Export a native model (``NAME``) to TorchScript at ``torchscript_path`` and wrap it."""
         from rs3l_coffea.nn import export_torchscript, load_model
@@ -71,9 +94,36 @@ class RS3LTorchWrapper(torch_wrapper):
             head_names=tuple(card.head_names),
             embedding_dim=int(model.embedding_dim),
             max_particles=max_particles,
+            device=device,
+            threads=threads,
         )
 
     # -- coffea hooks -----------------------------------------------------------------------
+
+    def _create_device(self) -> Any:
+        """The device chosen by ``device`` (resolved where the wrapper runs, e.g. on a worker)."""
+        import torch
+
+        if self.device_name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device_name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device_name!r} requested but CUDA is not available here")
+        return device
+
+    def _create_model(self) -> Any:
+        """The TorchScript model, loaded directly onto :meth:`_create_device`'s device."""
+        import torch
+
+        model = torch.jit.load(self.torch_jit, map_location=self.device)
+        model.eval()
+        return model
+
+    def effective_threads(self) -> int | None:
+        """Threads used in this process (see ``threads``)."""
+        if self.threads is not None:
+            return self.threads
+        return 1 if _in_worker_process() else None
 
     def prepare_awkward(self, jets: Any, constituents: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Features of every jet as numpy-convertible awkward arrays: ``((x, mask), {})``."""
@@ -102,11 +152,12 @@ class RS3LTorchWrapper(torch_wrapper):
         width = self.embedding_dim + len(self.head_names)
         if len(x) == 0:
             return np.zeros((0, width), dtype=np.float32)
-        with torch.no_grad():
+        device = model_device(self.model)
+        with torch_threads(self.effective_threads()), torch.no_grad():
             embedding, scores = self.model(
                 # np.require copies read-only buffers (coffea hands them over from awkward)
-                torch.from_numpy(np.require(x, np.float32, ["C", "W"])).to(self.device),
-                torch.from_numpy(np.require(mask, np.bool_, ["C", "W"])).to(self.device),
+                torch.from_numpy(np.require(x, np.float32, ["C", "W"])).to(device),
+                torch.from_numpy(np.require(mask, np.bool_, ["C", "W"])).to(device),
             )
         return torch.cat([embedding, scores], dim=1).cpu().numpy()
 
@@ -121,6 +172,26 @@ class RS3LTorchWrapper(torch_wrapper):
                 restructure, result, jets, constituents, meta=meta, label="rs3l-restructure"
             )
         return restructure(ak.Array(result), ak.Array(jets), ak.Array(constituents))
+
+
+def model_device(model: Any) -> Any:
+    """The device of a module's first parameter (or buffer); CPU for a module without either."""
+    import torch
+
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _check_device_name(device: str) -> None:
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(f"device {device!r} is not a torch device (auto, cpu, cuda, cuda:N): {error}") from None
 
 
 class _FeatureArrays:
