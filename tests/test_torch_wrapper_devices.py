@@ -111,3 +111,21 @@ def test_threads_in_a_real_dask_worker(scripted):
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         assert client.submit(threads_seen, str(path)).result() == 1
+
+
+def test_from_model_takes_the_cards_particle_cap(tmp_path):
+    import json
+
+    from rs3l_coffea.nn import save_model
+
+    torch.manual_seed(3)
+    model = build_model(ModelConfig(backbone=DGCNNConfig(width=8, conv_layers=1, k=4, output_hidden=(8,)),
+                                    heads=(HeadConfig("score"),))).eval()
+    save_model(tmp_path / "capped", model)
+    card_path = tmp_path / "capped.json"
+    card = json.loads(card_path.read_text())
+    card.setdefault("preprocessing", {})["max_particles"] = 7
+    card_path.write_text(json.dumps(card))
+    wrapper = RS3LTorchWrapper.from_model(tmp_path / "capped", tmp_path / "capped.pt")
+    assert wrapper.max_particles == 7
+    assert RS3LTorchWrapper.from_model(tmp_path / "capped", tmp_path / "c2.pt", max_particles=12).max_particles == 12

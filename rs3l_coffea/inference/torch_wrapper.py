@@ -80,14 +80,21 @@ class RS3LTorchWrapper(torch_wrapper):
         model_path: str | os.PathLike[str],
         torchscript_path: str | os.PathLike[str],
         *,
-        max_particles: int = DEFAULT_MAX_PARTICLES,
+        max_particles: int | None = None,
         device: str = "auto",
         threads: int | None = None,
     ) -> RS3LTorchWrapper:
-        """Export a native model (``NAME``) to TorchScript at ``torchscript_path`` and wrap it."""
+        """Export a native model (``NAME``) to TorchScript at ``torchscript_path`` and wrap it.
+
+        ``max_particles=None`` takes the card's ``preprocessing.max_particles`` (as the tagger does).
+        """
+        from rs3l_coffea.inference.tagger import card_max_particles
         from rs3l_coffea.nn import export_torchscript, load_model
+        from rs3l_coffea.nn.model_file import model_paths
 
         model, card = load_model(model_path)
+        if max_particles is None:
+            max_particles = card_max_particles(card, model_paths(model_path)[1])
         export_torchscript(model, torchscript_path)
         return cls(
             torchscript_path,
