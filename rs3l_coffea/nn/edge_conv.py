@@ -128,12 +128,13 @@ def _tagged_gather_max(flat: torch.Tensor, slots: torch.Tensor) -> tuple[torch.T
     n_out = slots.shape[1]
     best = torch.empty((n_out, flat.shape[1]), dtype=torch.float64, device=flat.device)
     for start in range(0, n_out, _TAG_CHUNK_ROWS):
-        chunk = slots[:, start : start + _TAG_CHUNK_ROWS]
-        out = best[start : start + chunk.shape[1]]
-        torch.index_select(tagged, 0, chunk[0], out=out)
+        # Contiguous per-slot index rows: index_select copies a strided index on every call.
+        neighbour_rows = slots[:, start : start + _TAG_CHUNK_ROWS].contiguous().unbind(0)
+        out = best[start : start + neighbour_rows[0].shape[0]]
+        torch.index_select(tagged, 0, neighbour_rows[0], out=out)
         candidate = torch.empty_like(out)
-        for t in range(1, chunk.shape[0]):
-            torch.index_select(tagged, 0, chunk[t], out=candidate)
+        for rows_t in neighbour_rows[1:]:
+            torch.index_select(tagged, 0, rows_t, out=candidate)
             torch.maximum(out, candidate, out=out)
     bits = best.view(torch.int64)
     row_mask = torch.tensor(_ROW_MASK, dtype=torch.int64, device=flat.device)
