@@ -191,18 +191,25 @@ def _gather_max_autograd(flat: torch.Tensor, slots: torch.Tensor) -> torch.Tenso
     return _GatherMaxFunction.apply(flat, slots)
 
 
-def _gather_max(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _gather_max(table: torch.Tensor, index: torch.Tensor, custom_backward: bool = True) -> torch.Tensor:
     """``out[b, r] = max_t table[b, index[b, r, t]]`` for ``table (B, N, C)``, ``index (B, R, k)``.
 
     A running maximum over the k neighbour slots: each step gathers one ``(B, R, C)`` slab,
     so the ``(B, R, k, C)`` neighbour tensor is never built (several times faster on CPU,
     where that tensor does not fit in cache). When gradients are needed the same loop runs
-    inside :class:`_GatherMaxFunction`, whose backward is a single scatter.
+    inside :class:`_GatherMaxFunction`, whose backward is a single scatter; graph export passes
+    ``custom_backward=False`` (the tagged float64 bit operations have no ONNX form).
     """
     batch, n_rows, width = table.shape
     flat = table.reshape(batch * n_rows, width)
     slots = _neighbour_slots(table, index)
-    if not torch.jit.is_scripting() and torch.is_grad_enabled() and flat.requires_grad and slots.shape[0] < 256:
+    if (
+        custom_backward
+        and not torch.jit.is_scripting()
+        and torch.is_grad_enabled()
+        and flat.requires_grad
+        and slots.shape[0] < 256
+    ):
         best = _gather_max_autograd(flat, slots)
     else:
         best = _running_max(flat, slots)
@@ -291,12 +298,12 @@ class DenseDynamicEdgeConv(nn.Module):
         table = torch.cat([neighbour, sentinel], dim=1)
         n_particles = x.shape[1]
         if rows >= n_particles:
-            best = _gather_max(table, dense_knn(x, x, mask, self.k, self.export_mode))
+            best = _gather_max(table, dense_knn(x, x, mask, self.k, self.export_mode), not self.export_mode)
         else:
             chunks: list[torch.Tensor] = []
             for start in range(0, n_particles, rows):
                 index = dense_knn(x[:, start : start + rows], x, mask, self.k, self.export_mode)
-                chunks.append(_gather_max(table, index))
+                chunks.append(_gather_max(table, index, not self.export_mode))
             best = torch.cat(chunks, dim=1)
         # ELU (any non-decreasing activation) commutes with the max over neighbours.
         return self.message[1](center + best)
