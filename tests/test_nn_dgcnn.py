@@ -263,3 +263,82 @@ def test_gather_max_backward_matches_autograd_of_running_max():
     (grad_reference,) = torch.autograd.grad((_running_max(flat, slots) * weights).sum(), flat)
     torch.testing.assert_close(grad_custom, grad_reference, rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(lambda f: _GatherMaxFunction.apply(f, slots), (flat,))
+
+
+def _slot_reference(flat, slots):
+    from rs3l_coffea.nn.edge_conv import _slot_gather_max
+
+    return _slot_gather_max(flat, slots)
+
+
+def test_tagged_gather_max_equals_slot_tracking_in_float32():
+    # The float32 training path (row tag in the float64 mantissa) must return bit-identical
+    # maxima and the same winning rows as the plain comparison loop, including -inf sentinels,
+    # +inf, signed zeros, and several query chunks.
+    from rs3l_coffea.nn.edge_conv import _TAG_CHUNK_ROWS, _neighbour_slots, _tagged_gather_max
+
+    generator = torch.Generator().manual_seed(21)
+    n_rows = 2 * _TAG_CHUNK_ROWS + 37
+    table = torch.randn(2, n_rows + 1, 6, generator=generator) * 1e3
+    table[:, -1] = float("-inf")  # sentinel row, as in DenseDynamicEdgeConv
+    table[0, 3, 2] = float("inf")
+    table[1, 5, :] = torch.finfo(torch.float32).tiny / 4  # subnormals
+    table[1, 6, 1] = -torch.finfo(torch.float32).max
+    index = torch.randint(0, n_rows + 1, (2, n_rows, 7), generator=generator)
+    index[0, 0, :] = n_rows  # a row whose neighbours are all missing
+    slots = _neighbour_slots(table, index)
+    flat = table.reshape(-1, 6)
+    value, rows = _tagged_gather_max(flat, slots)
+    ref_value, ref_rows = _slot_reference(flat, slots)
+    assert value.dtype == torch.float32
+    assert torch.equal(value, ref_value)
+    assert torch.equal(rows, ref_rows)
+    # The winning row really holds the maximum (an independent check of the row decoding).
+    assert torch.equal(flat.gather(0, rows), value)
+
+
+def test_tagged_gather_max_ties_send_the_gradient_to_one_tied_row():
+    from rs3l_coffea.nn.edge_conv import _GatherMaxFunction
+
+    flat = torch.tensor([[1.0, -2.0], [1.0, -2.0], [0.5, -3.0]], requires_grad=True)
+    slots = torch.tensor([[0], [1], [2]])  # one output row, neighbours 0, 1, 2 (0 and 1 tie)
+    out = _GatherMaxFunction.apply(flat, slots)
+    torch.testing.assert_close(out.detach(), torch.tensor([[1.0, -2.0]]), rtol=0, atol=0)
+    out.sum().backward()
+    grad = flat.grad
+    # Each channel's unit gradient lands whole on exactly one of the two tied rows.
+    assert torch.equal(grad[:2].sum(0), torch.ones(2)) and torch.equal(grad[2], torch.zeros(2))
+    assert set(grad[:2].flatten().tolist()) == {0.0, 1.0}
+
+
+def test_float32_training_gradients_match_float64_reference_formulation():
+    # The float32 training path (tagged gather-max, ranking-key kNN) against the float64
+    # model, whose EdgeConv runs the comparison loop and exact-difference kNN: same loss
+    # gradients up to float32 rounding.
+    torch.manual_seed(23)
+    model32 = build_model(ModelConfig(backbone=DGCNNConfig(width=32, k=6, output_hidden=(16,), output_dim=4)))
+    model64 = build_model(ModelConfig(backbone=DGCNNConfig(width=32, k=6, output_hidden=(16,), output_dim=4)))
+    model64.load_state_dict(model32.state_dict())
+    model64.double()
+    x, mask = ragged_batch([2, 5, 9, 17, 30], torch.Generator().manual_seed(24), dtype=torch.float32)
+    weights = torch.randn(5, 4, generator=torch.Generator().manual_seed(25))
+    (model32(x, mask)[0] * weights).sum().backward()
+    (model64(x.double(), mask)[0] * weights.double()).sum().backward()
+    for (name, p32), p64 in zip(model32.named_parameters(), model64.parameters(), strict=True):
+        scale = p64.grad.abs().max()
+        assert (p32.grad.double() - p64.grad).abs().max() <= 1e-4 * scale, name
+
+
+def test_ranking_key_knn_equals_exact_difference_knn():
+    from rs3l_coffea.nn.edge_conv import dense_knn
+
+    generator = torch.Generator().manual_seed(26)
+    x = torch.randn(4, 40, 16, generator=generator)
+    mask = torch.rand(4, 40, generator=generator) < 0.8
+    mask[3] = False
+    mask[3, :5] = True  # fewer real points than k
+    fast = dense_knn(x, x, mask, 8)
+    exact = dense_knn(x.double(), x.double(), mask, 8)
+    assert torch.equal(fast.sort(dim=2).values, exact.sort(dim=2).values)
+    chunk = dense_knn(x[:, 10:20], x, mask, 8)
+    assert torch.equal(chunk.sort(dim=2).values, exact[:, 10:20].sort(dim=2).values)

@@ -135,3 +135,65 @@ def test_bad_inputs_fail_before_reading(tmp_path: Path) -> None:
     (tmp_path / "bad.root").write_bytes(b"garbage")
     with pytest.raises(InputFileError, match=r"bad\.root"):
         inspect_shards([tmp_path / "bad.root"])
+
+
+def _reference_shuffled_batches(stream: JetStream) -> list[dict[str, np.ndarray]]:
+    """The straightforward buffer (copied on every draw), with the stream's own random numbers."""
+    rng = np.random.default_rng([stream.seed, stream.epoch, stream.rank, 0, 0xB0FFE7])
+    buffer = None
+    out = []
+    for chunk in stream._rows(stream.units_for(stream.rank, stream.world_size)):
+        buffer = chunk if buffer is None else {k: np.concatenate([buffer[k], chunk[k]]) for k in buffer}
+        while len(buffer["label"]) >= stream.shuffle_buffer + stream.batch_size:
+            chosen = rng.choice(len(buffer["label"]), size=stream.batch_size, replace=False)
+            rest = np.ones(len(buffer["label"]), dtype=bool)
+            rest[chosen] = False
+            out.append({k: v[chosen] for k, v in buffer.items()})
+            buffer = {k: v[rest] for k, v in buffer.items()}
+    perm = rng.permutation(len(buffer["label"]))
+    last = len(perm) - stream.batch_size + 1 if stream.drop_last else len(perm)
+    out += [{k: v[perm[s : s + stream.batch_size]] for k, v in buffer.items()} for s in range(0, max(last, 0), stream.batch_size)]
+    return out
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_position_buffer_gives_the_batches_of_a_copied_buffer(shards: list, drop_last: bool) -> None:
+    # Draws only move buffer positions (no copy of the whole buffer per batch); the batches
+    # must be exactly those of the copying buffer: same rows, same order, same bytes.
+    stream = JetStream(
+        shards, mode="pairs", split=None, batch_size=16, shuffle_buffer=40, step_size=50,
+        drop_last=drop_last, seed=3,
+    )
+    stream.set_epoch(2)
+    ours = list(stream)
+    reference = _reference_shuffled_batches(stream)
+    assert len(ours) == len(reference) > 5
+    for batch, expected in zip(ours, reference, strict=True):
+        for key in ("x", "mask", "x_partner", "mask_partner", "hard_event_id", "variant"):
+            assert np.array_equal(batch[key].numpy(), expected[key]), key
+
+
+def test_prefetch_thread_gives_the_same_batches_and_stops_with_the_consumer(shards: list) -> None:
+    import threading
+
+    def stream(prefetch: int) -> JetStream:
+        return JetStream(shards, mode="pairs", split=None, batch_size=16, shuffle_buffer=40, seed=4, prefetch=prefetch)
+
+    direct = list(stream(0))
+    ahead = list(stream(3))
+    assert len(direct) == len(ahead) > 5
+    for a, b in zip(direct, ahead, strict=True):
+        assert torch.equal(a["x"], b["x"]) and torch.equal(a["hard_event_id"], b["hard_event_id"])
+    iterator = iter(stream(2))
+    next(iterator)
+    iterator.close()  # the consumer stops early: the producer thread must end, not leak
+    assert not any(t.name == "JetStream-prefetch" for t in threading.enumerate())
+
+
+def test_prefetch_thread_reraises_read_errors(tmp_path: Path) -> None:
+    out = tmp_path / "ntuple"
+    write_shards(toy_pair_rows(60, seed=6, variants=("seed",)), out, shard_size=60)
+    infos = inspect_shards(expand_files([str(out / "shard_*.root")]))
+    infos[0].path.write_bytes(b"not a ROOT file any more")
+    with pytest.raises(InputFileError, match=r"shard_00000\.root"):
+        list(JetStream(infos, mode="pairs", split=None, batch_size=8, prefetch=2))

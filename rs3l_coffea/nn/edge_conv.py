@@ -19,6 +19,8 @@ shapes must not depend on a Python loop over a symbolic size).
 
 from __future__ import annotations
 
+import struct
+
 import torch
 from torch import nn
 
@@ -47,6 +49,16 @@ def pairwise_sq_distances(query: torch.Tensor, points: torch.Tensor, broadcast: 
     return torch.baddbmm(q_sq + p_sq, q, p.transpose(1, 2), alpha=-2.0)
 
 
+def _neighbour_ranking_key(query: torch.Tensor, points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
+    """``|p|² − 2 q·p`` in float64, ``inf`` for padded points: orders each query row's points as
+    the squared distances of :func:`pairwise_sq_distances` do (``|q|²`` is constant along a row,
+    so dropping it changes no ranking), with one ``baddbmm`` and no masking pass over ``(B, R, P)``."""
+    p = points.detach().double()
+    q = p if query is points else query.detach().double()
+    p_sq = (p * p).sum(dim=-1).masked_fill(~point_mask, float("inf")).unsqueeze(1)
+    return torch.baddbmm(p_sq, q, p.transpose(1, 2), alpha=-2.0)
+
+
 def dense_knn(
     query: torch.Tensor, points: torch.Tensor, point_mask: torch.Tensor, k: int, export_mode: bool = False
 ) -> torch.Tensor:
@@ -58,8 +70,11 @@ def dense_knn(
     ``export_mode``: graph-export friendly (no cdist; always the same op sequence whatever P).
     """
     n_points = points.shape[1]
-    dist = pairwise_sq_distances(query.detach(), points.detach(), export_mode)
-    dist = dist.masked_fill(~point_mask.unsqueeze(1), float("inf"))
+    if export_mode or query.dtype == torch.float64:
+        dist = pairwise_sq_distances(query.detach(), points.detach(), export_mode)
+        dist = dist.masked_fill(~point_mask.unsqueeze(1), float("inf"))
+    else:
+        dist = _neighbour_ranking_key(query, points, point_mask)
     if export_mode or n_points < k:
         # Pad with k infinite columns so topk always has k candidates, also when P < k.
         filler = torch.full(
@@ -85,35 +100,87 @@ def _running_max(flat: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     return best
 
 
+# float32 values widened to float64 leave the low 29 mantissa bits zero: the tagged gather-max
+# stores the table row there, so one running maximum yields the value and the winning row.
+_ROW_BITS = 29
+_ROW_MASK = (1 << _ROW_BITS) - 1
+# The largest finite float64 magnitude whose low 29 bits are zero; beyond float32's range, so it
+# narrows back to ±inf (widened ±inf itself would turn into NaN once the row bits are set).
+_TAG_LIMIT = struct.unpack("<d", struct.pack("<q", 0x7FEFFFFFE0000000))[0]
+# Query rows per slab of the tagged running maximum: two float64 (rows, C) slabs stay in L2.
+_TAG_CHUNK_ROWS = 256
+
+
+def _tagged_gather_max(flat: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``max_t flat[slots[t]]`` (float32, exact) and the table row that holds each maximum.
+
+    Each float32 value is widened to float64 (exact) and the index of its table row is written
+    into the 29 mantissa bits that widening leaves zero. The tag changes a value by less than
+    one float32 ulp, so the float64 maximum picks the same value as the float32 maximum and
+    carries its row along; ties between equal values go to the larger row (positive values)
+    or the smaller row (negative values) instead of the first neighbour slot. One
+    ``index_select`` + ``maximum`` per neighbour slot; no comparison masks (whose kernels cost
+    several times a ``maximum`` on CPU).
+    """
+    tagged = flat.to(torch.float64).clamp_(-_TAG_LIMIT, _TAG_LIMIT)
+    rows = torch.arange(flat.shape[0], device=flat.device).unsqueeze(1)
+    tagged.view(torch.int64).bitwise_or_(rows)
+    n_out = slots.shape[1]
+    best = torch.empty((n_out, flat.shape[1]), dtype=torch.float64, device=flat.device)
+    for start in range(0, n_out, _TAG_CHUNK_ROWS):
+        # Contiguous per-slot index rows: index_select copies a strided index on every call.
+        neighbour_rows = slots[:, start : start + _TAG_CHUNK_ROWS].contiguous().unbind(0)
+        out = best[start : start + neighbour_rows[0].shape[0]]
+        torch.index_select(tagged, 0, neighbour_rows[0], out=out)
+        candidate = torch.empty_like(out)
+        for rows_t in neighbour_rows[1:]:
+            torch.index_select(tagged, 0, rows_t, out=candidate)
+            torch.maximum(out, candidate, out=out)
+    bits = best.view(torch.int64)
+    row_mask = torch.tensor(_ROW_MASK, dtype=torch.int64, device=flat.device)
+    winner_rows = torch.bitwise_and(bits, row_mask)
+    value = bits.bitwise_and_(torch.bitwise_not(row_mask)).view(torch.float64).to(torch.float32)
+    return value, winner_rows
+
+
+def _slot_gather_max(flat: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Any dtype: running maximum that tracks the winning slot (ties to the first slot)."""
+    best = flat.index_select(0, slots[0])
+    winner = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
+    for t in range(1, slots.shape[0]):
+        candidate = flat.index_select(0, slots[t])
+        better = candidate > best
+        best = torch.where(better, candidate, best)
+        winner.masked_fill_(better, t)
+    # Table row that won each output element: slots[winner[m, c], m].
+    return best, slots.t().gather(1, winner.long())
+
+
 class _GatherMaxFunction(torch.autograd.Function):
     """Running gather-max whose backward is one scatter into the winning rows.
 
     Autograd through :func:`_running_max` keeps k ``maximum`` nodes and k ``index_select``
     nodes, and their backward (tie masks, k scatters into full-size zero tables) cost ~5× the
-    forward on CPU. Here the forward remembers which neighbour slot won each output element
-    (uint8, ties go to the first slot like a scatter-max) and the backward scatters the
-    gradient once. The result equals :func:`_running_max`; only tie-breaking of the gradient
-    differs (all to one neighbour instead of split), as in PyG's scatter-max.
+    forward on CPU. Here the forward remembers which table row won each output element
+    (float32: :func:`_tagged_gather_max`; other dtypes: :func:`_slot_gather_max`) and the
+    backward scatters the gradient once. The result equals :func:`_running_max`; only
+    tie-breaking of the gradient differs (all to one neighbour instead of split), as in PyG's
+    scatter-max.
     """
 
     @staticmethod
     def forward(ctx, flat: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        best = flat.index_select(0, slots[0])
-        winner = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
-        for t in range(1, slots.shape[0]):
-            candidate = flat.index_select(0, slots[t])
-            better = candidate > best
-            best = torch.where(better, candidate, best)
-            winner.masked_fill_(better, t)
-        ctx.save_for_backward(slots, winner)
+        if flat.dtype == torch.float32 and flat.shape[0] <= _ROW_MASK:
+            best, rows = _tagged_gather_max(flat, slots)
+        else:
+            best, rows = _slot_gather_max(flat, slots)
+        ctx.save_for_backward(rows)
         ctx.n_table_rows = flat.shape[0]
         return best
 
     @staticmethod
     def backward(ctx, grad_best: torch.Tensor):  # type: ignore[override]
-        slots, winner = ctx.saved_tensors
-        # Table row that won each output element: slots[winner[m, c], m].
-        rows = slots.t().gather(1, winner.long())
+        (rows,) = ctx.saved_tensors
         grad_flat = grad_best.new_zeros((ctx.n_table_rows, grad_best.shape[1]))
         grad_flat.scatter_add_(0, rows, grad_best)
         return grad_flat, None
@@ -124,18 +191,25 @@ def _gather_max_autograd(flat: torch.Tensor, slots: torch.Tensor) -> torch.Tenso
     return _GatherMaxFunction.apply(flat, slots)
 
 
-def _gather_max(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _gather_max(table: torch.Tensor, index: torch.Tensor, custom_backward: bool = True) -> torch.Tensor:
     """``out[b, r] = max_t table[b, index[b, r, t]]`` for ``table (B, N, C)``, ``index (B, R, k)``.
 
     A running maximum over the k neighbour slots: each step gathers one ``(B, R, C)`` slab,
     so the ``(B, R, k, C)`` neighbour tensor is never built (several times faster on CPU,
     where that tensor does not fit in cache). When gradients are needed the same loop runs
-    inside :class:`_GatherMaxFunction`, whose backward is a single scatter.
+    inside :class:`_GatherMaxFunction`, whose backward is a single scatter; graph export passes
+    ``custom_backward=False`` (the tagged float64 bit operations have no ONNX form).
     """
     batch, n_rows, width = table.shape
     flat = table.reshape(batch * n_rows, width)
     slots = _neighbour_slots(table, index)
-    if not torch.jit.is_scripting() and torch.is_grad_enabled() and flat.requires_grad and slots.shape[0] < 256:
+    if (
+        custom_backward
+        and not torch.jit.is_scripting()
+        and torch.is_grad_enabled()
+        and flat.requires_grad
+        and slots.shape[0] < 256
+    ):
         best = _gather_max_autograd(flat, slots)
     else:
         best = _running_max(flat, slots)
@@ -224,12 +298,12 @@ class DenseDynamicEdgeConv(nn.Module):
         table = torch.cat([neighbour, sentinel], dim=1)
         n_particles = x.shape[1]
         if rows >= n_particles:
-            best = _gather_max(table, dense_knn(x, x, mask, self.k, self.export_mode))
+            best = _gather_max(table, dense_knn(x, x, mask, self.k, self.export_mode), not self.export_mode)
         else:
             chunks: list[torch.Tensor] = []
             for start in range(0, n_particles, rows):
                 index = dense_knn(x[:, start : start + rows], x, mask, self.k, self.export_mode)
-                chunks.append(_gather_max(table, index))
+                chunks.append(_gather_max(table, index, not self.export_mode))
             best = torch.cat(chunks, dim=1)
         # ELU (any non-decreasing activation) commutes with the max over neighbours.
         return self.message[1](center + best)

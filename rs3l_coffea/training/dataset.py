@@ -19,10 +19,12 @@ event can never end up on both sides.
 from __future__ import annotations
 
 import glob
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +38,7 @@ Split = Literal["train", "val", "test"]
 Pool = Literal["pretrain", "finetune", "all"]
 Mode = Literal["pairs", "jets"]
 
+T = TypeVar("T")
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -154,6 +157,10 @@ class JetStream(IterableDataset):
     ``balance_classes`` makes every batch hold the same number of jets of each class (the
     majority classes are under-sampled through a capped, randomly-replaced buffer).
 
+    ``prefetch``: batches prepared ahead in a background thread (reading, decompression,
+    selection and shuffling overlap the training step; 0: none). The sequence of batches is the
+    same either way; an error while reading reaches the consumer with its original type.
+
     Every batch is a dict of tensors; with ``drop_last`` (training) the last, incomplete batch of
     an epoch is dropped so that all steps see ``batch_size`` pairs/jets; validation keeps it.
     """
@@ -181,6 +188,7 @@ class JetStream(IterableDataset):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        prefetch: int = 2,
     ) -> None:
         super().__init__()
         if not shards:
@@ -205,6 +213,7 @@ class JetStream(IterableDataset):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.prefetch = prefetch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -236,9 +245,10 @@ class JetStream(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, 0xB0FFE7])
         rows = self._rows(self.units_for(stream_index, n_streams))
         if self.balance_classes and self.mode == "jets":
-            yield from self._balanced_batches(rows, rng)
+            batches = self._balanced_batches(rows, rng)
         else:
-            yield from self._shuffled_batches(rows, rng)
+            batches = self._shuffled_batches(rows, rng)
+        yield from (_prefetched(batches, self.prefetch) if self.prefetch > 0 else batches)
 
     def _read(self, unit: tuple[int, int, int]) -> dict[str, np.ndarray]:
         import uproot
@@ -313,19 +323,28 @@ class JetStream(IterableDataset):
     def _shuffled_batches(
         self, chunks: Iterator[dict[str, np.ndarray]], rng: np.random.Generator
     ) -> Iterator[dict[str, torch.Tensor]]:
-        buffer: dict[str, np.ndarray] | None = None
+        # The buffer is ``storage`` rows at positions ``live`` (in buffer order). A draw takes
+        # rows out of ``live`` only; ``storage`` is compacted when the next chunk arrives, so a
+        # batch costs O(batch) instead of a copy of the whole buffer. The batches equal those of
+        # drawing from a compacted buffer each time (same random numbers, same row order).
+        storage: dict[str, np.ndarray] | None = None
+        live = np.zeros(0, dtype=np.int64)
         for chunk in chunks:
-            buffer = chunk if buffer is None else {k: np.concatenate([buffer[k], chunk[k]]) for k in buffer}
+            if storage is None:
+                storage = chunk
+            else:
+                storage = {k: np.concatenate([storage[k][live], chunk[k]]) for k in storage}
+            live = np.arange(len(storage["label"]))
             # Emit batches while the buffer is over-full; random draws without replacement.
-            while len(buffer["label"]) >= self.shuffle_buffer + self.batch_size:
-                buffer, batch = _draw(buffer, self.batch_size, rng)
-                yield _to_tensors(batch)
-        if buffer is None:
+            while len(live) >= self.shuffle_buffer + self.batch_size:
+                live, chosen = _draw_positions(live, self.batch_size, rng)
+                yield _to_tensors({k: v[chosen] for k, v in storage.items()})
+        if storage is None:
             return
-        perm = rng.permutation(len(buffer["label"]))
+        perm = live[rng.permutation(len(live))]
         last_start = len(perm) if not self.drop_last else len(perm) - self.batch_size + 1
         for start in range(0, max(last_start, 0), self.batch_size):
-            yield _to_tensors({k: v[perm[start : start + self.batch_size]] for k, v in buffer.items()})
+            yield _to_tensors({k: v[perm[start : start + self.batch_size]] for k, v in storage.items()})
 
     def _balanced_batches(
         self, chunks: Iterator[dict[str, np.ndarray]], rng: np.random.Generator
@@ -367,6 +386,60 @@ def _draw(
     rest = np.ones(size, dtype=bool)
     rest[chosen] = False
     return {k: v[rest] for k, v in buffer.items()}, {k: v[chosen] for k, v in buffer.items()}
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+def _prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items`` produced by a daemon thread up to ``depth`` ahead; stops when the consumer does."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as error:  # handed to the consumer, re-raised there
+            put(_Failure(error))
+
+    worker = threading.Thread(target=produce, name="JetStream-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _draw_positions(live: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_draw` on an array of buffer positions: (remaining positions, drawn positions)."""
+    chosen = rng.choice(len(live), size=n, replace=False)
+    rest = np.ones(len(live), dtype=bool)
+    rest[chosen] = False
+    return live[rest], live[chosen]
 
 
 def _to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
