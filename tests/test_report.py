@@ -113,6 +113,28 @@ def test_tiny_study_records_what_reproduces_it(tiny_study) -> None:
     for name in ("test-hbb", "test-wqq", f"hbb-{max(config.split.labelled_sizes)}"):
         ids = set(read_ntuple(out / "data" / name, ["hard_event_id"])["hard_event_id"].tolist())
         assert ids and not ids & pretrain_ids
+    # Data sizes as numbers, counted independently from the written ntuples.
+    pretrain = read_ntuple(out / "data" / "pretrain", ["pair_rank"])
+    assert results["data"]["pretraining"]["jets"] == int((pretrain["pair_rank"] == 0).sum()) > 0
+    for task in config.classifier.tasks:
+        rows = read_ntuple(out / "data" / f"test-{task}", ["label", "pair_rank"])
+        label = rows["label"][rows["pair_rank"] == 0]
+        assert results["data"]["test"][task] == {"signal_jets": int((label == 1).sum()),
+                                                 "background_jets": int((label == 0).sum()),
+                                                 "pairs": len(rows["label"])}
+    # Every rejection carries its Clopper-Pearson interval, every W1 its uncertainty and floor,
+    # every expectation a verdict from those uncertainties.
+    for entry in results["rejection"]["hbb"]:
+        for eff, (low, high) in entry["rejection_clopper_pearson_68"].items():
+            assert low <= entry["rejection"][eff]["mean"] or entry["rejection"][eff]["n_infinite"]
+            assert low < high
+    w1 = results["wasserstein_relative"]
+    some = next(iter(next(iter(w1.values())).values()))["z0"]
+    assert set(some) == {"w1", "uncertainty", "floor", "floor_spread", "excess_significance"}
+    assert some["uncertainty"] > 0 and some["floor"] > 0
+    assert results["expectations"] and {c["verdict"] for c in results["expectations"]} <= {
+        "holds", "does not hold", "inconclusive"}
+    assert "step rule" in report and "Clopper-Pearson" in report
     # Labelled sets hold exactly the configured number of labelled training jets, half per class.
     assert results["data_sizes"]  # and the split summary counted them:
     split = json.loads((out / "stages" / "split.json").read_text())["result"]

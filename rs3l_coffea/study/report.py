@@ -22,6 +22,7 @@ from rs3l_coffea.study.figures import embedding_figures, roc_figures
 from rs3l_coffea.study.layout import RunKey
 from rs3l_coffea.study.stages import load_npz
 from rs3l_coffea.study.tables import (
+    data_numbers,
     data_sizes,
     expectation_checks,
     probe_tables,
@@ -119,10 +120,14 @@ def build_report(state: StudyState, *, config_path: Path | None, command: str) -
     variant_names = {c: VARIANT_NAMES[c] for c in sorted({int(v) for v in np.unique(t["variant"]) if v >= 0})}
     n2 = load_npz(layout.n2_file(state.embed_task))
     embeds = {source: load_npz(layout.embed_file(source)) for source in state.embeddings}
-    wasserstein_rows, mean_rows, w_results = wasserstein_tables(t, n2, embeds, variant_names)
-    results["wasserstein_relative"] = {source.name: w_results[source.run] for source in embeds if source.run in w_results}
+    wasserstein_rows, mean_rows, w_results = wasserstein_tables(config, t, n2, embeds, variant_names)
+    results["wasserstein_relative"] = {
+        source.name: {v: {q: e.as_dict() for q, e in row.items()} for v, row in w_results[source.run].items()}
+        for source in embeds if source.run in w_results
+    }
     if mean_rows:
-        extra_tables["Wasserstein-1 summary (relative to the nominal std; mean over embedding dimensions)"] = mean_rows
+        extra_tables["Wasserstein-1 summary (relative to the nominal std; mean over embedding dimensions; "
+                     "± bootstrap uncertainty, floor = W1 of two samples of one distribution)"] = mean_rows
 
     history = Path(state.pretrained["resim"]["model"]).parent / "metrics.csv"
     plots.update(embedding_figures(config, layout.plots, t, n2, embeds, variant_names,
@@ -139,6 +144,8 @@ def build_report(state: StudyState, *, config_path: Path | None, command: str) -
     extra_tables["Physics expectations (as in the paper) checked against this run"] = checks
     results["expectations"] = checks
     results["data_sizes"] = data_sizes(state.gen_summary, state.split_summary)
+    results["data"] = data_numbers(state.gen_summary, state.split_summary, config.classifier.tasks,
+                                   config.split.labelled_sizes)
 
     report_wall = time.perf_counter() - report_start
     results["stage_wall_s"] = {**{name: round(wall, 2) for name, wall in state.stages.wall.items()},

@@ -14,15 +14,19 @@ import numpy as np
 
 from rs3l_coffea.evaluation import (
     RocCurve,
+    W1Estimate,
     anomaly_detection,
+    background_efficiency_at,
     background_rejection,
+    clopper_pearson,
     knn_probe,
     linear_probe,
     rejection_row,
     roc_curve,
+    wasserstein_estimate_table,
     wasserstein_rows,
-    wasserstein_unbinned_table,
 )
+from rs3l_coffea.evaluation.verdict import combine, quadrature, verdict
 from rs3l_coffea.study.config import SIGNAL_EFFICIENCIES, TASK_TITLES, StudyConfig
 from rs3l_coffea.study.layout import EmbeddingSource, RowKey, RunKey, StudyLayout
 from rs3l_coffea.study.stages import Stages, load_npz
@@ -77,13 +81,33 @@ def rejection_tables(
     return rows_out, results, rocs
 
 
+def background_efficiency_stats(rocs: Sequence[RocCurve], efficiency: float) -> dict[str, float]:
+    """Run-averaged ε_B (step rule) at ``efficiency`` with its standard uncertainty.
+
+    ``uncertainty`` adds in quadrature half the 68% Clopper-Pearson width (test-set statistics;
+    finite also when no background passes) and the standard error of the mean over runs.
+    """
+    values = np.array([background_efficiency_at(roc, efficiency) for roc in rocs])
+    n_background = min(roc.n_background_effective for roc in rocs)
+    mean = float(values.mean())
+    low, high = clopper_pearson(mean * n_background, n_background)
+    seed_error = float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
+    return {"mean": mean, "clopper_pearson_68": [low, high], "seed_standard_error": seed_error,
+            "uncertainty": quadrature(0.5 * (high - low), seed_error)}
+
+
 def _rejection_record(key: RowKey, seeds: Sequence[int | None], row: Any, rocs: Sequence[RocCurve]) -> dict[str, Any]:
     return {
         "model": row.model,
         "key": {"task": key.task, "model": key.model, "labelled_size": key.labelled_size},
         "labelled_size": row.labelled_size,
         "auc": _mean_std_json(row.auc),
+        "auc_uncertainty": row.auc_uncertainty(),
+        "auc_statistical": row.auc_statistical,
         "rejection": {f"{eff:g}": _mean_std_json(v) for eff, v in row.rejection.items()},
+        "rejection_clopper_pearson_68": {f"{eff:g}": list(v) for eff, v in row.rejection_interval.items()},
+        "background_efficiency": {f"{eff:g}": background_efficiency_stats(rocs, eff) for eff in row.rejection},
+        "n_signal": min(roc.n_signal for roc in rocs),
         "n_background": row.n_background,
         "low_statistics": sorted(row.low_statistics),
         "per_seed": [
@@ -100,15 +124,25 @@ def find_row(entries: Sequence[Mapping[str, Any]], key: RowKey) -> Mapping[str, 
     return next(e for e in entries if e["key"] == wanted)
 
 
+def mean_estimate(estimates: Sequence[W1Estimate]) -> W1Estimate:
+    """The mean of several W1s (the embedding dimensions); uncertainties averaged, not added in
+    quadrature, because the dimensions of one embedding are correlated (the conservative choice)."""
+    def mean(name: str) -> float:
+        return float(np.mean([getattr(e, name) for e in estimates]))
+
+    return W1Estimate(mean("value"), mean("uncertainty"), mean("floor"), mean("floor_spread"))
+
+
 def wasserstein_tables(
-    t: Mapping[str, np.ndarray], n2: Mapping[str, np.ndarray], embeds: Mapping[EmbeddingSource, Mapping[str, np.ndarray]],
-    variant_names: Mapping[int, str],
-) -> tuple[list[Any], list[dict[str, Any]], dict[RunKey, dict[str, dict[str, float]]]]:
-    """Relative W1 nominal vs each variant per embedding dimension, score and N2 (classifiers)."""
+    config: StudyConfig, t: Mapping[str, np.ndarray], n2: Mapping[str, np.ndarray],
+    embeds: Mapping[EmbeddingSource, Mapping[str, np.ndarray]], variant_names: Mapping[int, str],
+) -> tuple[list[Any], list[dict[str, Any]], dict[RunKey, dict[str, dict[str, W1Estimate]]]]:
+    """Relative W1 nominal vs each variant per embedding dimension, score and N2 (classifiers),
+    each with its bootstrap uncertainty and statistical floor (``rs3l_coffea.evaluation.wasserstein``)."""
     nominal = t["pair_rank"] == 0
     table_rows: list[Any] = []
     mean_rows: list[dict[str, Any]] = []
-    w_results: dict[RunKey, dict[str, dict[str, float]]] = {}
+    w_results: dict[RunKey, dict[str, dict[str, W1Estimate]]] = {}
     for source, e in embeds.items():
         if source.run is None:
             continue
@@ -121,13 +155,15 @@ def wasserstein_tables(
                 quantities["score"] = e[f"score_{which}"][rows_mask]
             quantities["N2"] = n2[which][rows_mask]
             samples[variant] = quantities
-        table = wasserstein_unbinned_table(samples, relative=True)
+        table = wasserstein_estimate_table(samples, relative=True, n_resamples=config.evaluation.bootstrap, seed=0)
         for variant, row in table.items():
-            dims = [v for q, v in row.items() if q.startswith("z")]
-            mean_rows.append({"model": source.name, "variant": variant, "mean relative W1 over z": float(np.mean(dims)),
-                              "score": row.get("score", float("nan")), "N2": row["N2"]})
-            table[variant] = {**row, "mean z": float(np.mean(dims))}
-        w_results[source.run] = {v: dict(r) for v, r in table.items()}
+            dims = mean_estimate([v for q, v in row.items() if q.startswith("z")])
+            mean_rows.append({"model": source.name, "variant": variant, "mean relative W1 over z": dims.format(),
+                              "excess over floor [σ]": dims.excess_significance,
+                              "score": row["score"].format() if "score" in row else "-",
+                              "N2": row["N2"].format()})
+            table[variant] = {**row, "mean z": dims}
+        w_results[source.run] = table
         table_rows += wasserstein_rows(source.name, table)
     return table_rows, mean_rows, w_results
 
@@ -153,40 +189,81 @@ def probe_tables(
     return probe_rows, anomaly_rows
 
 
+def _check(expectation: str, case: str, measured: str, difference: float, uncertainty: float) -> dict[str, Any]:
+    return {"expectation": expectation, "case": case, "measured": measured,
+            "difference / σ": difference / uncertainty if uncertainty > 0 else float("nan"),
+            "verdict": verdict(difference, uncertainty)}
+
+
 def expectation_checks(
     config: StudyConfig, rejection: Mapping[str, Sequence[Mapping[str, Any]]],
-    w_results: Mapping[RunKey, Mapping[str, Mapping[str, float]]],
+    w_results: Mapping[RunKey, Mapping[str, Mapping[str, W1Estimate]]],
 ) -> list[dict[str, Any]]:
-    """The paper's directions checked against this run."""
+    """The paper's directions checked against this run: holds / does not hold / inconclusive
+    (``rs3l_coffea.evaluation.verdict``, |difference| against 2 combined standard uncertainties)."""
     cls, sizes = config.classifier, config.split.labelled_sizes
     rows: list[dict[str, Any]] = []
     for task, entries in rejection.items():
-        n2_r = find_row(entries, RowKey(task, "n2", 0))["rejection"]["0.5"]["mean"]
+        n2_eps = find_row(entries, RowKey(task, "n2", 0))["background_efficiency"]["0.5"]
         for model in cls.models:
             entry = find_row(entries, RowKey(task, model, max(sizes)))
-            r = entry["rejection"]["0.5"]["mean"]
-            rows.append({"expectation": "network rejects QCD better than N2 (1/ε_B at ε_S=0.5, largest labelled size)",
-                         "case": entry["model"], "measured": f"{r:.3g} vs N2 {n2_r:.3g}", "holds": bool(r > n2_r)})
+            eps = entry["background_efficiency"]["0.5"]
+            rows.append(_check(
+                "network rejects QCD better than N2 (ε_B at ε_S=0.5, largest labelled size)", entry["model"],
+                f"ε_B {eps['mean']:.3g} ± {eps['uncertainty']:.2g} vs N2 {n2_eps['mean']:.3g} ± {n2_eps['uncertainty']:.2g}",
+                n2_eps["mean"] - eps["mean"], quadrature(n2_eps["uncertainty"], eps["uncertainty"])))
         if "floating" in cls.models and "supervised" in cls.models:
             for size in sizes:
-                fa = find_row(entries, RowKey(task, "floating", size))["auc"]
-                sa = find_row(entries, RowKey(task, "supervised", size))["auc"]
-                rows.append({"expectation": "RS3L floating ≥ supervised at the same labelled size (AUC)",
-                             "case": f"{TASK_TITLES[task]}, {size} labelled jets",
-                             "measured": f"{fa['mean']:.4f} ± {fa['std']:.4f} vs {sa['mean']:.4f} ± {sa['std']:.4f}",
-                             "holds": bool(fa["mean"] >= sa["mean"])})
-    alternative = "vincia"
-    means = {key: float(np.mean([v for q, v in table[alternative].items() if q.startswith("z") and q != "z"]))
-             for key, table in w_results.items() if alternative in table}
-    if means:
-        from rs3l_coffea.study.layout import classifier_title
-
-        best = min(means, key=means.__getitem__)
-        rows.append({"expectation": "fixed RS3L backbone has the smallest nominal-vs-alternative-shower (vincia) W1",
-                     "case": "mean relative W1 over embedding dims: "
-                             + "; ".join(f"{classifier_title(k)}: {v:.4f}" for k, v in means.items()),
-                     "measured": f"smallest: {classifier_title(best)}", "holds": best.model == "fixed"})
+                floating = find_row(entries, RowKey(task, "floating", size))
+                supervised = find_row(entries, RowKey(task, "supervised", size))
+                fa, sa = floating["auc"]["mean"], supervised["auc"]["mean"]
+                fu, su = floating["auc_uncertainty"], supervised["auc_uncertainty"]
+                rows.append(_check("RS3L floating better than supervised at the same labelled size (AUC)",
+                                   f"{TASK_TITLES[task]}, {size} labelled jets",
+                                   f"{fa:.4f} ± {fu:.4f} vs {sa:.4f} ± {su:.4f}", fa - sa, quadrature(fu, su)))
+    rows += _stability_checks(w_results)
     return rows
+
+
+def _stability_checks(w_results: Mapping[RunKey, Mapping[str, Mapping[str, W1Estimate]]]) -> list[dict[str, Any]]:
+    """The fixed RS3L backbone moves less between nominal and vincia than every other classifier."""
+    from rs3l_coffea.study.layout import classifier_title
+
+    alternative = "vincia"
+    means = {key: table[alternative]["mean z"] for key, table in w_results.items() if alternative in table}
+    fixed = next((key for key in means if key.model == "fixed"), None)
+    if fixed is None or len(means) < 2:
+        return []
+    others = [key for key in means if key != fixed]
+    verdicts = [verdict(means[k].value - means[fixed].value, quadrature(means[k].uncertainty, means[fixed].uncertainty))
+                for k in others]
+    return [{"expectation": "fixed RS3L backbone moves less (mean relative W1 over embedding dims, nominal vs vincia) "
+                            "than every other classifier",
+             "case": "; ".join(f"{classifier_title(k)}: {v.format()}" for k, v in means.items()),
+             "measured": "; ".join(f"{classifier_title(k)} minus fixed: {means[k].value - means[fixed].value:.3g}"
+                                   for k in others),
+             "difference / σ": min((means[k].value - means[fixed].value)
+                                   / max(quadrature(means[k].uncertainty, means[fixed].uncertainty), 1e-300)
+                                   for k in others),
+             "verdict": combine(verdicts)}]
+
+
+def data_numbers(gen_summary: Mapping[str, Any], split_summary: Mapping[str, Any], tasks: Sequence[str],
+                 sizes: Sequence[int]) -> dict[str, Any]:
+    """The data sizes of the study as numbers (``results.json["data"]``)."""
+    pretrain = split_summary["pretrain"]
+    return {
+        "generated_hard_events": {p: int(s["events"]) for p, s in gen_summary.items()},
+        "ntuple_rows": int(split_summary["rows_total"]),
+        "pretraining": {"jets": pretrain["nominal_jets"], "pairs": pretrain["rows"],
+                        "signal_jets": pretrain["signal_jets"], "background_jets": pretrain["background_jets"]},
+        "test": {task: {"signal_jets": split_summary[f"test-{task}"]["signal_jets"],
+                        "background_jets": split_summary[f"test-{task}"]["background_jets"],
+                        "pairs": split_summary[f"test-{task}"]["rows"]} for task in tasks},
+        "labelled": {task: {str(size): {"train_jets": split_summary[f"{task}-{size}"]["train_nominal_jets"],
+                                        "val_jets": split_summary[f"{task}-{size}"]["val_nominal_jets"]}
+                            for size in sizes} for task in tasks},
+    }
 
 
 def data_sizes(gen_summary: Mapping[str, Any], split_summary: Mapping[str, Any]) -> dict[str, int]:
