@@ -148,7 +148,10 @@ def test_rerun_skips_completed_stages_and_redoes_a_lost_one(tiny_study) -> None:
 
     out, _config, first, messages = tiny_study
     assert first.stages_run and not first.stages_skipped
-    generated = {p: p.stat().st_mtime_ns for p in (out / "gen").rglob("*.root")}
+    # Each generated chunk was ntupled at once and its ROOT files dropped (keep_root: false).
+    assert not list((out / "gen").rglob("*.root"))
+    generated = {p: p.stat().st_mtime_ns for p in (out / "ntuple").rglob("shard_*.root")}
+    assert {p.parent.parent.name for p in generated} == set(_config.generation.events)
     # Simulate a job killed during one training: its marker and outputs are gone.
     lost = "train:hbb:supervised:10:s1"
     marker = out / "stages" / "train__hbb__supervised__10__s1.json"
@@ -159,7 +162,7 @@ def test_rerun_skips_completed_stages_and_redoes_a_lost_one(tiny_study) -> None:
     again = run_study(TINY, out, log=messages.append, command="rs3l report --config studies/tiny.yaml --out X")
     assert again.stages_run == [lost]  # the retrained model is bit-identical, so its scores stay valid
     assert set(again.stages_skipped) == set(first.stages_run) - {lost}
-    assert {p: p.stat().st_mtime_ns for p in (out / "gen").rglob("*.root")} == generated
+    assert {p: p.stat().st_mtime_ns for p in (out / "ntuple").rglob("shard_*.root")} == generated
     assert marker.is_file() and again.report.is_file()
 
 
@@ -242,6 +245,17 @@ def test_study_config_errors_name_the_key(tmp_path: Path) -> None:
         study_config_from_dict({"classifier": {"epochs": "ten"}})
     with pytest.raises(ConfigError, match=r"classifier\.tasks"):
         study_config_from_dict({"classifier": {"tasks": ["top"]}})
+    with pytest.raises(ConfigError, match=r"classifier\.epochs"):
+        study_config_from_dict({"classifier": {"epochs": True}})  # a YAML boolean is not a count
+    with pytest.raises(ConfigError, match=r"pretrain\.lr"):
+        study_config_from_dict({"pretrain": {"lr": True}})
+    assert study_config_from_dict({"pretrain": {"lr": "1e-3"}}).pretrain.lr == pytest.approx(1e-3)  # PyYAML's string
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generation:\n  keep_roots: true\n")
+    with pytest.raises(ConfigError, match=r"unknown study config key generation\.keep_roots in .*bad\.yaml"):
+        load_study_config(bad)
     assert load_study_config(REPO / "studies" / "default.yaml").name == "default"
+    at_scale = load_study_config(REPO / "studies" / "at_scale.yaml")
+    assert at_scale.split.labelled_sizes == [1000, 10000, 100000] and not at_scale.generation.keep_root
     result = CliRunner().invoke(app, ["report", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and "nope.yaml" in result.output and "Traceback" not in result.output

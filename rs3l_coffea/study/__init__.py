@@ -3,11 +3,13 @@
 Stages (each cached in ``DIR``, see :mod:`~rs3l_coffea.study.stages`; trainings also resume
 from their own checkpoints):
 
-1. ``generate:<process>`` - ``rs3l_coffea.generation``: ZH(H→bb) signal, Z+jet (QCD-like
-   q/c/b/g jets) background, each showered in every configured variant from one hard process;
-   W→qq (``wz_qq``) as the out-of-domain signal.
-2. ``ntuple`` - ``rs3l_coffea.training.build_ntuples``: nominal jets paired with their
-   re-simulated counterparts.
+1. ``generate:<process>`` - :mod:`~rs3l_coffea.study.samples`: ZH(H→bb) signal, Z+jet
+   (QCD-like q/c/b/g jets) background, each showered in every configured variant from one hard
+   process; W→qq (``wz_qq``) as the out-of-domain signal. Each chunk is turned into paired
+   ntuples (nominal jets with their re-simulated counterparts,
+   ``rs3l_coffea.training.build_ntuples``) as soon as it exists, and its ROOT files are dropped
+   unless ``generation.keep_root``; resumable chunk by chunk.
+2. ``ntuple`` - the index of those chunk ntuples.
 3. ``split`` - :mod:`~rs3l_coffea.study.splits`: pools disjoint by hard-event id, labelled
    sets of each size, validation and held-out test sets.
 4. ``pretrain:<kind>`` and 5. ``train:<task>:<model>:<size>:s<seed>`` -
@@ -18,7 +20,7 @@ from their own checkpoints):
    the study code changed.
 
 Modules: ``config`` (pydantic schema of the YAML), ``layout`` (every path, the typed
-:class:`RunKey`), ``stages``, ``splits``, ``trainings``, ``scoring``, ``tables``, ``figures``,
+:class:`RunKey`), ``stages``, ``samples``, ``splits``, ``trainings``, ``scoring``, ``tables``, ``figures``,
 ``report``, ``run`` (the driver), ``default_model`` (re-evaluation and export of the shipped
 model). The study orchestrates generation, training and inference; the array-level metrics it
 reports live in :mod:`rs3l_coffea.evaluation`, which imports none of those.

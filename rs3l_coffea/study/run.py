@@ -19,8 +19,9 @@ from rs3l_coffea.study.layout import (
     classifier_title,
     pretrain_title,
 )
+from rs3l_coffea.study.samples import generate_to_ntuples
 from rs3l_coffea.study.scoring import compute_n2, embed_test_set, score_test_set
-from rs3l_coffea.study.splits import read_ntuple, split_ntuples
+from rs3l_coffea.study.splits import ntuple_shards, read_ntuple, split_ntuples
 from rs3l_coffea.study.stages import Log, Stages, file_digest
 from rs3l_coffea.study.trainings import (
     classifier_config,
@@ -63,10 +64,11 @@ def _generation_depends(config: StudyConfig) -> dict[str, Any]:
 
 
 def generate_stage(state: StudyState) -> None:
-    """Generate every process (all variants of a hard event from one hard process)."""
-    from rs3l_coffea.generation import GenerationConfig, generate
+    """Generate every process chunk by chunk, each chunk ntupled at once (``study.samples``)."""
+    from rs3l_coffea.generation import GenerationConfig
 
-    gen, layout = state.config.generation, state.layout
+    config, layout = state.config, state.layout
+    gen = config.generation
     for process, n_events in gen.events.items():
         variants = tuple(gen.variants if process in ("zh_bb", "zj") else gen.ood_variants)
         gen_config = GenerationConfig(
@@ -75,22 +77,21 @@ def generate_stage(state: StudyState) -> None:
         )
 
         def _generate(gen_config: GenerationConfig = gen_config) -> dict[str, Any]:
-            paths = generate(gen_config, workers=gen.workers)
-            return {"files": len(paths), "events": gen_config.n_events, "variants": list(gen_config.variants)}
+            return generate_to_ntuples(gen_config, layout, selection=config.split.selection,
+                                       shard_size=config.split.shard_size, workers=gen.workers,
+                                       keep_root=gen.keep_root, log=state.log)
 
-        depends = {"gen": _generation_depends(state.config), "p": process}
+        # The stage writes ntuple/<process>/chunk_<i>/ (layout "chunk-ntuples"); an output
+        # directory of the former layout (all ROOT first, one ntuple stage) is refused by name.
+        depends = {"gen": _generation_depends(config), "p": process, "layout": "chunk-ntuples",
+                   "sel": config.split.selection, "shard_size": config.split.shard_size}
         state.gen_summary[process] = state.stages.run(f"generate:{process}", depends, _generate)
 
     def _ntuple() -> dict[str, Any]:
-        from rs3l_coffea.training.build import build_ntuples
+        return {"shards": len(ntuple_shards(layout.ntuple))}
 
-        shards = build_ntuples(
-            [str(layout.gen / p / "*.root") for p in gen.events], layout.ntuple,
-            selection=state.config.split.selection, shard_size=state.config.split.shard_size,
-        )
-        return {"shards": len(shards)}
-
-    state.stages.run("ntuple", {"gen": _generation_depends(state.config), "sel": state.config.split.selection}, _ntuple)
+    state.stages.run("ntuple", {"gen": _generation_depends(config), "sel": config.split.selection,
+                                "layout": "chunk-ntuples"}, _ntuple)
 
 
 def split_stage(state: StudyState) -> None:
