@@ -46,3 +46,17 @@ def test_chunks_are_ntupled_at_once_resumable_and_equal_to_one_build(tmp_path: P
     again = read_ntuple(layout.ntuple)
     for branch in whole:
         np.testing.assert_array_equal(again[branch], whole[branch], err_msg=branch)
+
+
+def test_ntuple_shards_skip_chunks_still_being_written(tmp_path: Path) -> None:
+    from rs3l_coffea.errors import InputFileError
+    from rs3l_coffea.study.splits import ntuple_shards
+
+    for rel in ("zj/chunk_00001/shard_00000.root", "zj/chunk_00002.partial/shard_00000.root",
+                "wz_qq/chunk_00000/shard_00001.root", "wz_qq/chunk_00000/shard_00000.root"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).touch()
+    assert [p.relative_to(tmp_path).as_posix() for p in ntuple_shards(tmp_path)] == [
+        "wz_qq/chunk_00000/shard_00000.root", "wz_qq/chunk_00000/shard_00001.root", "zj/chunk_00001/shard_00000.root"]
+    with pytest.raises(InputFileError, match="no ntuple shards in"):
+        ntuple_shards(tmp_path / "zj" / "chunk_00002.partial" / "nothing")

@@ -26,8 +26,12 @@ def label_codes(names: Sequence[str]) -> list[int]:
 
 
 def ntuple_shards(directory: Path) -> list[Path]:
-    """The shards of an ntuple directory, or of every chunk below it, in (process, chunk) order."""
-    shards = sorted(directory.glob("shard_*.root")) or sorted(directory.glob("*/chunk_*/shard_*.root"))
+    """The shards of an ntuple directory and of every chunk below it, in (process, chunk) order.
+
+    Staging directories of chunks still being written (``*.partial``) are not part of it.
+    """
+    shards = sorted(p for p in directory.rglob("shard_*.root")
+                    if not any(part.endswith(".partial") for part in p.relative_to(directory).parts))
     if not shards:
         raise InputFileError(f"no ntuple shards in {directory}")
     return shards
