@@ -60,3 +60,27 @@ def test_ntuple_shards_skip_chunks_still_being_written(tmp_path: Path) -> None:
         "wz_qq/chunk_00000/shard_00000.root", "wz_qq/chunk_00000/shard_00001.root", "zj/chunk_00001/shard_00000.root"]
     with pytest.raises(InputFileError, match="no ntuple shards in"):
         ntuple_shards(tmp_path / "zj" / "chunk_00002.partial" / "nothing")
+
+
+def test_an_output_directory_of_the_former_layout_keeps_its_generation(tmp_path: Path) -> None:
+    from rs3l_coffea.errors import ConfigError
+    from rs3l_coffea.study import load_study_config
+    from rs3l_coffea.study.layout import StudyLayout
+    from rs3l_coffea.study.run import StudyState, _generation_depends, generate_stage
+    from rs3l_coffea.study.stages import Stages
+
+    config = load_study_config(Path(__file__).resolve().parents[1] / "studies" / "tiny.yaml")
+    layout = StudyLayout(tmp_path)
+    former = Stages(layout.stages, lambda _m: None)
+    summaries = {p: {"files": 1, "events": n, "variants": ["nominal"]} for p, n in config.generation.events.items()}
+    for process, summary in summaries.items():
+        former.run(f"generate:{process}", {"gen": _generation_depends(config), "p": process}, lambda s=summary: s)
+    former.run("ntuple", {"gen": _generation_depends(config), "sel": config.split.selection}, lambda: {"shards": 1})
+    state = StudyState(config, layout, Stages(layout.stages, lambda _m: None), lambda _m: None)
+    generate_stage(state)  # would run Pythia if it did not recognise the finished former layout
+    assert state.gen_summary == summaries and not state.stages.ran
+    assert set(state.stages.skipped) == {f"generate:{p}" for p in summaries} | {"ntuple"}
+    # The former layout without one of its generation stages cannot be completed in place.
+    former.marker("generate:zj").unlink()
+    with pytest.raises(ConfigError, match="former ntuple layout but no finished stage 'generate:zj'"):
+        generate_stage(StudyState(config, layout, Stages(layout.stages, lambda _m: None), lambda _m: None))

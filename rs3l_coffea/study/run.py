@@ -6,11 +6,13 @@ the configuration and the layout, cached by :class:`~rs3l_coffea.study.stages.St
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rs3l_coffea.errors import InputFileError
+from rs3l_coffea.errors import ConfigError, InputFileError
 from rs3l_coffea.study.config import PathLike, StudyConfig, load_study_config
 from rs3l_coffea.study.layout import (
     EmbeddingSource,
@@ -22,7 +24,7 @@ from rs3l_coffea.study.layout import (
 from rs3l_coffea.study.samples import generate_to_ntuples
 from rs3l_coffea.study.scoring import compute_n2, embed_test_set, score_test_set
 from rs3l_coffea.study.splits import ntuple_shards, read_ntuple, split_ntuples
-from rs3l_coffea.study.stages import Log, Stages, file_digest
+from rs3l_coffea.study.stages import Log, Stages, file_digest, fingerprint
 from rs3l_coffea.study.trainings import (
     classifier_config,
     pretrain_config,
@@ -69,6 +71,8 @@ def generate_stage(state: StudyState) -> None:
 
     config, layout = state.config, state.layout
     gen = config.generation
+    if _reuse_former_layout(state):
+        return
     for process, n_events in gen.events.items():
         variants = tuple(gen.variants if process in ("zh_bb", "zj") else gen.ood_variants)
         gen_config = GenerationConfig(
@@ -92,6 +96,32 @@ def generate_stage(state: StudyState) -> None:
 
     state.stages.run("ntuple", {"gen": _generation_depends(config), "sel": config.split.selection,
                                 "layout": "chunk-ntuples"}, _ntuple)
+
+
+def _reuse_former_layout(state: StudyState) -> bool:
+    """Take the generation of an output directory of the former layout as it is.
+
+    Before chunk-wise ntupling, ``generate:<process>`` wrote every ROOT file and one ``ntuple``
+    stage built ``ntuple/shard_*.root`` from them; those ntuples are the same rows, so a finished
+    directory of that layout (e.g. the committed report's) keeps every later stage.
+    """
+    config = state.config
+    legacy = {"gen": _generation_depends(config), "sel": config.split.selection}
+    marker = state.stages.marker("ntuple")
+    if not marker.is_file() or json.loads(marker.read_text())["fingerprint"] != fingerprint(legacy):
+        return False
+
+    def missing(name: str) -> Callable[[], Any]:
+        def refuse() -> Any:
+            raise ConfigError(f"{state.layout.out} has the former ntuple layout but no finished stage {name!r}; "
+                              "use a fresh --out directory")
+        return refuse
+
+    for process in config.generation.events:
+        name = f"generate:{process}"
+        state.gen_summary[process] = state.stages.run(name, {"gen": legacy["gen"], "p": process}, missing(name))
+    state.stages.run("ntuple", legacy, missing("ntuple"))
+    return True
 
 
 def split_stage(state: StudyState) -> None:
