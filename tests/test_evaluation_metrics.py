@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import binomtest, wasserstein_distance
+from scipy.stats import beta, binomtest, wasserstein_distance
 
 from rs3l_coffea.evaluation import (
     EvaluationInputError,
     EvaluationWarning,
+    W1Estimate,
+    auc_uncertainty,
     background_efficiency_at,
     background_rejection,
     clopper_pearson,
@@ -23,9 +25,12 @@ from rs3l_coffea.evaluation import (
     summarize,
     wasserstein_1d,
     wasserstein_binned,
+    wasserstein_estimate_table,
     wasserstein_table,
     wasserstein_unbinned_table,
+    wasserstein_with_floor,
 )
+from rs3l_coffea.evaluation.verdict import verdict
 
 RNG = np.random.default_rng(20261123)
 
@@ -226,7 +231,9 @@ def _tied_example() -> tuple[np.ndarray, np.ndarray]:
 
     Points (ε_S, ε_B): (0,0) -> (0.4,0) -> (0.8,0.4) -> (1,1); the ties make diagonal steps.
     AUC = 0.4·(0.4+0.8)/2 + 0.6·(0.8+1)/2 = 0.78 (also P(s>b) + ½P(s=b) = 78/100).
-    ε_S=0.3: ε_B=0 (rejection ∞); ε_S=0.5: ε_B=0.1 (10); ε_S=0.7: ε_B=0.3 (10/3).
+    Step rule (the tightest cut keeping ≥ ε_S): ε_S=0.3: cut 0.9, ε_B=0 (rejection ∞);
+    ε_S=0.5 and 0.7: cut 0.5, ε_B=0.4 (2.5). Linear interpolation along the tie's diagonal:
+    ε_S=0.5: ε_B=0.1 (10); ε_S=0.7: ε_B=0.3 (10/3).
     """
     scores = np.array([0.9] * 4 + [0.5] * 4 + [0.1] * 2 + [0.5] * 4 + [0.1] * 6)
     is_signal = np.array([True] * 10 + [False] * 10)
@@ -239,8 +246,12 @@ def test_auc_and_rejection_on_hand_solved_roc() -> None:
     points = background_rejection(roc)
     assert [p.signal_efficiency for p in points] == [0.3, 0.5, 0.7]
     assert points[0].background_efficiency == 0.0 and math.isinf(points[0].rejection)
-    assert points[1].rejection == pytest.approx(10.0, rel=1e-12)
-    assert points[2].rejection == pytest.approx(10.0 / 3.0, rel=1e-12)
+    assert points[1].rejection == pytest.approx(2.5, rel=1e-12)
+    assert points[2].rejection == pytest.approx(2.5, rel=1e-12)
+    interpolated = background_rejection(roc, rule="interpolate")
+    assert math.isinf(interpolated[0].rejection)
+    assert interpolated[1].rejection == pytest.approx(10.0, rel=1e-12)
+    assert interpolated[2].rejection == pytest.approx(10.0 / 3.0, rel=1e-12)
 
 
 def test_vertical_step_takes_the_smallest_background_efficiency() -> None:
@@ -320,7 +331,7 @@ def test_summaries_over_repeated_trainings() -> None:
     assert summarize([math.inf]).format() == "∞"
     rocs = [roc_curve(*_tied_example()), roc_curve(*_tied_example())]
     summary = rejection_summary(rocs, (0.5, 0.7))
-    assert summary[0.5].mean == pytest.approx(10.0) and summary[0.5].std == pytest.approx(0.0)
+    assert summary[0.5].mean == pytest.approx(2.5) and summary[0.5].std == pytest.approx(0.0)
 
 
 def _mann_whitney(signal: np.ndarray, background: np.ndarray) -> float:
@@ -353,3 +364,147 @@ def test_roc_bad_inputs() -> None:
         background_efficiency_at(roc_curve(*_tied_example()), 0.0)
     with pytest.raises(EvaluationInputError, match="signal label"):
         subprocess_rocs([0.1, 0.2], [0, 1], signal=3, backgrounds={"q": 0})
+
+
+# --------------------------------------------------------------------------- statistics of the tables
+
+
+def test_binned_w1_equals_the_cdf_sum_over_bin_centres() -> None:
+    edges = np.array([0.0, 1.0, 3.0, 3.5, 6.0])
+    a, b = np.array([1.0, 2.0, 0.0, 1.0]), np.array([0.0, 1.0, 1.0, 2.0])
+    centres = np.array([0.5, 2.0, 3.25, 4.75])
+    gap = np.abs(np.cumsum(a) / 4 - np.cumsum(b) / 4)  # 0.25, 0.5, 0.25, 0
+    expected = sum(gap[i] * (centres[i + 1] - centres[i]) for i in range(3))
+    assert wasserstein_binned(a, b, edges) == pytest.approx(expected, rel=1e-12)
+
+
+def test_identical_distributions_give_w1_at_the_floor() -> None:
+    # Many independent pairs of equal-size samples of one distribution: their mean W1 is the
+    # floor (within the scatter of the mean), and single pairs scatter by about floor_spread.
+    rng = np.random.default_rng(7)
+    measured, floors, spreads = [], [], []
+    for seed in range(40):
+        a, b = rng.normal(size=1500), rng.normal(size=1500)
+        estimate = wasserstein_with_floor(a, b, n_resamples=30, seed=seed)
+        measured.append(estimate.value)
+        floors.append(estimate.floor)
+        spreads.append(estimate.floor_spread)
+    assert np.mean(measured) == pytest.approx(np.mean(floors), rel=0.12)
+    assert np.std(measured) == pytest.approx(np.mean(spreads), rel=0.35)
+    # Unequal sizes: the floor scales like sqrt(1/n_a + 1/n_b).
+    a = rng.normal(size=4000)
+    wide = wasserstein_with_floor(a, rng.normal(size=250), n_resamples=30)
+    narrow = wasserstein_with_floor(a, rng.normal(size=4000), n_resamples=30)
+    ratio = math.sqrt((1 / 4000 + 1 / 250) / (2 / 4000))
+    assert wide.floor / narrow.floor == pytest.approx(ratio, rel=0.1)
+
+
+@pytest.mark.parametrize("shift", [0.2, 1.0])
+def test_a_known_shift_gives_the_shift_far_above_the_floor(shift: float) -> None:
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(size=20000), rng.normal(size=20000) + shift
+    estimate = wasserstein_with_floor(a, b, n_resamples=30)
+    assert abs(estimate.value - shift) < 4 * estimate.uncertainty + estimate.floor
+    assert estimate.uncertainty == pytest.approx(math.sqrt(2 / 20000), rel=0.5)  # ~σ·sqrt(1/n+1/m)
+    assert estimate.excess_significance > 10
+    relative = wasserstein_estimate_table({"nominal": {"x": 3.0 * a}, "up": {"x": 3.0 * b}}, relative=True,
+                                          n_resamples=10)["up"]["x"]
+    assert relative.value == pytest.approx(estimate.value / np.std(a), rel=1e-9)  # in units of the nominal σ
+    assert relative.floor == pytest.approx(estimate.floor / np.std(a), rel=0.5)
+
+
+def test_w1_estimate_is_reproducible_and_refuses_tiny_samples() -> None:
+    a, b = RNG.normal(size=300), RNG.normal(size=200)
+    assert wasserstein_with_floor(a, b, seed=3) == wasserstein_with_floor(a, b, seed=3)
+    with pytest.raises(EvaluationInputError, match=">= 4 nominal"):
+        wasserstein_with_floor([1.0, 2.0], [1.0])
+    assert W1Estimate(0.3, 0.0, 0.1, 0.0).excess_significance == math.inf
+
+
+@pytest.mark.parametrize("passing,total", [(0, 20), (3, 20), (17, 250), (50, 50), (2.5, 13.7)])
+@pytest.mark.parametrize("level", [0.6826894921370859, 0.95])
+def test_clopper_pearson_against_the_beta_quantiles(passing: float, total: float, level: float) -> None:
+    alpha = 1 - level
+    low = 0.0 if passing == 0 else beta.ppf(alpha / 2, passing, total - passing + 1)
+    high = 1.0 if passing == total else beta.ppf(1 - alpha / 2, passing + 1, total - passing)
+    assert clopper_pearson(passing, total, level) == pytest.approx((low, high), abs=1e-12)
+
+
+def _step_rule_by_hand(scores: np.ndarray, is_signal: np.ndarray, target: float) -> float:
+    """The tightest cut score >= t keeping at least ``target`` of the signal; its ε_B."""
+    for cut in np.sort(np.unique(scores))[::-1]:
+        if np.mean(scores[is_signal] >= cut) >= target:
+            return float(np.mean(scores[~is_signal] >= cut))
+    raise AssertionError("unreachable: the loosest cut keeps all signal")
+
+
+def test_step_rule_on_integer_scores_matches_a_direct_computation() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        signal = rng.integers(0, 6, size=rng.integers(20, 200)) + rng.integers(0, 3)
+        background = rng.integers(0, 5, size=rng.integers(20, 300))
+        scores = np.concatenate([signal, background]).astype(float)
+        is_signal = np.arange(scores.size) < signal.size
+        roc = roc_curve(scores, is_signal)
+        for target in (0.1, 0.3, 0.5, 0.7, 0.9, 1.0):
+            expected = _step_rule_by_hand(scores, is_signal, target)
+            assert background_efficiency_at(roc, target) == pytest.approx(expected, abs=1e-12)
+            assert background_efficiency_at(roc, target, "interpolate") <= expected + 1e-12
+
+
+def test_tied_scores_interpolation_overstates_rejection_twofold() -> None:
+    # Signal: half at score 2, half at 1; background: 10% at 1, the rest at 0. At ε_S = 0.75 the
+    # tie at 1 is a diagonal segment: interpolation gives ε_B = 0.05, a real cut (>= 1) 0.1.
+    scores = np.array([2.0] * 50 + [1.0] * 50 + [1.0] * 10 + [0.0] * 90)
+    roc = roc_curve(scores, np.arange(200) < 100)
+    step = background_rejection(roc, (0.75,))[0]
+    interpolated = background_rejection(roc, (0.75,), rule="interpolate")[0]
+    assert step.rejection == pytest.approx(10.0, rel=1e-12)
+    assert interpolated.rejection == pytest.approx(20.0, rel=1e-12)
+    with pytest.raises(EvaluationInputError, match="rule"):
+        background_efficiency_at(roc, 0.5, "nearest")  # type: ignore[arg-type]
+
+
+def test_auc_uncertainty_is_the_hanley_mcneil_formula_and_matches_the_bootstrap() -> None:
+    rng = np.random.default_rng(5)
+    n_s, n_b = 400, 600
+    truth = np.arange(n_s + n_b) < n_s
+    scores = np.where(truth, rng.normal(1.0, 1.0, n_s + n_b), rng.normal(0.0, 1.0, n_s + n_b))
+    auc = roc_curve(scores, truth).auc
+    boot = []
+    for _ in range(300):
+        s = rng.choice(np.flatnonzero(truth), n_s)
+        b = rng.choice(np.flatnonzero(~truth), n_b)
+        boot.append(roc_curve(scores[np.concatenate([s, b])], np.arange(n_s + n_b) < n_s).auc)
+    assert auc_uncertainty(auc, n_s, n_b) == pytest.approx(np.std(boot), rel=0.2)
+    # Hand value of the formula at AUC 0.8, 100 / 100 jets.
+    q1, q2 = 0.8 / 1.2, 2 * 0.64 / 1.8
+    by_hand = math.sqrt((0.16 + 99 * (q1 - 0.64) + 99 * (q2 - 0.64)) / 1e4)
+    assert auc_uncertainty(0.8, 100, 100) == pytest.approx(by_hand, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "difference,uncertainty,expected",
+    [(0.5, 0.1, "holds"), (-0.5, 0.1, "does not hold"), (0.15, 0.1, "inconclusive"),
+     (-0.19, 0.1, "inconclusive"), (0.21, 0.1, "holds"), (0.0, 0.0, "inconclusive"),
+     (1e-9, 0.0, "holds"), (3.0, math.inf, "inconclusive")],
+)
+def test_expectation_verdicts_on_constructed_numbers(difference: float, uncertainty: float, expected: str) -> None:
+    assert verdict(difference, uncertainty) == expected
+
+
+def test_evaluation_imports_no_pipeline_package() -> None:
+    """evaluation/ works on arrays and histograms: it imports neither the study nor training or
+    generation (the study imports evaluation, never the other way round)."""
+    import ast
+    from pathlib import Path
+
+    import rs3l_coffea.evaluation as evaluation
+
+    forbidden = ("rs3l_coffea.training", "rs3l_coffea.generation", "rs3l_coffea.study")
+    for module in Path(evaluation.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(forbidden), f"{module.name} imports {name}"

@@ -183,8 +183,9 @@ def test_report_contains_tables_figures_and_versions(tmp_path: Path) -> None:
         in text
     )
     assert "| RS3L + fine-tune | 10,000 |" in text
-    # 100 background jets, none passing: every working point is flagged as low statistics.
-    assert "| supervised | 1,000 | ∞ † | ∞ † | ∞ † | 1.0000 |" in text
+    # 100 background jets, none passing: every working point is flagged as low statistics, and
+    # the 68% Clopper-Pearson lower limit is 1/(1 - 0.1587^(1/100)) = 54.8.
+    assert "| supervised | 1,000 | ∞ [54.8, ∞] † | ∞ [54.8, ∞] † | ∞ [54.8, ∞] † | 1.0000 |" in text
     assert "## Linear classifier test" in text
     assert "| model | classifier | AUC | accuracy |" in text
     assert "| RS3L | logistic | 0.9877 | 0.9 |" in text

@@ -25,7 +25,7 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory):
     """Run the tiny study once (generation → report) for every test of this module."""
     import torch
 
-    from rs3l_coffea.evaluation.study import load_study_config, run_study
+    from rs3l_coffea.study import load_study_config, run_study
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tiny-study")
@@ -96,10 +96,10 @@ def test_tiny_study_records_what_reproduces_it(tiny_study) -> None:
     # The report's numbers are the evaluation of the saved scores: recompute one AUC with sklearn.
     from sklearn.metrics import roc_auc_score
 
-    from rs3l_coffea.evaluation.study import _read_ntuple
+    from rs3l_coffea.study import read_ntuple
 
     results = json.loads(result.results.read_text())
-    test = _read_ntuple(out / "data" / "test-hbb", ["label", "pair_rank"])
+    test = read_ntuple(out / "data" / "test-hbb", ["label", "pair_rank"])
     truth = test["label"][test["pair_rank"] == 0]
     row = next(r for r in results["rejection"]["hbb"] if r["model"].endswith("supervised"))
     for entry in row["per_seed"]:
@@ -109,10 +109,32 @@ def test_tiny_study_records_what_reproduces_it(tiny_study) -> None:
     assert row["auc"]["mean"] == pytest.approx(np.mean(aucs)) and row["auc"]["std"] == pytest.approx(np.std(aucs, ddof=1))
     assert "| " + f"{row['auc']['mean']:.4f} ± {row['auc']['std']:.4f}" + " |" in report
     # Pools disjoint by hard-event id: no pretraining event in any fine-tuning or test ntuple.
-    pretrain_ids = set(_read_ntuple(out / "data" / "pretrain", ["hard_event_id"])["hard_event_id"].tolist())
+    pretrain_ids = set(read_ntuple(out / "data" / "pretrain", ["hard_event_id"])["hard_event_id"].tolist())
     for name in ("test-hbb", "test-wqq", f"hbb-{max(config.split.labelled_sizes)}"):
-        ids = set(_read_ntuple(out / "data" / name, ["hard_event_id"])["hard_event_id"].tolist())
+        ids = set(read_ntuple(out / "data" / name, ["hard_event_id"])["hard_event_id"].tolist())
         assert ids and not ids & pretrain_ids
+    # Data sizes as numbers, counted independently from the written ntuples.
+    pretrain = read_ntuple(out / "data" / "pretrain", ["pair_rank"])
+    assert results["data"]["pretraining"]["jets"] == int((pretrain["pair_rank"] == 0).sum()) > 0
+    for task in config.classifier.tasks:
+        rows = read_ntuple(out / "data" / f"test-{task}", ["label", "pair_rank"])
+        label = rows["label"][rows["pair_rank"] == 0]
+        assert results["data"]["test"][task] == {"signal_jets": int((label == 1).sum()),
+                                                 "background_jets": int((label == 0).sum()),
+                                                 "pairs": len(rows["label"])}
+    # Every rejection carries its Clopper-Pearson interval, every W1 its uncertainty and floor,
+    # every expectation a verdict from those uncertainties.
+    for entry in results["rejection"]["hbb"]:
+        for eff, (low, high) in entry["rejection_clopper_pearson_68"].items():
+            assert low <= entry["rejection"][eff]["mean"] or entry["rejection"][eff]["n_infinite"]
+            assert low < high
+    w1 = results["wasserstein_relative"]
+    some = next(iter(next(iter(w1.values())).values()))["z0"]
+    assert set(some) == {"w1", "uncertainty", "floor", "floor_spread", "excess_significance"}
+    assert some["uncertainty"] > 0 and some["floor"] > 0
+    assert results["expectations"] and {c["verdict"] for c in results["expectations"]} <= {
+        "holds", "does not hold", "inconclusive"}
+    assert "step rule" in report and "Clopper-Pearson" in report
     # Labelled sets hold exactly the configured number of labelled training jets, half per class.
     assert results["data_sizes"]  # and the split summary counted them:
     split = json.loads((out / "stages" / "split.json").read_text())["result"]
@@ -122,11 +144,14 @@ def test_tiny_study_records_what_reproduces_it(tiny_study) -> None:
 
 @pytest.mark.slow
 def test_rerun_skips_completed_stages_and_redoes_a_lost_one(tiny_study) -> None:
-    from rs3l_coffea.evaluation.study import run_study
+    from rs3l_coffea.study import run_study
 
     out, _config, first, messages = tiny_study
     assert first.stages_run and not first.stages_skipped
-    generated = {p: p.stat().st_mtime_ns for p in (out / "gen").rglob("*.root")}
+    # Each generated chunk was ntupled at once and its ROOT files dropped (keep_root: false).
+    assert not list((out / "gen").rglob("*.root"))
+    generated = {p: p.stat().st_mtime_ns for p in (out / "ntuple").rglob("shard_*.root")}
+    assert {p.parent.parent.name for p in generated} == set(_config.generation.events)
     # Simulate a job killed during one training: its marker and outputs are gone.
     lost = "train:hbb:supervised:10:s1"
     marker = out / "stages" / "train__hbb__supervised__10__s1.json"
@@ -137,14 +162,14 @@ def test_rerun_skips_completed_stages_and_redoes_a_lost_one(tiny_study) -> None:
     again = run_study(TINY, out, log=messages.append, command="rs3l report --config studies/tiny.yaml --out X")
     assert again.stages_run == [lost]  # the retrained model is bit-identical, so its scores stay valid
     assert set(again.stages_skipped) == set(first.stages_run) - {lost}
-    assert {p: p.stat().st_mtime_ns for p in (out / "gen").rglob("*.root")} == generated
+    assert {p: p.stat().st_mtime_ns for p in (out / "ntuple").rglob("shard_*.root")} == generated
     assert marker.is_file() and again.report.is_file()
 
 
 @pytest.mark.slow
 def test_exported_model_card_and_re_evaluation(tiny_study, tmp_path: Path) -> None:
-    from rs3l_coffea.evaluation.study import evaluate_model, export_default_model
     from rs3l_coffea.nn import load_model
+    from rs3l_coffea.study import evaluate_model, export_default_model
 
     out, config, result, _ = tiny_study
     weights, _card_path = export_default_model(out, tmp_path / "default", model="floating")
@@ -177,8 +202,8 @@ def test_exported_model_card_and_re_evaluation(tiny_study, tmp_path: Path) -> No
 
 def test_n2_from_features_matches_a_hand_computation() -> None:
     """N2 = 2e3 / (1e2)^2 (beta = 1, pT fractions, ΔR in rapidity-phi) summed over pairs/triples by hand."""
-    from rs3l_coffea.evaluation.study import n2_from_features
     from rs3l_coffea.features.names import FEATURE_INDEX, N_FEATURES
+    from rs3l_coffea.study import n2_from_features
 
     rng = np.random.default_rng(5)
     n_jets, slots = 6, 8
@@ -206,7 +231,7 @@ def test_n2_from_features_matches_a_hand_computation() -> None:
 
 def test_study_config_errors_name_the_key(tmp_path: Path) -> None:
     from rs3l_coffea.cli import app
-    from rs3l_coffea.evaluation.study import load_study_config, study_config_from_dict
+    from rs3l_coffea.study import load_study_config, study_config_from_dict
 
     with pytest.raises(ConfigError, match=r"generation\.evnts"):
         study_config_from_dict({"generation": {"evnts": {"zh_bb": 10}}})
@@ -216,10 +241,21 @@ def test_study_config_errors_name_the_key(tmp_path: Path) -> None:
         study_config_from_dict({"generation": {"variants": ["nominal", "herwig"]}})
     with pytest.raises(ConfigError, match=r"pretrain\.variants"):
         study_config_from_dict({"pretrain": {"variants": ["vincia_althad"]}})
-    with pytest.raises(ConfigError, match=r"classifier\.epochs: expected int"):
+    with pytest.raises(ConfigError, match=r"classifier\.epochs: Input should be a valid integer"):
         study_config_from_dict({"classifier": {"epochs": "ten"}})
     with pytest.raises(ConfigError, match=r"classifier\.tasks"):
         study_config_from_dict({"classifier": {"tasks": ["top"]}})
+    with pytest.raises(ConfigError, match=r"classifier\.epochs"):
+        study_config_from_dict({"classifier": {"epochs": True}})  # a YAML boolean is not a count
+    with pytest.raises(ConfigError, match=r"pretrain\.lr"):
+        study_config_from_dict({"pretrain": {"lr": True}})
+    assert study_config_from_dict({"pretrain": {"lr": "1e-3"}}).pretrain.lr == pytest.approx(1e-3)  # PyYAML's string
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generation:\n  keep_roots: true\n")
+    with pytest.raises(ConfigError, match=r"unknown study config key generation\.keep_roots in .*bad\.yaml"):
+        load_study_config(bad)
     assert load_study_config(REPO / "studies" / "default.yaml").name == "default"
+    at_scale = load_study_config(REPO / "studies" / "at_scale.yaml")
+    assert at_scale.split.labelled_sizes == [1000, 10000, 100000] and not at_scale.generation.keep_root
     result = CliRunner().invoke(app, ["report", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and "nope.yaml" in result.output and "Traceback" not in result.output

@@ -1,6 +1,6 @@
 """``rs3l report``: run (or resume) the RS3L comparison study and write its report.
 
-The work is done by :func:`rs3l_coffea.evaluation.study.run_study`; see ``studies/*.yaml``.
+The work is done by :func:`rs3l_coffea.study.run_study`; see ``studies/*.yaml``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def report(
 ) -> None:
     """Generate, pretrain, fine-tune, evaluate: the whole RS3L study, cached stage by stage."""
     with user_errors():
-        from rs3l_coffea.evaluation.study import export_default_model, run_study
+        from rs3l_coffea.study import export_default_model, run_study
 
         command = "rs3l " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
         result = run_study(config, out, log=(lambda _m: None) if quiet else None, command=command)
@@ -47,7 +47,7 @@ def evaluate(
     import json
 
     with user_errors():
-        from rs3l_coffea.evaluation.study import evaluate_model
+        from rs3l_coffea.study import evaluate_model
 
         typer.echo(json.dumps(evaluate_model(model, test, threads=threads), indent=1))
 

@@ -1,4 +1,4 @@
-"""Evaluation of RS3L representations: metrics, plots and the study report.
+"""Evaluation of RS3L representations: metrics, plots and the report writer.
 
 Everything here works on plain arrays, ``hist`` histograms and small result objects, so it is
 independent of how the embeddings were produced. Submodules:
@@ -8,6 +8,10 @@ independent of how the embeddings were produced. Submodules:
 * :mod:`~rs3l_coffea.evaluation.representation` - linear / kNN probes, autoencoder anomaly AUC.
 * :mod:`~rs3l_coffea.evaluation.plots` - figures (imports matplotlib; loaded on first use).
 * :mod:`~rs3l_coffea.evaluation.report` - ``report.md`` writer.
+* :mod:`~rs3l_coffea.evaluation.verdict` - holds / does not hold / inconclusive from uncertainties.
+
+The study that produces the inputs (generation, training, inference) is :mod:`rs3l_coffea.study`;
+this package imports neither it nor ``training`` / ``generation``.
 
 Importing this package does not import torch or matplotlib.
 """
@@ -38,6 +42,8 @@ from rs3l_coffea.evaluation.roc import (
     MeanStd,
     RejectionPoint,
     RocCurve,
+    WorkingPointRule,
+    auc_uncertainty,
     background_efficiency_at,
     background_rejection,
     clopper_pearson,
@@ -47,11 +53,14 @@ from rs3l_coffea.evaluation.roc import (
     summarize,
 )
 from rs3l_coffea.evaluation.wasserstein import (
+    W1Estimate,
     WassersteinTable,
     wasserstein_1d,
     wasserstein_binned,
+    wasserstein_estimate_table,
     wasserstein_table,
     wasserstein_unbinned_table,
+    wasserstein_with_floor,
 )
 
 _PLOTS = (
@@ -74,9 +83,12 @@ __all__ = [
     "RejectionPoint",
     "RejectionRow",
     "RocCurve",
+    "W1Estimate",
     "WassersteinRow",
     "WassersteinTable",
+    "WorkingPointRule",
     "anomaly_detection",
+    "auc_uncertainty",
     "background_efficiency_at",
     "background_rejection",
     "clopper_pearson",
@@ -90,9 +102,11 @@ __all__ = [
     "summarize",
     "wasserstein_1d",
     "wasserstein_binned",
+    "wasserstein_estimate_table",
     "wasserstein_rows",
     "wasserstein_table",
     "wasserstein_unbinned_table",
+    "wasserstein_with_floor",
     "write_report",
     *_PLOTS,
 ]

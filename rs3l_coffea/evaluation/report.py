@@ -9,6 +9,7 @@ configuration, data sizes, wall time and package versions, so a driver such as
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import platform
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,11 +25,14 @@ from rs3l_coffea.evaluation.roc import (
     DEFAULT_SIGNAL_EFFICIENCIES,
     MeanStd,
     RocCurve,
+    auc_uncertainty,
+    background_efficiency_at,
     background_rejection,
+    clopper_pearson,
     rejection_summary,
     summarize,
 )
-from rs3l_coffea.evaluation.wasserstein import WassersteinTable
+from rs3l_coffea.evaluation.wasserstein import W1Estimate, WassersteinTable
 
 PathLike = str | os.PathLike[str]
 
@@ -61,6 +65,15 @@ class RejectionRow:
     """Background jets in the test set (the precision limit of the rejection)."""
     low_statistics: frozenset[float] = frozenset()
     """Signal efficiencies at which some run had fewer than 10 background jets passing."""
+    rejection_interval: Mapping[float, tuple[float, float]] = field(default_factory=dict)
+    """68% Clopper-Pearson interval on the rejection of the run-averaged ε_B (test-set statistics)."""
+    auc_statistical: float | None = None
+    """Hanley-McNeil standard error of the mean AUC from the test-set size."""
+
+    def auc_uncertainty(self) -> float:
+        """Standard uncertainty of the mean AUC: test-set (Hanley-McNeil) and seed spread."""
+        seed_error = self.auc.std / math.sqrt(self.auc.n) if self.auc.n > 1 else 0.0
+        return math.hypot(self.auc_statistical or 0.0, seed_error)
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ class WassersteinRow:
 
     model: str
     variant: str
-    distances: Mapping[str, float] = field(default_factory=dict)
+    distances: Mapping[str, float | W1Estimate] = field(default_factory=dict)
 
 
 def rejection_row(
@@ -82,6 +95,13 @@ def rejection_row(
     if not rocs:
         raise EvaluationInputError(f"model {model!r}: no ROC curves to summarise")
     efficiencies = tuple(signal_efficiencies)
+    n_background = min(roc.n_background_effective for roc in rocs)
+    intervals = {}
+    for eff in efficiencies:
+        mean_eps_b = sum(background_efficiency_at(roc, eff) for roc in rocs) / len(rocs)
+        low, high = clopper_pearson(mean_eps_b * n_background, n_background)
+        intervals[eff] = (_inverse(high), _inverse(low))
+    auc_mean = sum(roc.auc for roc in rocs) / len(rocs)
     flagged = {
         point.signal_efficiency
         for roc in rocs
@@ -95,10 +115,18 @@ def rejection_row(
         auc=summarize(roc.auc for roc in rocs),
         n_background=min(roc.n_background for roc in rocs),
         low_statistics=frozenset(flagged),
+        rejection_interval=intervals,
+        auc_statistical=auc_uncertainty(auc_mean, min(r.n_signal for r in rocs), min(r.n_background for r in rocs)),
     )
 
 
-def wasserstein_rows(model: str, table: WassersteinTable) -> list[WassersteinRow]:
+def _inverse(efficiency: float) -> float:
+    return math.inf if efficiency <= 0 else 1.0 / efficiency
+
+
+def wasserstein_rows(
+    model: str, table: WassersteinTable | Mapping[str, Mapping[str, float | W1Estimate]]
+) -> list[WassersteinRow]:
     """Turn a ``{variant: {quantity: W1}}`` table into rows for :func:`write_report`."""
     return [WassersteinRow(model, variant, dict(row)) for variant, row in table.items()]
 
@@ -147,11 +175,14 @@ def write_report(
     if rejection_rows:
         lines += ["## Background rejection", "", *_rejection_table(rejection_rows), ""]
         lines.append(
-            "Rejection is 1/ε_B at fixed signal efficiency ε_S, ε_B linearly interpolated on the "
-            "ROC; mean ± std over repeated trainings. ∞ means no background jet passed: the test "
-            "set is too small to measure it. † marks values where some run had fewer than 10 "
-            "background jets passing (Poisson-dominated; rejections of 10²-10³ need ≥ 50k "
-            "background jets)."
+            "Rejection is 1/ε_B at fixed signal efficiency ε_S, by the step rule (the tightest "
+            "score cut keeping at least ε_S; never interpolated across tied scores); mean ± std "
+            "over repeated trainings, then in brackets the 68% Clopper-Pearson interval of the "
+            "run-averaged ε_B from the number of test background jets. ∞ means no background jet "
+            "passed: the test set is too small to measure it. † marks values where some run had "
+            "fewer than 10 background jets passing (Poisson-dominated; rejections of 10²-10³ "
+            "need ≥ 50k background jets). AUC: mean ± std over trainings; its test-set "
+            "(Hanley-McNeil) standard error is in results.json."
         )
         lines.append("")
     for section, table_rows in (extra_tables or {}).items():
@@ -184,7 +215,11 @@ def _rejection_table(rows: Sequence[RejectionRow]) -> list[str]:
     for row in rows:
         cells = [row.model, f"{row.labelled_size:,}"]
         cells += [
-            (row.rejection[e].format() + (" †" if e in row.low_statistics else ""))
+            (
+                row.rejection[e].format()
+                + _interval_text(row.rejection_interval.get(e))
+                + (" †" if e in row.low_statistics else "")
+            )
             if e in row.rejection
             else "-"
             for e in efficiencies
@@ -192,6 +227,13 @@ def _rejection_table(rows: Sequence[RejectionRow]) -> list[str]:
         cells.append(_format_auc(row.auc))
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def _interval_text(interval: tuple[float, float] | None) -> str:
+    if interval is None:
+        return ""
+    low, high = (MeanStd(v, 0.0, 1, int(math.isinf(v))).format() for v in interval)
+    return f" [{low}, {high}]"
 
 
 def _wasserstein_table(rows: Sequence[WassersteinRow]) -> list[str]:
@@ -204,9 +246,13 @@ def _wasserstein_table(rows: Sequence[WassersteinRow]) -> list[str]:
     ]
     for row in rows:
         cells = [row.model, row.variant]
-        cells += [f"{row.distances[q]:.4g}" if q in row.distances else "-" for q in quantities]
+        cells += [_w1_cell(row.distances[q]) if q in row.distances else "-" for q in quantities]
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def _w1_cell(value: float | W1Estimate) -> str:
+    return value.format() if isinstance(value, W1Estimate) else f"{value:.4g}"
 
 
 def _generic_table(section: str, rows: Sequence[Mapping[str, object]]) -> list[str]:

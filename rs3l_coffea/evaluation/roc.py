@@ -1,23 +1,31 @@
 """ROC curves, AUC and background rejection at fixed signal efficiency.
 
-Working-point definition (used everywhere in the package):
+Working-point definition (used everywhere in the package, and in every table of the study):
     The ROC is the list of points ``(ε_S, ε_B)`` that ``sklearn.metrics.roc_curve`` returns
     for every distinct score threshold (``drop_intermediate=False``), starting at ``(0, 0)``.
-    ``ε_B`` at a target ``ε_S`` is the *linear interpolation* between the last point with
-    ``ε_S < target`` and the first point with ``ε_S ≥ target``. A straight segment between two
-    thresholds is achievable by picking either threshold at random, and it is exactly the
-    diagonal step that tied signal/background scores produce. When several points share
-    ``ε_S = target`` (a vertical step) the one with the smallest ``ε_B`` is taken, i.e. the
-    tightest cut that still reaches the target. Rejection is ``1/ε_B``; it is ``inf`` when no
-    background passes.
+    ``ε_B`` at a target ``ε_S`` follows the *step rule* (``rule="step"``, the default): the
+    tightest cut ``score >= t`` that keeps at least the target signal efficiency, which is what
+    an analysis can apply and what JetCLR's ``get_perf_stats`` reports. It never overstates the
+    rejection. ``rule="interpolate"`` instead interpolates linearly between the last point with
+    ``ε_S < target`` and the first with ``ε_S ≥ target`` (achievable only by choosing between the
+    two cuts at random); for continuous scores the two agree to within one jet, but for tied scores
+    (integer-valued or rounded outputs, a saturated sigmoid) a tie spans a long diagonal ROC
+    segment and the interpolated rejection can be up to twice the step rule's.
+    When several points share ``ε_S = target`` (a vertical step) the one with the smallest
+    ``ε_B`` is taken under both rules. Rejection is ``1/ε_B``; it is ``inf`` when no background
+    passes.
 
 Statistical intervals: the number of background jets passing, ``k = ε_B · N_B`` (``N_B`` is
 Kish's effective count ``(Σw)²/Σw²`` for weighted samples) is treated as binomial, and the
-Clopper-Pearson interval on ``ε_B`` (central, ``confidence_level``) is inverted into an
-interval on the rejection. With ``k = 0`` the upper rejection limit is ``inf`` and the lower one
-is still finite, which is what a test set that is too small can honestly claim. Rejections of
-10²-10³ need ≥ 50k background jets; :attr:`RejectionPoint.low_statistics` flags working points
-with fewer than ``min_background_passing`` jets passing.
+Clopper-Pearson interval on ``ε_B`` (central, ``confidence_level``; computed by
+:func:`hist.intervals.clopper_pearson_interval`) is inverted into an interval on the rejection.
+With ``k = 0`` the upper rejection limit is ``inf`` and the lower one is still finite, which is
+what a test set that is too small can honestly claim. Rejections of 10²-10³ need ≥ 50k
+background jets; :attr:`RejectionPoint.low_statistics` flags working points with fewer than
+``min_background_passing`` jets passing.
+
+AUC uncertainty: :func:`auc_uncertainty` is the Hanley-McNeil (1982) standard error of an AUC
+measured on ``n_signal`` and ``n_background`` test jets.
 """
 
 from __future__ import annotations
@@ -25,10 +33,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from hist.intervals import clopper_pearson_interval
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import beta
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as _sklearn_roc_curve
 
@@ -42,6 +51,7 @@ from rs3l_coffea.evaluation._validation import (
 
 DEFAULT_SIGNAL_EFFICIENCIES: tuple[float, ...] = (0.3, 0.5, 0.7)
 ONE_SIGMA: float = 0.6826894921370859  # central probability of ±1σ of a Gaussian
+WorkingPointRule = Literal["step", "interpolate"]
 
 
 @dataclass(frozen=True)
@@ -146,17 +156,19 @@ def roc_curve(
     )
 
 
-def background_efficiency_at(roc: RocCurve, signal_efficiency: float) -> float:
-    """Interpolated ε_B at ``signal_efficiency`` (see the module docstring for the rule)."""
+def background_efficiency_at(roc: RocCurve, signal_efficiency: float, rule: WorkingPointRule = "step") -> float:
+    """ε_B at ``signal_efficiency`` by the step rule or by interpolation (see the module docstring)."""
     target = float(signal_efficiency)
     if not 0.0 < target <= 1.0:
         raise EvaluationInputError(f"signal efficiency must be in (0, 1], got {target}")
+    if rule not in ("step", "interpolate"):
+        raise EvaluationInputError(f"working-point rule must be 'step' or 'interpolate', got {rule!r}")
     tpr, fpr = roc.signal_efficiency, roc.background_efficiency
     j = int(np.searchsorted(tpr, target, side="left"))  # first point with ε_S >= target
     if j >= tpr.size:  # only possible through rounding just below 1
         return float(fpr[-1])
-    if j == 0:
-        return float(fpr[0])
+    if j == 0 or rule == "step":
+        return float(fpr[j])
     t0, t1, f0, f1 = tpr[j - 1], tpr[j], fpr[j - 1], fpr[j]
     return float(f0 + (f1 - f0) * (target - t0) / (t1 - t0))
 
@@ -164,13 +176,25 @@ def background_efficiency_at(roc: RocCurve, signal_efficiency: float) -> float:
 def clopper_pearson(
     passing: float, total: float, confidence_level: float = ONE_SIGMA
 ) -> tuple[float, float]:
-    """Central Clopper-Pearson interval on a binomial efficiency (``passing`` may be fractional)."""
+    """Central Clopper-Pearson interval on a binomial efficiency (``passing`` may be fractional).
+
+    A thin checked wrapper of :func:`hist.intervals.clopper_pearson_interval`.
+    """
     if total <= 0 or not 0 <= passing <= total:
         raise EvaluationInputError(f"need 0 <= passing <= total, total > 0; got {passing}/{total}")
-    alpha = 1.0 - confidence_level
-    low = 0.0 if passing <= 0 else float(beta.ppf(alpha / 2, passing, total - passing + 1))
-    high = 1.0 if passing >= total else float(beta.ppf(1 - alpha / 2, passing + 1, total - passing))
-    return low, high
+    low, high = clopper_pearson_interval(np.asarray([passing], float), np.asarray([total], float), confidence_level)
+    return float(low[0]), float(high[0])
+
+
+def auc_uncertainty(auc: float, n_signal: int, n_background: int) -> float:
+    """Hanley-McNeil standard error of an AUC from ``n_signal`` and ``n_background`` jets."""
+    if n_signal < 1 or n_background < 1 or not 0.0 <= auc <= 1.0:
+        raise EvaluationInputError(f"need an AUC in [0, 1] and both classes, got {auc}, {n_signal}, {n_background}")
+    q1, q2 = auc / (2.0 - auc), 2.0 * auc**2 / (1.0 + auc)
+    variance = (auc * (1 - auc) + (n_signal - 1) * (q1 - auc**2) + (n_background - 1) * (q2 - auc**2)) / (
+        n_signal * n_background
+    )
+    return float(math.sqrt(max(variance, 0.0)))
 
 
 def background_rejection(
@@ -178,12 +202,13 @@ def background_rejection(
     signal_efficiencies: Iterable[float] = DEFAULT_SIGNAL_EFFICIENCIES,
     confidence_level: float = ONE_SIGMA,
     min_background_passing: float = 10.0,
+    rule: WorkingPointRule = "step",
 ) -> tuple[RejectionPoint, ...]:
     """Rejection ``1/ε_B`` at each signal efficiency, with Clopper-Pearson intervals."""
     points = []
     n_eff = roc.n_background_effective
     for eff in signal_efficiencies:
-        eps_b = background_efficiency_at(roc, eff)
+        eps_b = background_efficiency_at(roc, eff, rule)
         passing = eps_b * n_eff
         low, high = clopper_pearson(passing, n_eff, confidence_level)
         points.append(
