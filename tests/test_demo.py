@@ -208,8 +208,9 @@ def test_w1_floor_identical_samples_sit_at_the_floor_and_a_shift_is_found() -> N
     same = w1_with_floor(rng.normal(size=1000), rng.normal(size=1000), rng=rng)
     assert same["p_value"] > 0.05
     assert same["w1"] < same["floor_q95"]
-    shifted = w1_with_floor(rng.normal(size=1000), rng.normal(0.5, 1.0, size=1000), rng=rng)
-    assert shifted["w1"] == pytest.approx(0.5, abs=0.08)  # W1 of a pure shift is the shift
+    sample = rng.normal(size=1000)
+    shifted = w1_with_floor(sample, sample + 0.5, rng=rng)
+    assert shifted["w1"] == pytest.approx(0.5, rel=1e-9)  # W1 of a translated copy is the shift
     assert shifted["p_value"] == pytest.approx(1 / 101)  # no permutation reaches it
     assert shifted["floor_q95"] < 0.15  # noise of 2 x 1000 unit-width samples
     empty = w1_with_floor(np.array([1.0]), rng.normal(size=10))

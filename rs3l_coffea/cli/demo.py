@@ -138,6 +138,7 @@ def _jet_table(result: Any, max_rows: int) -> Any:
 
 def _wasserstein_table(result: Any, key: str) -> Any:
     """W1(nominal, variant) / σ(nominal) with its statistical floor, one row per quantity."""
+    from rich.markup import escape
     from rich.table import Table
 
     rows = result.wasserstein.get(key, {})
@@ -150,8 +151,8 @@ def _wasserstein_table(result: Any, key: str) -> Any:
     n_nominal = min((cell["n_nominal"] for cell in first.values()), default=0)
     table = Table(
         title=(
-            "W1(nominal, variant) / σ(nominal) [statistical floor: 95% quantile of W1 over random "
-            "splits of the pooled jets], selected jets of both processes, compact inputs"
+            "W1(nominal, variant) / σ(nominal) \\[statistical floor: 95% quantile of W1 over "
+            "random splits of the pooled jets], selected jets of both processes, compact inputs"
         ),
         caption=(
             f"{n_nominal} nominal jets; ▲: beyond statistical noise (permutation p < 0.05), "
@@ -166,7 +167,7 @@ def _wasserstein_table(result: Any, key: str) -> Any:
         cells = []
         for variant in variants:
             cell = rows[variant][quantity]
-            text = (
+            text = escape(
                 f"{_number(cell['w1_relative'], '.3f')} "
                 f"[{_number(cell['floor_q95_relative'], '.3f')}]"
             )

@@ -263,10 +263,15 @@ def distributions_figure(
         ax.set_xlabel(xlabel)
         if edges is not None:
             ax.set_ylabel(_per_bin_label(edges, xlabel))
-            filled = sum(np.asarray(h.values(), dtype=np.float64) for h in hists.values())
-            ax.set_xlim(*_filled_range(edges, filled))
         ax.set_ylim(0, None)
         ax.legend(fontsize="x-small")
+    # One x range for all panels (the filled bins of all of them), so panels compare by eye.
+    ranges = [
+        _filled_range(np.asarray(h.axes[0].edges, dtype=np.float64), np.asarray(h.values()))
+        for hists in panels.values() for h in hists.values()
+    ]
+    for ax in axes:
+        ax.set_xlim(min(r[0] for r in ranges), max(r[1] for r in ranges))
     if title:
         figure.suptitle(title)
     return figure
