@@ -540,7 +540,7 @@ def read_histograms_json(path: str | os.PathLike[str]) -> dict[str, dict[str, An
 # --------------------------------------------------------------------------------------------
 # plots
 # --------------------------------------------------------------------------------------------
-PROCESS_TITLES = {"zh_bb": r"ZH, H$\to b\bar{b}$ (Z$\to\nu\nu$)", "zj": r"Z($\to\nu\nu$) + jet"}
+PROCESS_TITLES = {"zh_bb": "ZH, H→bb (Z→νν)", "zj": "Z(→νν) + jet"}
 SELECTION_TEXT = r"$p_T > 450$ GeV, $|\eta| < 1.5$, $m > 10$ GeV"
 
 

@@ -144,10 +144,10 @@ def variant_ratio_figure(
                 linewidth=2 if is_nominal else 1.2,
             )
             n_jets = int(counts[variants.index(variant)].sum())
-            legend.setdefault(
+            legend.setdefault(variant, (
                 f"{labels.get(variant, variant)} ({n_jets} jets)",
                 Line2D([], [], color=palette[variant], linewidth=2 if is_nominal else 1.2),
-            )
+            ))
         top.set_ylabel(_per_bin_label(edges, quantity))
         top.set_ylim(0, None)
         top.tick_params(labelbottom=False)
@@ -187,9 +187,10 @@ def variant_ratio_figure(
             bottom.legend(fontsize="xx-small", loc="lower left", frameon=False)
         bottom.set_ylabel(f"ratio to {labels.get(nominal, nominal)}", fontsize=10)
         bottom.set_xlabel(quantity)
-    # One legend for the figure (jet counts of the first panel that shows each variant).
+    # One legend entry per variant (jet counts of the first panel; N2 panels may hold fewer).
     figure.legend(
-        list(legend.values()), list(legend), loc="upper center", ncols=min(len(legend), 6),
+        [handle for _, handle in legend.values()], [text for text, _ in legend.values()],
+        loc="upper center", ncols=min(len(legend), 6),
         bbox_to_anchor=(0.5, 1 - (0.45 if title else 0.02) / height), frameon=False,
         fontsize="small",
     )
