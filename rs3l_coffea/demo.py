@@ -624,7 +624,7 @@ def _plots(
                 scores[PROCESS_TITLES.get(str(dataset), f"coffea {dataset}.root")] = h
         colours = {PROCESS_TITLES.get(d, f"coffea {d}.root"): c for d, c in dataset_colours.items()}
         written.extend(plot_distributions(
-            {"bundled processes: nominal shower, selected jets; coffea's files: all jets": scores},
+            {"ZH and Z+jet: nominal shower, selected jets\ncoffea's test files: all jets": scores},
             out / "score_distributions", quantity_label("score", head),
             title="RS3L score per dataset", colours=colours, formats=("png",), dpi=PLOT_DPI,
         ))

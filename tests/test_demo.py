@@ -290,6 +290,16 @@ def test_demo_exits_cleanly_and_prints_numeric_tables(demo_run) -> None:
     w1_rows = re.findall(r"│ (ê\d|RS3L score|N2|m_SD)\s+│\s+[\d.]+ \[[\d.]+\]( ▲)?\s+│", text)
     assert [row[0] for row in w1_rows] == [f"ê{d}" for d in range(8)] + ["RS3L score", "N2", "m_SD"]
     assert f"fsr_up ({2 * DEMO_TEST_JETS} jets)" in text
+    assert "score (score)" not in text and "┃ RS3L score ┃" in text  # one name for the score
+
+
+def test_demo_axis_names_are_consistent_and_carry_units() -> None:
+    from rs3l_coffea.demo import quantity_label
+
+    assert quantity_label("score", "score") == "RS3L score"
+    assert quantity_label("score", "hbb") == "RS3L score (hbb)"
+    assert quantity_label("embedding", dim=7).startswith("RS3L embedding direction")
+    assert quantity_label("msd").endswith("[GeV]") and quantity_label("pt").endswith("[GeV]")
 
 
 def test_demo_writes_readable_outputs(demo_run) -> None:

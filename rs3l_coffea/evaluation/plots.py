@@ -248,7 +248,9 @@ def distributions_figure(
     names = list(dict.fromkeys(name for hists in panels.values() for name in hists))
     palette = dict(zip(names, petroff10(len(names)), strict=True))
     palette.update(colours or {})
-    figure = Figure(figsize=(5.2 * len(panels), 4.8 + (0.4 if title else 0)), layout="constrained")
+    figure = Figure(
+        figsize=(max(5.2 * len(panels), 6.4), 5.0 + (0.4 if title else 0)), layout="constrained"
+    )
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel_title, hists) in zip(axes, panels.items(), strict=True):
         edges = None
