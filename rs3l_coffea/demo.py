@@ -9,9 +9,9 @@
    ``pfnano.root`` test files when they are cached (or ``fetch_samples=True``). Both come with
    the :meth:`~rs3l_coffea.processors.TaggingProcessor.extra_output` hook of
    :class:`JetRowsMixin`, which adds per-jet rows with truth labels to the accumulator.
-2. **The statistics.** The bundled compact per-jet inputs (:data:`COMPACT_INPUTS`: the selected
-   jets of 2 x 2,400 freshly generated hard events, constituents as float16, built by
-   :func:`rs3l_coffea.demo_inputs.build_compact_inputs`; >= 1,000 jets per process and variant) go through the same
+2. **The statistics.** The bundled compact per-jet inputs (:mod:`rs3l_coffea.demo_inputs`: the
+   first 1,000 selected jets per process and variant of 2 x 2,400 generated hard events,
+   constituents as float16) go through the same
    :func:`~rs3l_coffea.inference.analysis.jet_table` and
    :func:`~rs3l_coffea.inference.analysis.fill_histograms` as the processors, without ROOT I/O
    and jet clustering. Their histograms feed the plots and the Wasserstein table.
@@ -66,7 +66,6 @@ W1_PERMUTATIONS = 100
 PLOT_REBIN = {"embedding": 4, "score": 2, "n2": 2, "msd": 2, "pt": 2}
 SCORE_CUT = 0.5
 PLOT_DPI = 110  # ~2000 px wide grids; rendering dominates the plots' time
-_INPUTS = ("compact", "bundled-root", "coffea-test-file")
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,7 +325,6 @@ class DemoResult:
     cutflow: dict[str, dict[str, int]]
     coffea_samples: dict[str, Path]
     files: list[Path]
-    warnings: list[str]
     seconds: float
     timings: dict[str, float]
 
@@ -462,7 +460,6 @@ def run_demo(
         cutflow=cutflow,
         coffea_samples=coffea_files,
         files=written,
-        warnings=[],
         seconds=seconds,
         timings=timings,
     )
