@@ -8,6 +8,9 @@ Output accumulator::
 
     {"hists": {name: hist.Hist}, "cutflow": {dataset: {events, jets, tagged_jets,
      selected_tagged_jets}}, "skims": [parquet paths]}
+
+plus whatever a subclass's :meth:`TaggingProcessor.extra_output` hook adds (``rs3l demo`` adds
+per-jet rows with truth labels this way instead of re-implementing ``process``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from coffea import processor
 
-from rs3l_coffea.errors import InputFileError
+from rs3l_coffea.errors import ConfigError, InputFileError
 from rs3l_coffea.features import JetSelection
 from rs3l_coffea.inference import analysis
 from rs3l_coffea.inference.tagger import RS3LTagger
@@ -95,12 +98,13 @@ class TaggingProcessor(processor.ProcessorABC):
             dask=dask,
             binning=self.binning,
         )
+        variant = self.variant(events)
         analysis.fill_histograms(
             hists,
             table,
             dataset=dataset,
             head_names=self.tagger.head_names,
-            variant=self.variant(events),
+            variant=variant,
         )
         skims = []
         if self.skim_dir is not None:
@@ -108,11 +112,29 @@ class TaggingProcessor(processor.ProcessorABC):
             stop = int(metadata.get("entrystop", start + len(table)))
             path = analysis.skim_path(self.skim_dir, dataset, str(origin), start, stop)
             skims.append(str(analysis.write_skim(path, table, entry_start=start)))
-        return {
+        output = {
             "hists": hists,
             "cutflow": {dataset: analysis.cutflow(events, table)},
             "skims": skims,
         }
+        extra = self.extra_output(events, jets, table, dataset=dataset, variant=variant)
+        clash = sorted(set(extra) & set(output))
+        if clash:
+            raise ConfigError(f"extra_output must not replace the accumulator keys {clash}")
+        output.update(extra)
+        return output
+
+    def extra_output(
+        self, events: Any, jets: Any, table: Any, *, dataset: str, variant: Any
+    ) -> dict[str, Any]:
+        """Hook for subclasses: more accumulator entries from one chunk (default: none).
+
+        Called at the end of :meth:`process` with the chunk's ``events``, the reader's ``jets``
+        (events x jets), the :func:`~rs3l_coffea.inference.analysis.jet_table` ``table``, the
+        dataset name and the chunk's variant (``None``, a name, or per-event codes). The
+        returned values must be coffea-accumulatable (dicts, lists, numbers, histograms).
+        """
+        return {}
 
     def postprocess(self, accumulator: Any) -> Any:
         return accumulator

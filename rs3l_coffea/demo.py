@@ -1,29 +1,36 @@
-"""The ``rs3l demo`` engine: tag the bundled re-simulated sample (and PFNano) and summarise.
+"""The ``rs3l demo`` engine: RS3L in coffea on the bundled sample, plus large-statistics plots.
 
-:func:`run_demo` runs RS3L coffea processors with ``processor.Runner`` over
+:func:`run_demo` does two things.
 
-* the bundled sample (:mod:`rs3l_coffea.samples`: ``zh_bb`` and ``zj``, five simulation
-  variants each), with a ``variant`` histogram axis, and
-* coffea's ``delphes.root`` and ``pfnano.root`` test files when they are already cached (or
-  ``fetch_samples=True``), without a variant axis,
+1. **The coffea path.** :class:`~rs3l_coffea.processors.VariantProcessor` runs under
+   ``processor.Runner`` over the bundled ROOT sample (:mod:`rs3l_coffea.samples`: ``zh_bb``
+   and ``zj``, 40 hard events in five shower variants), and
+   :class:`~rs3l_coffea.processors.TaggingProcessor` over coffea's ``delphes.root`` and
+   ``pfnano.root`` test files when they are cached (or ``fetch_samples=True``). Both come with
+   the :meth:`~rs3l_coffea.processors.TaggingProcessor.extra_output` hook of
+   :class:`JetRowsMixin`, which adds per-jet rows with truth labels to the accumulator.
+2. **The statistics.** The bundled compact per-jet inputs (:mod:`rs3l_coffea.demo_inputs`: the
+   first 1,000 selected jets per process and variant of 2 x 2,400 generated hard events,
+   constituents as float16) go through the same
+   :func:`~rs3l_coffea.inference.analysis.jet_table` and
+   :func:`~rs3l_coffea.inference.analysis.fill_histograms` as the processors, without ROOT I/O
+   and jet clustering. Their histograms feed the plots and the Wasserstein table.
 
-then writes to the output directory:
+Outputs in the output directory:
 
-* ``jets.parquet`` -- one row per jet: dataset, variant, file, entry, jet index, kinematics,
-  N2, constituent count, selection flag, truth label, head scores, embedding;
-* ``histograms.coffea`` (``coffea.util.save``) and ``histograms.json`` (the same histograms in
-  the UHI JSON serialisation: read it back with ``json.load(f, object_hook=uhi.io.json.object_hook)``
-  and ``hist.serialization.from_uhi``, no unpickling of anything);
-* ``wasserstein.json`` -- W1 between the nominal and each re-simulated variant per embedding
-  direction component, head score and N2 (absolute and divided by the nominal spread), for
-  both processes together and for each process;
-* ``variant_ratios*.png/pdf`` (nominal vs variants and their ratio) and
-  ``score_distributions.png`` (head score per dataset);
-* ``features_delphes.parquet``/``features_pfnano.parquet`` -- the coffea files' jets as
-  RS3L feature parquet (:mod:`rs3l_coffea.features.pipeline` layout);
+* ``jets.parquet`` -- one row per jet (``input``: ``compact``, ``bundled-root`` or
+  ``coffea-test-file``; dataset, variant, file, entry, jet index, kinematics, N2, constituent
+  count, selection flag, truth label, head scores, embedding);
+* ``histograms.coffea`` and ``histograms.json`` (UHI JSON; read back with
+  :func:`read_histograms_json`, no unpickling): sets ``variants`` (compact inputs),
+  ``bundled_root`` (coffea on the bundled ROOT files), ``coffea_samples`` (coffea's files);
+* ``wasserstein.json`` -- unbinned W1 between the nominal and each variant per embedding
+  direction component, head score, N2 and soft-drop mass, with its statistical floor
+  (:func:`w1_with_floor`) for both processes together and for each process;
+* ``variant_ratios*.png``, ``embedding_directions*.png`` (all 8 directions),
+  ``score_distributions.png``, ``msd_pass_fail.png``;
+* ``features_delphes.parquet``/``features_pfnano.parquet`` (RS3L feature parquet);
 * ``summary.json`` -- model, inputs, cutflow, timings.
-
-The returned :class:`DemoResult` carries everything the CLI prints.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +48,12 @@ import awkward as ak
 import numpy as np
 
 from rs3l_coffea.atomic import atomic_open, atomic_path
+from rs3l_coffea.demo_inputs import (
+    COMPACT_INPUTS,
+    CompactJets,
+    compact_inputs_path,
+    load_compact_inputs,
+)
 from rs3l_coffea.inference import analysis
 from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
@@ -48,87 +61,113 @@ from rs3l_coffea.samples import BUNDLED_PROCESSES, BUNDLED_VARIANTS, bundled_fil
 
 COFFEA_SAMPLES = ("delphes.root", "pfnano.root")  # real files with particle candidates
 NOMINAL = "nominal"
-# Coarser bins for the ratio plots: ~20 selected jets per process and variant in the bundle.
-PLOT_REBIN = {"embedding": 10, "score": 5, "n2": 5}
+W1_PERMUTATIONS = 100
+# Bins merged for the plots (the histograms keep the fine binning of analysis.DEFAULT_BINNING).
+PLOT_REBIN = {"embedding": 4, "score": 2, "n2": 2, "msd": 2, "pt": 2}
+SCORE_CUT = 0.5
+PLOT_DPI = 110  # ~2000 px wide grids; rendering dominates the plots' time
 
 
-class _JetRowsMixin:
-    """``process`` of the ready processors plus a per-jet row list (with truth labels).
+# --------------------------------------------------------------------------------------------
+# per-jet rows (one implementation for the processor hook and the compact inputs)
+# --------------------------------------------------------------------------------------------
+def jet_rows(
+    table: Any,
+    *,
+    dataset: str,
+    variants: np.ndarray,
+    files: np.ndarray,
+    entries: np.ndarray,
+    truth: np.ndarray,
+    input_kind: str,
+    head_names: Sequence[str],
+    embedding_dim: int,
+) -> dict[str, list[Any]]:
+    """Flat per-jet rows of a :func:`~rs3l_coffea.inference.analysis.jet_table`.
 
-    The rows are plain Python lists in the accumulator, so coffea's ``accumulate``
-    concatenates them across chunks; they are meant for small samples (the demo), not for
+    ``variants``, ``files`` and ``entries`` are per *event* of ``table``; ``truth`` per jet
+    (:class:`~rs3l_coffea.features.JetLabel` values). Plain lists, so coffea's accumulate
+    concatenates them across chunks.
+    """
+    from rs3l_coffea.features import JetLabel
+
+    counts = np.asarray(ak.to_numpy(ak.num(table, axis=1)), dtype=np.int64)
+    flat = ak.flatten(table, axis=1)
+    n_jets = len(flat)
+    tagged = ~np.asarray(ak.to_numpy(ak.is_none(flat.rs3l, axis=0)))
+    rows: dict[str, list[Any]] = {
+        "input": [input_kind] * n_jets,
+        "dataset": [dataset] * n_jets,
+        "variant": np.repeat(variants, counts).tolist(),
+        "file": np.repeat(files, counts).tolist(),
+        "entry": np.repeat(entries, counts).tolist(),
+        "jet": np.asarray(ak.to_numpy(ak.flatten(ak.local_index(table, axis=1)))).tolist(),
+        "truth": [JetLabel(int(label)).name for label in truth],
+    }
+    for name in ("pt", "eta", "phi", "mass", "msd", "n_constituents", "selected"):
+        rows[name] = np.asarray(ak.to_numpy(flat[name])).tolist()
+    n2 = np.asarray(ak.to_numpy(ak.fill_none(flat.n2, np.nan)), dtype=np.float64)
+    n2_valid = np.asarray(ak.to_numpy(ak.fill_none(flat.n2_valid, False)), dtype=bool)
+    rows["n2"] = np.where(n2_valid, n2, np.nan).tolist()
+    rs3l = ak.drop_none(flat.rs3l[tagged], axis=0)  # jets without constituents have no record
+    embedding = np.full((n_jets, embedding_dim), np.nan)
+    if tagged.any():
+        embedding[tagged] = np.asarray(ak.to_numpy(rs3l.embedding), dtype=np.float64).reshape(
+            -1, embedding_dim
+        )
+    rows["embedding"] = embedding.tolist()
+    for head in head_names:
+        values = np.full(n_jets, np.nan)
+        if tagged.any():
+            values[tagged] = np.asarray(ak.to_numpy(rs3l[head]), dtype=np.float64)
+        rows[f"head:{head}"] = values.tolist()
+    return rows
+
+
+class JetRowsMixin:
+    """:meth:`TaggingProcessor.extra_output` hook adding per-jet rows with truth labels.
+
+    The rows are Python lists in the accumulator: fine for the demo's small files, not for
     production, where :class:`TaggingProcessor`'s parquet skims scale.
     """
 
-    def process(self, events: Any) -> dict[str, Any]:
-        from rs3l_coffea.features import JetLabel, truth_labels
-        from rs3l_coffea.io import gen_particles_from_events, jets_from_events
+    tagger: RS3LTagger
+    input_kind = "coffea-test-file"
+
+    def extra_output(
+        self, events: Any, jets: Any, table: Any, *, dataset: str, variant: Any
+    ) -> dict[str, Any]:
+        from rs3l_coffea.features import truth_labels
+        from rs3l_coffea.io import gen_particles_from_events
         from rs3l_coffea.io.readers import detect_source
 
         metadata = dict(getattr(events, "metadata", {}) or {})
-        # Histograms group by physics process (the fileset's dataset otherwise).
-        dataset = str(metadata.get("process") or metadata.get("dataset", "unknown"))
         origin = str(metadata.get("filename", "input"))
-        source = self.source if self.source != "auto" else detect_source(events, origin)
-        jets, constituents = jets_from_events(
-            events, source=source, jets=self.jets, recluster_radius=self.recluster_radius,
-            origin=origin,
-        )
-        table = analysis.jet_table(jets, constituents, self.tagger, self.selection)
-        hists = analysis.make_histograms(
-            self.tagger.head_names, self.tagger.embedding_dim,
-            variant_axis=self.variant_axis, binning=self.binning,
-        )
-        variant = self.variant(events)
-        analysis.fill_histograms(
-            hists, table, dataset=dataset, head_names=self.tagger.head_names, variant=variant
-        )
-        labels = truth_labels(jets, gen_particles_from_events(events, source))
-        counts = np.asarray(ak.to_numpy(ak.num(table, axis=1)), dtype=np.int64)
-        event_variant = _event_variant_names(variant, len(table))
-        flat = ak.flatten(table, axis=1)
-        tagged = ~np.asarray(ak.to_numpy(ak.is_none(flat.rs3l, axis=0)))
+        n_events = len(table)
         start = int(metadata.get("entrystart", 0))
-        n_jets = len(flat)
-        rows: dict[str, list[Any]] = {
-            "dataset": [dataset] * n_jets,
-            "variant": np.repeat(event_variant, counts).tolist(),
-            "file": [os.path.basename(origin)] * n_jets,
-            "entry": np.repeat(np.arange(start, start + len(table)), counts).tolist(),
-            "jet": np.asarray(ak.to_numpy(ak.flatten(ak.local_index(table, axis=1)))).tolist(),
-            "truth": [JetLabel(int(label)).name for label in labels],
-        }
-        for name in ("pt", "eta", "phi", "mass", "msd", "n_constituents", "selected"):
-            rows[name] = np.asarray(ak.to_numpy(flat[name])).tolist()
-        n2 = np.asarray(ak.to_numpy(ak.fill_none(flat.n2, np.nan)), dtype=np.float64)
-        n2_valid = np.asarray(ak.to_numpy(ak.fill_none(flat.n2_valid, False)), dtype=bool)
-        rows["n2"] = np.where(n2_valid, n2, np.nan).tolist()
-        rs3l = ak.drop_none(flat.rs3l[tagged], axis=0)  # jets without constituents have no record
-        dim = self.tagger.embedding_dim
-        embedding = np.full((n_jets, dim), np.nan)
-        if tagged.any():
-            embedding[tagged] = np.asarray(
-                ak.to_numpy(rs3l.embedding), dtype=np.float64
-            ).reshape(-1, dim)
-        rows["embedding"] = embedding.tolist()
-        for head in self.tagger.head_names:
-            values = np.full(n_jets, np.nan)
-            if tagged.any():
-                values[tagged] = np.asarray(ak.to_numpy(rs3l[head]), dtype=np.float64)
-            rows[f"head:{head}"] = values.tolist()
-        return {
-            "hists": hists,
-            "cutflow": {dataset: analysis.cutflow(events, table)},
-            "jets": rows,
-        }
+        labels = truth_labels(jets, gen_particles_from_events(events, detect_source(events)))
+        rows = jet_rows(
+            table,
+            dataset=dataset,
+            variants=_event_variant_names(variant, n_events),
+            files=np.full(n_events, os.path.basename(origin), dtype=object),
+            entries=np.arange(start, start + n_events),
+            truth=labels,
+            input_kind=self.input_kind,
+            head_names=self.tagger.head_names,
+            embedding_dim=self.tagger.embedding_dim,
+        )
+        return {"jets": rows}
 
 
-class VariantRowsProcessor(_JetRowsMixin, VariantProcessor):
-    """:class:`VariantProcessor` that also returns per-jet rows with truth labels."""
+class VariantRowsProcessor(JetRowsMixin, VariantProcessor):
+    """:class:`VariantProcessor` whose hook adds per-jet rows (bundled ROOT sample)."""
+
+    input_kind = "bundled-root"
 
 
-class TaggingRowsProcessor(_JetRowsMixin, TaggingProcessor):
-    """:class:`TaggingProcessor` that also returns per-jet rows with truth labels."""
+class TaggingRowsProcessor(JetRowsMixin, TaggingProcessor):
+    """:class:`TaggingProcessor` whose hook adds per-jet rows (coffea's test files)."""
 
 
 def _event_variant_names(variant: Any, n_events: int) -> np.ndarray:
@@ -143,6 +182,134 @@ def _event_variant_names(variant: Any, n_events: int) -> np.ndarray:
     return np.array([VARIANT_NAMES.get(int(c), f"code{int(c)}") for c in codes], dtype=object)
 
 
+def _tag_compact(
+    tagger: RS3LTagger, compact: Mapping[tuple[str, str], CompactJets]
+) -> dict[str, Any]:
+    """The processors' table and histogram functions on the compact inputs (``Runner``-like
+    output: ``{"hists", "cutflow", "jets"}``)."""
+    from rs3l_coffea.features import JetSelection
+
+    hists = analysis.make_histograms(tagger.head_names, tagger.embedding_dim, variant_axis=True)
+    rows: list[dict[str, list[Any]]] = []
+    cutflow: dict[str, dict[str, int]] = {}
+    for (process, variant), part in compact.items():
+        table = analysis.jet_table(part.jets, part.constituents, tagger, JetSelection.generated())
+        analysis.fill_histograms(
+            hists, table, dataset=process, head_names=tagger.head_names, variant=variant
+        )
+        n = len(table)
+        rows.append(jet_rows(
+            table, dataset=process, variants=np.full(n, variant, dtype=object),
+            files=np.full(n, COMPACT_INPUTS, dtype=object), entries=part.entry,
+            truth=part.truth, input_kind="compact", head_names=tagger.head_names,
+            embedding_dim=tagger.embedding_dim,
+        ))
+        counts = analysis.cutflow(part.jets, table)
+        total = cutflow.setdefault(f"{process} (compact)", dict.fromkeys(counts, 0))
+        for key, value in counts.items():
+            total[key] += int(value)
+    merged = {key: [v for part in rows for v in part[key]] for key in rows[0]}
+    return {"hists": hists, "cutflow": cutflow, "jets": merged}
+
+
+# --------------------------------------------------------------------------------------------
+# Wasserstein distances with their statistical floor
+# --------------------------------------------------------------------------------------------
+def w1_with_floor(
+    nominal: np.ndarray,
+    variant: np.ndarray,
+    *,
+    permutations: int = W1_PERMUTATIONS,
+    rng: np.random.Generator | None = None,
+) -> dict[str, float]:
+    """Unbinned W1 between two samples and what statistical noise alone gives at these sizes.
+
+    The floor comes from a permutation test: the pooled jets are split at random into groups
+    of the two sizes ``permutations`` times, and W1 is recomputed. Returns ``w1``,
+    ``floor_median`` and ``floor_q95`` (median and 95% quantile of the permuted W1) and
+    ``p_value`` (fraction of permutations with W1 >= the observed, with the +1 correction);
+    ``p_value < 0.05`` says the variant differs beyond statistical noise. NaN everywhere when
+    a sample has fewer than 2 entries.
+    """
+    from scipy.stats import wasserstein_distance
+
+    a = np.asarray(nominal, dtype=np.float64)
+    b = np.asarray(variant, dtype=np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    nan = float("nan")
+    if a.size < 2 or b.size < 2:
+        return {"w1": nan, "floor_median": nan, "floor_q95": nan, "p_value": nan}
+    rng = rng if rng is not None else np.random.default_rng(0)
+    observed = float(wasserstein_distance(a, b))
+    pooled = np.concatenate([a, b])
+    permuted = np.empty(permutations)
+    for i in range(permutations):
+        order = rng.permutation(pooled.size)
+        permuted[i] = wasserstein_distance(pooled[order[: a.size]], pooled[order[a.size :]])
+    return {
+        "w1": observed,
+        "floor_median": float(np.median(permuted)),
+        "floor_q95": float(np.quantile(permuted, 0.95)),
+        "p_value": float((1 + np.sum(permuted >= observed)) / (1 + permutations)),
+    }
+
+
+def _quantities(jets: Mapping[str, np.ndarray], rows: np.ndarray, head_names: Sequence[str]):
+    """``{quantity: per-jet values}`` of the W1 table for the given rows."""
+    embedding = jets["embedding"][rows]
+    norms = np.linalg.norm(embedding, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        directions = embedding / norms
+    out = {f"embedding[dim={d}]": directions[:, d] for d in range(directions.shape[1])}
+    out.update({f"score[head={h}]": jets[f"head:{h}"][rows] for h in head_names})
+    out["N2"] = jets["n2"][rows]
+    out["msd"] = jets["msd"][rows]
+    return out
+
+
+def wasserstein_tables(
+    jets: Mapping[str, np.ndarray],
+    processes: Sequence[str],
+    head_names: Sequence[str],
+    permutations: int = W1_PERMUTATIONS,
+    seed: int = 0,
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``{"all" | process: {variant: {quantity: w1_with_floor + w1_relative, n_*}}}``.
+
+    Selected, tagged jets of the compact inputs; ``w1_relative`` divides W1 (and the floors)
+    by the nominal standard deviation of the quantity.
+    """
+    rng = np.random.default_rng(seed)
+    usable = (
+        (jets["input"] == "compact")
+        & jets["selected"].astype(bool)
+        & np.isfinite(jets["embedding"]).all(axis=1)
+    )
+    variants = [v for v in dict.fromkeys(jets["variant"][usable].tolist()) if v != NOMINAL]
+    tables: dict[str, Any] = {}
+    present = [p for p in processes if (usable & (jets["dataset"] == p)).any()]
+    for key in ["all", *present]:
+        in_key = usable if key == "all" else usable & (jets["dataset"] == key)
+        nominal = _quantities(jets, np.flatnonzero(in_key & (jets["variant"] == NOMINAL)), head_names)
+        tables[key] = {}
+        for variant in variants:
+            varied = _quantities(jets, np.flatnonzero(in_key & (jets["variant"] == variant)), head_names)
+            row = {}
+            for quantity, values in nominal.items():
+                result = w1_with_floor(values, varied[quantity], permutations=permutations, rng=rng)
+                spread = float(np.nanstd(values)) if np.isfinite(values).sum() > 1 else 0.0
+                for name in ("w1", "floor_median", "floor_q95"):
+                    result[f"{name}_relative"] = result[name] / spread if spread > 0 else float("nan")
+                result["n_nominal"] = int(np.isfinite(values).sum())
+                result["n_variant"] = int(np.isfinite(varied[quantity]).sum())
+                row[quantity] = result
+            tables[key][variant] = row
+    return tables
+
+
+# --------------------------------------------------------------------------------------------
+# the demo
+# --------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class DemoResult:
     """What :func:`run_demo` computed and wrote."""
@@ -153,15 +320,13 @@ class DemoResult:
     """Per-jet columns (``embedding`` is ``(n, dim)``, head scores under ``head:<name>``)."""
     head_names: tuple[str, ...]
     embedding_dim: int
-    wasserstein: dict[str, dict[str, dict[str, float]]]
-    """``{"all" | process: {variant: {quantity: W1}}}`` (absolute W1)."""
-    wasserstein_relative: dict[str, dict[str, dict[str, float]]]
-    """The same divided by the spread of the nominal distribution."""
+    wasserstein: dict[str, dict[str, dict[str, dict[str, float]]]]
+    """``{"all" | process: {variant: {quantity: {w1, floor_*, p_value, *_relative, n_*}}}}``."""
     cutflow: dict[str, dict[str, int]]
     coffea_samples: dict[str, Path]
     files: list[Path]
-    warnings: list[str]
     seconds: float
+    timings: dict[str, float]
 
 
 def coffea_samples_available(fetch: bool = False) -> dict[str, Path]:
@@ -187,6 +352,9 @@ def run_demo(
     include_coffea_samples: bool = True,
     fetch_samples: bool = False,
     threads: int | None = None,
+    jets_per_variant: int | None = None,
+    compact_inputs: str | os.PathLike[str] | None = None,
+    permutations: int = W1_PERMUTATIONS,
 ) -> DemoResult:
     """Run the demo (see the module docstring) and write its outputs to ``out_dir``.
 
@@ -197,12 +365,16 @@ def run_demo(
         processes, variants: subset of the bundled sample (``nominal`` is always included,
             it is the reference of every comparison).
         include_coffea_samples: also tag coffea's ``delphes.root`` and ``pfnano.root`` test
-            files when they are cached, and write their feature parquet
-            (``features_<name>.parquet``, the input format of ``rs3l ntuple --unpaired``).
+            files when they are cached, and write their feature parquet.
         fetch_samples: download coffea's test samples if they are not cached.
         threads: torch threads (``None``: torch's default).
+        jets_per_variant: use only this many compact-input jets per process and variant
+            (``None``: all, >= 1,000); for quick runs and the test suite.
+        compact_inputs: another compact-input file (default: the bundled one).
+        permutations: permutations behind each W1 floor (:func:`w1_with_floor`).
     """
     started = time.perf_counter()
+    timings: dict[str, float] = {}
     out = Path(out_dir)
     variants = tuple(dict.fromkeys((NOMINAL, *variants)))
     tagger = (
@@ -210,16 +382,20 @@ def run_demo(
         if model is None
         else RS3LTagger.load(model, threads=threads)
     )
-    bundled_fileset(processes, variants)  # unknown names fail here, before any output exists
+    # Unknown names fail here, before any output exists.
+    bundled_fileset(processes, variants)
+    compact = load_compact_inputs(compact_inputs, processes, variants, jets_per_variant)
     out.mkdir(parents=True, exist_ok=True)
     from rs3l_coffea.inference.runner import run_fileset
 
     # PFNano files reference collections they do not contain; coffea warns once per branch.
     warnings.filterwarnings("ignore", "Missing cross-reference", RuntimeWarning)
-    bundled = run_fileset(
-        bundled_fileset(processes, variants), VariantRowsProcessor(tagger), status=False
-    )
-    outputs = {"variants": bundled}
+    clock = time.perf_counter()
+    outputs = {
+        "bundled_root": run_fileset(
+            bundled_fileset(processes, variants), VariantRowsProcessor(tagger), status=False
+        )
+    }
     coffea_files = coffea_samples_available(fetch_samples) if include_coffea_samples else {}
     written: list[Path] = []
     if coffea_files:
@@ -229,6 +405,10 @@ def run_demo(
             status=False,
         )
         written.extend(_write_features(out, coffea_files))
+    timings["coffea processors"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    outputs["variants"] = _tag_compact(tagger, compact)
+    timings["compact inputs"] = time.perf_counter() - clock
 
     jets = _merge_rows([o["jets"] for o in outputs.values()])
     cutflow = {
@@ -240,17 +420,16 @@ def run_demo(
     hist_sets = {name: o["hists"] for name, o in outputs.items()}
     written.extend(_write_histograms(out, hist_sets))
 
-    caught: list[str] = []
-    with warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always")
-        absolute, relative = _wasserstein_tables(bundled["hists"], processes)
-    caught.extend(str(r.message) for r in records)
+    clock = time.perf_counter()
+    tables = wasserstein_tables(jets, processes, tagger.head_names, permutations=permutations)
+    timings["wasserstein"] = time.perf_counter() - clock
     with atomic_open(out / "wasserstein.json", "w") as handle:
-        tables = {"absolute": absolute, "relative_to_nominal_spread": relative}
         json.dump(_nan_to_none(tables), handle, indent=1)
     written.append(out / "wasserstein.json")
 
-    written.extend(_plots(out, bundled["hists"], hist_sets, processes, tagger.head_names))
+    clock = time.perf_counter()
+    written.extend(_plots(out, hist_sets, jets, processes, tagger.head_names))
+    timings["plots"] = time.perf_counter() - clock
 
     seconds = time.perf_counter() - started
     summary = {
@@ -258,12 +437,14 @@ def run_demo(
         "head_names": list(tagger.head_names),
         "embedding_dim": tagger.embedding_dim,
         "inputs": {
-            "bundled": {"processes": list(processes), "variants": list(variants)},
+            "bundled_root": {"processes": list(processes), "variants": list(variants)},
+            "compact": str(compact_inputs or compact_inputs_path()),
             "coffea_samples": {name: str(path) for name, path in coffea_files.items()},
         },
         "cutflow": cutflow,
         "n_jets": len(jets["pt"]),
         "seconds": round(seconds, 2),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
         "files": sorted(str(p.name) for p in written),
     }
     with atomic_open(out / "summary.json", "w") as handle:
@@ -275,13 +456,12 @@ def run_demo(
         jets=jets,
         head_names=tuple(tagger.head_names),
         embedding_dim=tagger.embedding_dim,
-        wasserstein=absolute,
-        wasserstein_relative=relative,
+        wasserstein=tables,
         cutflow=cutflow,
         coffea_samples=coffea_files,
         files=written,
-        warnings=caught,
         seconds=seconds,
+        timings=timings,
     )
 
 
@@ -301,7 +481,7 @@ def _merge_rows(parts: list[dict[str, list[Any]]]) -> dict[str, np.ndarray]:
         values = [v for part in parts for v in part.get(key, [])]
         if key == "embedding":
             merged[key] = np.asarray(values, dtype=np.float64)
-        elif key in ("dataset", "variant", "file", "truth"):
+        elif key in ("input", "dataset", "variant", "file", "truth"):
             merged[key] = np.asarray(values, dtype=object)
         else:
             merged[key] = np.asarray(values)
@@ -354,113 +534,125 @@ def read_histograms_json(path: str | os.PathLike[str]) -> dict[str, dict[str, An
     }
 
 
-def _variant_hists(hists: dict[str, Any], select: Any) -> dict[str, Any]:
-    """``{quantity: Hist[variant, (category,) value]}`` for one process (or ``sum``)."""
-    out = {"embedding": hists["embedding"][{"dataset": select}]}
-    if "score" in hists:
-        out["score"] = hists["score"][{"dataset": select}]
-    out["N2"] = hists["n2"][{"dataset": select}]
-    return out
+# --------------------------------------------------------------------------------------------
+# plots
+# --------------------------------------------------------------------------------------------
+PROCESS_TITLES = {"zh_bb": "ZH, H→bb (Z→νν)", "zj": "Z(→νν) + jet"}
+SELECTION_TEXT = r"$p_T > 450$ GeV, $|\eta| < 1.5$, $m > 10$ GeV"
 
 
-def _one_dimensional(hists: dict[str, Any], select: Any) -> dict[str, Any]:
-    """``{quantity: Hist[variant, value]}``: each embedding direction, head score and N2."""
-    quantities = _variant_hists(hists, select)
-    out = {}
-    embedding = quantities["embedding"]
-    for dim in embedding.axes["dim"]:
-        out[f"embedding[dim={dim}]"] = embedding[{"dim": hist_index(embedding, "dim", dim)}]
-    if "score" in quantities:
-        score = quantities["score"]
-        for head in score.axes["head"]:
-            out[f"score[head={head}]"] = score[{"head": hist_index(score, "head", head)}]
-    out["N2"] = quantities["N2"]
-    return out
+def quantity_label(name: str, head: str | None = None, dim: int | None = None) -> str:
+    """Axis label of a demo quantity (``embedding``, ``score``, ``n2``, ``msd``, ``pt``)."""
+    if name == "embedding":
+        return rf"RS3L embedding direction $\hat{{e}}_{{{dim}}}$"
+    if name == "score":
+        return "RS3L score" if head in (None, "score") else f"RS3L score ({head})"
+    return {"n2": r"$N_2^{(1)}$", "msd": "soft-drop mass [GeV]", "pt": r"jet $p_T$ [GeV]",
+            "mass": "jet mass [GeV]"}[name]
 
 
-def hist_index(h: Any, axis: str, value: Any) -> int:
-    """Bin index of a category value (avoids hist's int-means-index ambiguity of IntCategory)."""
-    return int(h.axes[axis].index(value))
+def _colour_maps(datasets: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Fixed colours: variants (nominal black) and datasets, the same in every figure."""
+    from rs3l_coffea.evaluation.plots import petroff10
 
-
-def _wasserstein_tables(
-    hists: dict[str, Any], processes: Sequence[str]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """W1 per quantity; a quantity W1 cannot be computed for (no entries in a variant, zero
-    nominal spread for the relative W1) gets NaN in its column, with the reason as a warning."""
-    from rs3l_coffea.evaluation import EvaluationInputError, EvaluationWarning, wasserstein_table
-
-    absolute: dict[str, Any] = {}
-    relative: dict[str, Any] = {}
-    present = {str(d) for d in hists["embedding"].axes["dataset"]}
-    for key, select in [("all", sum), *[(p, p) for p in processes if p in present]]:
-        variants = [str(v) for v in hists["n2"].axes["variant"] if str(v) != NOMINAL]
-        absolute[key] = {v: {} for v in variants}
-        relative[key] = {v: {} for v in variants}
-        for quantity, histogram in _one_dimensional(hists, select).items():
-            for table, is_relative in ((absolute[key], False), (relative[key], True)):
-                try:
-                    one = wasserstein_table({quantity: histogram}, relative=is_relative)
-                except EvaluationInputError as error:
-                    warnings.warn(f"{key}: {error}", EvaluationWarning, stacklevel=2)
-                    one = {v: {quantity: float("nan")} for v in variants}
-                for variant in variants:
-                    table[variant][quantity] = one[variant][quantity]
-    return absolute, relative
+    others = [v for v in BUNDLED_VARIANTS if v != NOMINAL]
+    palette = petroff10(len(others) + len(datasets))
+    variant_colours = {NOMINAL: "black", **dict(zip(others, palette, strict=False))}
+    dataset_colours = dict(zip(datasets, palette[len(others):], strict=False))
+    return variant_colours, dataset_colours
 
 
 def _plots(
     out: Path,
-    variant_hists: dict[str, Any],
     hist_sets: dict[str, dict[str, Any]],
+    jets: Mapping[str, np.ndarray],
     processes: Sequence[str],
     head_names: Sequence[str],
 ) -> list[Path]:
-    import hist as hist_module
+    import hist
 
-    from rs3l_coffea.evaluation import plot_variant_ratios
+    from rs3l_coffea.evaluation.plots import plot_distributions, plot_variant_ratios
 
+    hists = hist_sets["variants"]
+    datasets = list(dict.fromkeys(
+        [*processes, *[str(d) for s in hist_sets.values() for d in s["pt"].axes["dataset"]]]
+    ))
+    variant_colours, dataset_colours = _colour_maps(datasets)
+    head = head_names[0] if head_names else None
     written: list[Path] = []
-    present = [p for p in processes if p in {str(d) for d in variant_hists["n2"].axes["dataset"]}]
-    for suffix, select in [("", sum), *[(f"_{p}", p) for p in present]]:
-        quantities = _variant_hists(variant_hists, select)
-        panels = {}
-        for dim in (0, 1):
-            panels[f"embedding direction {dim}"] = quantities["embedding"][
-                {"dim": dim, "value": hist_module.rebin(PLOT_REBIN["embedding"])}
-            ]
-        if head_names:
-            panels[f"score ({head_names[0]})"] = quantities["score"][
-                {"head": head_names[0], "value": hist_module.rebin(PLOT_REBIN["score"])}
-            ]
-        panels["$N_2$"] = quantities["N2"][{"value": hist_module.rebin(PLOT_REBIN["n2"])}]
-        written.extend(plot_variant_ratios(panels, out / f"variant_ratios{suffix}"))
-    if head_names:
-        written.append(_score_plot(out / "score_distributions.png", hist_sets, head_names[0]))
+    present = {str(d) for d in hists["pt"].axes["dataset"]}
+    keys = [("", sum, "both processes: " + " and ".join(
+        PROCESS_TITLES.get(p, p) for p in processes if p in present))]
+    keys += [(f"_{p}", p, PROCESS_TITLES.get(p, p)) for p in processes if p in present]
+    for suffix, select, process_title in keys:
+        title = f"{process_title}; selected jets ({SELECTION_TEXT})"
+
+        def panel(name: str, select: Any = select, **extra: Any) -> Any:
+            return hists[name][{"dataset": select, **extra, "value": hist.rebin(PLOT_REBIN[name])}]
+
+        overview = {quantity_label("embedding", dim=d): panel("embedding", dim=hist.loc(d))
+                    for d in (0, 1)}
+        if head is not None:
+            overview[quantity_label("score", head)] = panel("score", head=hist.loc(head))
+        for name in ("n2", "msd", "pt"):
+            overview[quantity_label(name)] = panel(name)
+        written.extend(plot_variant_ratios(
+            overview, out / f"variant_ratios{suffix}", title=title, ncols=3,
+            colours=variant_colours, formats=("png",), dpi=PLOT_DPI,
+        ))
+        directions = {
+            quantity_label("embedding", dim=int(d)): panel("embedding", dim=hist.loc(int(d)))
+            for d in hists["embedding"].axes["dim"]
+        }
+        written.extend(plot_variant_ratios(
+            directions, out / f"embedding_directions{suffix}", title=title, ncols=4,
+            colours=variant_colours, formats=("png",), dpi=PLOT_DPI,
+        ))
+    if head is not None:
+        scores = {}
+        for set_name, one in hist_sets.items():
+            if set_name == "bundled_root":
+                continue  # 20 jets per process; the compact inputs show the same processes
+            for dataset in one["score"].axes["dataset"]:
+                selection: dict[str, Any] = {"dataset": hist.loc(dataset), "head": hist.loc(head)}
+                if "variant" in one["score"].axes.name:
+                    selection["variant"] = hist.loc(NOMINAL)
+                h = one["score"][selection][{"value": hist.rebin(PLOT_REBIN["score"])}]
+                scores[PROCESS_TITLES.get(str(dataset), f"coffea {dataset}.root")] = h
+        colours = {PROCESS_TITLES.get(d, f"coffea {d}.root"): c for d, c in dataset_colours.items()}
+        written.extend(plot_distributions(
+            {"ZH and Z+jet: nominal shower, selected jets\ncoffea's test files: all jets": scores},
+            out / "score_distributions", quantity_label("score", head),
+            title="RS3L score per dataset", colours=colours, formats=("png",), dpi=PLOT_DPI,
+        ))
+        written.extend(_pass_fail_plot(out, jets, processes, head, colours))
     return written
 
 
-def _score_plot(path: Path, hist_sets: dict[str, dict[str, Any]], head: str) -> Path:
-    import mplhep
-    from matplotlib.figure import Figure
+def _pass_fail_plot(
+    out: Path, jets: Mapping[str, np.ndarray], processes: Sequence[str], head: str,
+    colours: Mapping[str, str],
+) -> list[Path]:
+    """Soft-drop mass of selected nominal jets passing / failing ``score > SCORE_CUT``."""
+    import hist
 
-    from rs3l_coffea.evaluation import save_figure
+    from rs3l_coffea.evaluation.plots import plot_distributions
 
-    figure = Figure(figsize=(6, 4.5), layout="constrained")
-    axes = figure.add_subplot()
-    for set_name, hists in hist_sets.items():
-        score = hists["score"]
-        for dataset in score.axes["dataset"]:
-            selection: dict[str, Any] = {"dataset": dataset, "head": head}
-            if "variant" in score.axes.name:
-                selection["variant"] = NOMINAL
-            h = score[selection]
-            total = h.sum()
-            if total <= 0:
-                continue
-            label = f"{dataset} (nominal)" if set_name == "variants" else f"{dataset} ({set_name})"
-            mplhep.histplot(h.values() / total, h.axes[0].edges, ax=axes, label=label)
-    axes.set_xlabel(f"RS3L head score '{head}'")
-    axes.set_ylabel("fraction of selected jets")
-    axes.legend(fontsize="small")
-    return save_figure(figure, path, formats=("png",))[0]
+    bins, low, high = analysis.DEFAULT_BINNING["msd"]
+    usable = (jets["input"] == "compact") & jets["selected"].astype(bool) & (jets["variant"] == NOMINAL)
+    score = jets[f"head:{head}"]
+    panels: dict[str, dict[str, Any]] = {
+        f"pass: RS3L score > {SCORE_CUT:g}": {}, f"fail: RS3L score ≤ {SCORE_CUT:g}": {}
+    }
+    for process in processes:
+        rows = usable & (jets["dataset"] == process) & np.isfinite(score)
+        for target, passed in zip(panels.values(), (True, False), strict=True):
+            keep = rows & ((score > SCORE_CUT) if passed else (score <= SCORE_CUT))
+            h = hist.Hist(hist.axis.Regular(bins // PLOT_REBIN["msd"], low, high, name="msd"))
+            h.fill(jets["msd"][keep])
+            target[PROCESS_TITLES.get(process, process)] = h
+    return plot_distributions(
+        panels, out / "msd_pass_fail", quantity_label("msd"),
+        title=f"Soft-drop mass, nominal shower, selected jets ({SELECTION_TEXT})",
+        colours=colours, formats=("png",), dpi=PLOT_DPI,
+    )

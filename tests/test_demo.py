@@ -1,7 +1,8 @@
-"""The bundled re-simulated sample (package data) and ``rs3l demo``.
+"""The bundled re-simulated sample (package data), the compact demo inputs and ``rs3l demo``.
 
 The demo runs once per module with a small random model (the shipped default model is tested
-by its own engineer; ``rs3l demo`` without ``--model`` uses it) over two variants of the bundle.
+by its own engineer; ``rs3l demo`` without ``--model`` uses it) over two variants of the bundle
+and 60 compact-input jets per process and variant (the full demo uses 1,000).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ NOMINAL_CODE, FSR_UP_CODE = -1, 1  # published RS3L vartype (docs/simulation.md)
 # ------------------------------------------------------------------------------------------
 def test_bundle_is_small_complete_and_has_provenance() -> None:
     directory = bundled_sample_dir()
-    total = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
-    assert total < 5 * 1024 * 1024, f"bundled sample is {total / 2**20:.2f} MiB"
+    total = sum(p.stat().st_size for p in directory.glob("*_00000.*"))
+    assert total < 5 * 1024 * 1024, f"bundled ROOT sample is {total / 2**20:.2f} MiB"
     readme = README.read_text()
     for process in BUNDLED_PROCESSES:
         for variant in BUNDLED_VARIANTS:
@@ -119,6 +120,127 @@ def test_wheel_would_contain_the_bundle() -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# the compact demo inputs
+# ------------------------------------------------------------------------------------------
+def test_compact_inputs_hold_1000_selected_jets_per_variant_in_under_5_mb() -> None:
+    from rs3l_coffea.demo_inputs import (
+        COMPACT_EVENTS,
+        COMPACT_JETS_PER_VARIANT,
+        COMPACT_SEEDS,
+        compact_inputs_path,
+        load_compact_inputs,
+    )
+    from rs3l_coffea.features import JetSelection
+
+    path = compact_inputs_path()
+    assert path.stat().st_size < 5_000_000, f"{path} is {path.stat().st_size / 1e6:.2f} MB"
+    assert COMPACT_JETS_PER_VARIANT >= 1000
+    compact = load_compact_inputs()
+    assert set(compact) == {(p, v) for p in BUNDLED_PROCESSES for v in BUNDLED_VARIANTS}
+    for part in compact.values():
+        assert len(part.jets) == COMPACT_JETS_PER_VARIANT
+        assert ak.all(JetSelection.generated().mask(part.jets, part.constituents))
+    with np.load(path, allow_pickle=False) as stored:
+        provenance = json.loads(str(stored["provenance"]))
+    readme = README.read_text()
+    assert provenance["command"].split(" DIR")[0] in readme  # the README's one command
+    for entry in provenance["generation"]:
+        assert entry["events"] == COMPACT_EVENTS and entry["seed"] == COMPACT_SEEDS[entry["process"]]
+
+
+def test_compact_inputs_reproduce_the_readers_jets_and_scores(tmp_path: Path, demo_run) -> None:
+    """Compact the bundled ROOT files, read them back: constituents match the reader within
+    float16 precision, and the tagger's scores on both agree."""
+    from rs3l_coffea.demo_inputs import load_compact_inputs, write_compact_inputs
+    from rs3l_coffea.features import JetSelection
+    from rs3l_coffea.inference.tagger import RS3LTagger
+    from rs3l_coffea.io import load_jets
+
+    _, _, model_path = demo_run
+    files = {("zh_bb", "fsr_up"): bundled_file("zh_bb", "fsr_up")}
+    path = write_compact_inputs(files, tmp_path / "c.npz", jets_per_variant=10)
+    part = load_compact_inputs(path, ("zh_bb",), ("fsr_up",))[("zh_bb", "fsr_up")]
+    jets, constituents = load_jets(files[("zh_bb", "fsr_up")])
+    selected = ak.flatten(JetSelection.generated().mask(jets, constituents))
+    reference_jets = ak.flatten(jets)[selected][:10]
+    reference = ak.flatten(constituents, axis=1)[selected][:10]
+    mine = ak.flatten(part.constituents, axis=1)
+    np.testing.assert_allclose(ak.to_numpy(ak.flatten(part.jets.pt)), reference_jets.pt, rtol=1e-6)
+    for field in ("pt", "energy"):
+        np.testing.assert_allclose(
+            ak.to_numpy(ak.flatten(mine[field])), ak.to_numpy(ak.flatten(reference[field])),
+            rtol=1e-3,
+        )
+    for field in ("eta", "phi"):  # stored relative to the jet axis: absolute precision
+        difference = ak.to_numpy(ak.flatten(mine[field] - reference[field]))
+        if field == "phi":
+            difference = (difference + np.pi) % (2 * np.pi) - np.pi
+        assert np.max(np.abs(difference)) < 2e-3
+    for field in ("charge", "pdg_id"):
+        assert ak.all(ak.flatten(mine[field]) == ak.flatten(reference[field]))
+    tagger = RS3LTagger.load(model_path, threads=1)
+    ours = tagger(part.jets, part.constituents)
+    theirs = tagger(ak.unflatten(reference_jets, 1), ak.unflatten(reference, 1))
+    np.testing.assert_allclose(
+        ak.to_numpy(ak.flatten(ours.score)), ak.to_numpy(ak.flatten(theirs.score)), atol=0.02
+    )
+
+
+def test_compact_inputs_bad_names_and_bad_file(tmp_path: Path) -> None:
+    from rs3l_coffea.demo_inputs import load_compact_inputs
+    from rs3l_coffea.errors import ConfigError, InputFileError
+
+    with pytest.raises(ConfigError, match="herwig"):
+        load_compact_inputs(variants=("herwig",))
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip file")
+    with pytest.raises(InputFileError, match=r"broken\.npz"):
+        load_compact_inputs(broken)
+
+
+# ------------------------------------------------------------------------------------------
+# W1 with its statistical floor
+# ------------------------------------------------------------------------------------------
+def test_w1_floor_identical_samples_sit_at_the_floor_and_a_shift_is_found() -> None:
+    from rs3l_coffea.demo import w1_with_floor
+
+    rng = np.random.default_rng(7)
+    same = w1_with_floor(rng.normal(size=1000), rng.normal(size=1000), rng=rng)
+    assert same["p_value"] > 0.05
+    assert same["w1"] < same["floor_q95"]
+    sample = rng.normal(size=1000)
+    shifted = w1_with_floor(sample, sample + 0.5, rng=rng)
+    assert shifted["w1"] == pytest.approx(0.5, rel=1e-9)  # W1 of a translated copy is the shift
+    assert shifted["p_value"] == pytest.approx(1 / 101)  # no permutation reaches it
+    assert shifted["floor_q95"] < 0.15  # noise of 2 x 1000 unit-width samples
+    empty = w1_with_floor(np.array([1.0]), rng.normal(size=10))
+    assert all(np.isnan(v) for v in empty.values())
+
+
+def test_processor_hook_adds_outputs_and_refuses_to_replace_its_own(demo_run) -> None:
+    from rs3l_coffea.inference.runner import run_fileset
+    from rs3l_coffea.processors import TaggingProcessor
+
+    _, _, model_path = demo_run
+    fileset = {"zj": [str(bundled_file("zj", "nominal"))]}
+
+    class Counting(TaggingProcessor):
+        def extra_output(self, events, jets, table, *, dataset, variant):
+            return {"n_events_seen": len(events)}
+
+    output = run_fileset(fileset, Counting(str(model_path)), status=False)
+    assert output["n_events_seen"] == BUNDLED_EVENTS_PER_FILE
+    assert output["cutflow"]["zj"]["events"] == BUNDLED_EVENTS_PER_FILE
+
+    class Clashing(TaggingProcessor):
+        def extra_output(self, events, jets, table, *, dataset, variant):
+            return {"hists": {}}
+
+    with pytest.raises(Exception, match=r"extra_output must not replace.*hists"):  # coffea wraps it
+        run_fileset(fileset, Clashing(str(model_path)), status=False)
+
+
+# ------------------------------------------------------------------------------------------
 # rs3l demo
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -142,17 +264,21 @@ def demo_run(tmp_path_factory):
     result = CliRunner().invoke(
         app,
         ["demo", "--out", str(out), "--model", str(model_path), "--variants", "fsr_up",
-         "--max-rows", "4", "--threads", "1"],
+         "--max-rows", "4", "--threads", "1", "--jets-per-variant", str(DEMO_TEST_JETS)],
     )
     torch.set_num_threads(previous)
     return result, out, model_path
+
+
+DEMO_TEST_JETS = 60
 
 
 def test_demo_exits_cleanly_and_prints_numeric_tables(demo_run) -> None:
     result, _, _ = demo_run
     assert result.exit_code == 0, result.output
     text = result.output
-    assert "RS3L-tagged jets" in text and "W1(nominal, variant)" in text
+    assert "RS3L-tagged jets from coffea's processor.Runner: bundled ROOT sample" in text
+    assert "W1(nominal, variant) / σ(nominal)" in text and "statistical floor" in text
     # Per-jet rows: dataset, event, jet, then pt/eta/mass/msd numbers, a truth label, a score.
     jet_rows = re.findall(
         r"│ (zh_bb|zj|delphes|pfnano)\s+│\s+\d+ │\s+\d+ │\s+[\d.]+ │\s+[+-][\d.]+ │\s+[\d.]+ │"
@@ -160,66 +286,94 @@ def test_demo_exits_cleanly_and_prints_numeric_tables(demo_run) -> None:
         text,
     )
     assert {row[0] for row in jet_rows} >= {"zh_bb", "zj"}
-    w1_row = re.search(r"│ fsr_up\s+((│\s+[\d.]+\s+)+)│", text)
-    assert w1_row is not None, text
-    assert len(re.findall(r"[\d.]+", w1_row.group(1))) == 8 + 2  # 8 directions, score, N2
+    # W1 rows: one per quantity, "W1/σ [floor]" for the one variant, flagged or not.
+    w1_rows = re.findall(r"│ (ê\d|RS3L score|N2|m_SD)\s+│\s+[\d.]+ \[[\d.]+\]( ▲)?\s+│", text)
+    assert [row[0] for row in w1_rows] == [f"ê{d}" for d in range(8)] + ["RS3L score", "N2", "m_SD"]
+    assert f"fsr_up ({2 * DEMO_TEST_JETS} jets)" in text
+    assert "score (score)" not in text and "┃ RS3L score ┃" in text  # one name for the score
+
+
+def test_demo_axis_names_are_consistent_and_carry_units() -> None:
+    from rs3l_coffea.demo import quantity_label
+
+    assert quantity_label("score", "score") == "RS3L score"
+    assert quantity_label("score", "hbb") == "RS3L score (hbb)"
+    assert quantity_label("embedding", dim=7).startswith("RS3L embedding direction")
+    assert quantity_label("msd").endswith("[GeV]") and quantity_label("pt").endswith("[GeV]")
 
 
 def test_demo_writes_readable_outputs(demo_run) -> None:
     result, out, _ = demo_run
     assert result.exit_code == 0, result.output
-    for name in ("jets.parquet", "histograms.coffea", "histograms.json", "wasserstein.json",
-                 "summary.json", "variant_ratios.png", "variant_ratios_zh_bb.png",
-                 "variant_ratios_zj.png"):
+    names = ["jets.parquet", "histograms.coffea", "histograms.json", "wasserstein.json",
+             "summary.json", "score_distributions.png", "msd_pass_fail.png"]
+    for suffix in ("", "_zh_bb", "_zj"):
+        names += [f"variant_ratios{suffix}.png", f"embedding_directions{suffix}.png"]
+    for name in names:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert (out / "variant_ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if name.endswith(".png"):
+            assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if ".tmp" in p.name]  # atomic writes left nothing
 
 
 def test_demo_histograms_json_matches_the_jet_table(demo_run) -> None:
-    """Histogram entries (UHI JSON, no pickle) == selected tagged jets in jets.parquet."""
+    """Histogram entries (UHI JSON, no pickle) == selected tagged jets in jets.parquet, for the
+    compact inputs and for the coffea path over the bundled ROOT files."""
     from rs3l_coffea.demo import read_histograms_json
 
     _, out, _ = demo_run
-    hists = read_histograms_json(out / "histograms.json")["variants"]
+    hist_sets = read_histograms_json(out / "histograms.json")
     jets = ak.from_parquet(out / "jets.parquet")
-    bundled = jets[(jets.dataset == "zh_bb") | (jets.dataset == "zj")]
-    for process in ("zh_bb", "zj"):
-        for variant in ("nominal", "fsr_up"):
-            mine = bundled[(bundled.dataset == process) & (bundled.variant == variant)]
-            n_selected = int(ak.sum(mine.selected & ~np.isnan(mine["head:score"])))
-            pt = hists["pt"][{"dataset": process, "variant": variant}]
-            assert pt.sum(flow=True) == n_selected > 0
-            embedding = hists["embedding"][{"dataset": process, "variant": variant}]
-            assert embedding.sum(flow=True) == 8 * n_selected
+    for set_name, kind in (("variants", "compact"), ("bundled_root", "bundled-root")):
+        hists = hist_sets[set_name]
+        mine_all = jets[jets.input == kind]
+        for process in ("zh_bb", "zj"):
+            for variant in ("nominal", "fsr_up"):
+                mine = mine_all[(mine_all.dataset == process) & (mine_all.variant == variant)]
+                n_selected = int(ak.sum(mine.selected & ~np.isnan(mine["head:score"])))
+                pt = hists["pt"][{"dataset": process, "variant": variant}]
+                assert pt.sum(flow=True) == n_selected > 0
+                embedding = hists["embedding"][{"dataset": process, "variant": variant}]
+                assert embedding.sum(flow=True) == 8 * n_selected
+                if kind == "compact":
+                    assert n_selected == DEMO_TEST_JETS
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cutflow"]["zh_bb"]["events"] == 2 * 40
 
 
 def test_demo_wasserstein_equals_hand_computation(demo_run) -> None:
-    """W1 of N2 from the JSON histograms via cumulative sums, against wasserstein.json."""
-    from rs3l_coffea.demo import read_histograms_json
-
+    """Unbinned W1 of N2 by integrating |F_nominal - F_variant| over the jets in jets.parquet."""
     _, out, _ = demo_run
-    n2 = read_histograms_json(out / "histograms.json")["variants"]["n2"]
-    table = json.loads((out / "wasserstein.json").read_text())["absolute"]
+    jets = ak.from_parquet(out / "jets.parquet")
+    table = json.loads((out / "wasserstein.json").read_text())
     for key in ("zh_bb", "zj"):
-        nominal = n2[{"dataset": key, "variant": "nominal"}].values()
-        varied = n2[{"dataset": key, "variant": "fsr_up"}].values()
-        width = n2.axes["value"].widths[0]
-        by_hand = np.sum(np.abs(np.cumsum(nominal / nominal.sum() - varied / varied.sum()))) * width
-        assert table[key]["fsr_up"]["N2"] == pytest.approx(by_hand, rel=1e-9, abs=1e-12)
+        mine = jets[(jets.input == "compact") & (jets.dataset == key) & jets.selected]
+        a = np.sort(ak.to_numpy(mine[mine.variant == "nominal"].n2))
+        b = np.sort(ak.to_numpy(mine[mine.variant == "fsr_up"].n2))
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        grid = np.concatenate([a, b])
+        grid.sort()
+        cdf_a = np.searchsorted(a, grid[:-1], side="right") / a.size
+        cdf_b = np.searchsorted(b, grid[:-1], side="right") / b.size
+        by_hand = float(np.sum(np.abs(cdf_a - cdf_b) * np.diff(grid)))
+        cell = table[key]["fsr_up"]["N2"]
+        assert cell["w1"] == pytest.approx(by_hand, rel=1e-9, abs=1e-12)
+        assert cell["n_nominal"] == a.size and cell["n_variant"] == b.size
+        assert 0 < cell["p_value"] <= 1 and cell["floor_q95"] >= cell["floor_median"] > 0
+        assert cell["w1_relative"] == pytest.approx(cell["w1"] / np.std(a), rel=1e-9)
 
 
 def test_demo_truth_labels_follow_the_generated_process(demo_run) -> None:
-    """Selected leading jets: mostly H->bb in ZH, never H->bb in Z+jet (generator truth)."""
+    """Selected jets: mostly H->bb in ZH, never H->bb in Z+jet (generator truth), both in
+    the coffea path and in the compact inputs."""
     _, out, _ = demo_run
     jets = ak.from_parquet(out / "jets.parquet")
-    zh = jets[(jets.dataset == "zh_bb") & jets.selected]
-    zj = jets[(jets.dataset == "zj") & jets.selected]
-    assert ak.mean(zh.truth == "H_BB") > 0.6
-    assert ak.sum(zj.truth == "H_BB") == 0
-    assert ak.mean(zj.truth != "UNKNOWN") > 0.9
+    for kind in ("compact", "bundled-root"):
+        zh = jets[(jets.input == kind) & (jets.dataset == "zh_bb") & jets.selected]
+        zj = jets[(jets.input == kind) & (jets.dataset == "zj") & jets.selected]
+        assert ak.mean(zh.truth == "H_BB") > 0.6
+        assert ak.sum(zj.truth == "H_BB") == 0
+        assert ak.mean(zj.truth != "UNKNOWN") > 0.9
 
 
 def test_demo_bad_model_is_a_clean_error(tmp_path: Path) -> None:

@@ -60,6 +60,76 @@ def test_variant_ratio_plot(tmp_path: Path) -> None:
         plot_variant_ratios(hists, tmp_path / "x", nominal="central")
 
 
+def test_variant_ratio_figure_has_errors_labels_title_and_out_of_range_markers() -> None:
+    """Artists, not pixels: error bars on every variant, a nominal band and ratio points with
+    error bars, triangles for ratios outside the range, labels, title, fixed colours."""
+    from matplotlib.container import ErrorbarContainer
+    from matplotlib.patches import StepPatch
+
+    from rs3l_coffea.evaluation.plots import petroff10, variant_ratio_figure
+
+    h = hist.Hist(
+        hist.axis.StrCategory(["nominal", "fsr_up", "vincia"], name="variant"),
+        hist.axis.Regular(10, 0, 1, name="score"),
+    )
+    h.fill(variant="nominal", score=RNG.uniform(size=2000))
+    h.fill(variant="fsr_up", score=RNG.uniform(size=2000) ** 3)  # piles up at 0: ratio >> 1.5
+    h.fill(variant="vincia", score=RNG.uniform(size=2000))
+    colours = {"fsr_up": "#123456", "vincia": "#abcdef"}
+    figure = variant_ratio_figure(
+        {"RS3L score": h, "soft-drop mass [GeV]": h}, title="ZH", colours=colours
+    )
+    assert figure.get_suptitle() == "ZH"
+    top, bottom = figure.axes[0], figure.axes[1]
+    bars = [c for c in top.containers if isinstance(c, ErrorbarContainer) and c.has_yerr]
+    bar_colours = {matplotlib.colors.to_hex(c.lines[2][0].get_color()[0]) for c in bars}
+    assert bar_colours == {"#000000", "#123456", "#abcdef"}  # every variant has error bars
+    assert top.get_ylabel() == "fraction of jets / 0.1"
+    assert figure.axes[2].get_ylabel() == "fraction of jets / 0.1 GeV"
+    assert bottom.get_xlabel() == "RS3L score" and bottom.get_ylabel() == "ratio to nominal"
+    ratio_bars = [c for c in bottom.containers if isinstance(c, ErrorbarContainer)]
+    assert len(ratio_bars) == 2 and all(c.has_yerr for c in ratio_bars)
+    assert any(isinstance(p, StepPatch) for p in bottom.patches)  # the nominal's stat. band
+    high = bottom.get_ylim()[1]
+    up = [line for line in bottom.lines if line.get_marker() == "^"]
+    assert up and all(line.get_color() == "#123456" for line in up)
+    assert all(np.all(line.get_ydata() <= high) for line in up)
+    legend = figure.legends[0]
+    assert [t.get_text().split(" (")[0] for t in legend.get_texts()] == ["nominal", "fsr_up", "vincia"]
+    assert "2000 jets" in legend.get_texts()[0].get_text()
+    assert petroff10(12)[10] == petroff10(12)[0]  # the cycle repeats after 10 colours
+
+
+def test_distributions_keep_a_dataset_colour_across_panels(tmp_path: Path) -> None:
+    from matplotlib.container import ErrorbarContainer
+
+    from rs3l_coffea.evaluation.plots import distributions_figure, plot_distributions
+
+    def one(shift: float) -> hist.Hist:
+        h = hist.Hist(hist.axis.Regular(20, 0, 300, name="msd"))
+        h.fill(RNG.normal(125 + shift, 20, size=300))
+        return h
+
+    panels = {"pass": {"ZH": one(0), "Z+jet": one(-60)}, "fail": {"Z+jet": one(-50), "ZH": one(5)}}
+    figure = distributions_figure(panels, "soft-drop mass [GeV]", title="pass/fail")
+    colour = {}
+    for ax in figure.axes:
+        assert ax.get_xlabel() == "soft-drop mass [GeV]" and ax.get_ylabel() == "fraction of jets / 15 GeV"
+        assert ax.get_title() in panels
+        bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer) and c.has_yerr]
+        assert len({matplotlib.colors.to_hex(c.lines[2][0].get_color()[0]) for c in bars}) == 2
+        for text, handle in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles, strict=True):
+            colour.setdefault(text.get_text().split(" (")[0], set()).add(
+                matplotlib.colors.to_hex(handle.get_color() if hasattr(handle, "get_color")
+                                         else handle.get_edgecolor())
+            )
+    assert colour.keys() == {"ZH", "Z+jet"} and all(len(c) == 1 for c in colour.values())
+    assert colour["ZH"] != colour["Z+jet"]
+    _assert_figures(plot_distributions(panels, tmp_path / "pf", "soft-drop mass [GeV]"), tmp_path / "pf")
+    with pytest.raises(EvaluationInputError, match="at least one"):
+        plot_distributions({}, tmp_path / "x", "m")
+
+
 def _embeddings(n: int = 120) -> tuple[np.ndarray, np.ndarray]:
     labels = RNG.integers(0, 3, size=n)
     x = RNG.normal(size=(n, 8)) + labels[:, None] * np.linspace(0, 2, 8)

@@ -5,7 +5,9 @@ Every function takes arrays, histograms or result objects, draws one figure and 
 are built with :class:`matplotlib.figure.Figure` directly, so no pyplot state or interactive
 backend is involved and the functions are safe to call from workers.
 
-* :func:`plot_variant_ratios` - per-variant normalised histograms and ratio to nominal (Fig. 3).
+* :func:`plot_variant_ratios` - per-variant histograms with error bars and ratio to nominal
+  with uncertainties (Fig. 3), HEP style (mplhep), panels in a grid.
+* :func:`plot_distributions` - normalised histograms per dataset with error bars (pass/fail).
 * :func:`plot_corner` - corner plot of the embedding with Pearson r per class (Fig. 4).
 * :func:`tsne_embedding` + :func:`plot_tsne` - t-SNE maps by class and by shower model (Fig. 5).
 * :func:`plot_roc_bands` - ε_S vs 1/ε_B with a band over repeated trainings (Figs. 6-8).
@@ -18,10 +20,11 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike, NDArray
 
@@ -53,50 +56,249 @@ def save_figure(
     return written
 
 
+RATIO_RANGE = (0.5, 1.5)
+"""Default y range of ratio panels; points outside are drawn as triangles at its edge."""
+RATIO_MIN_NOMINAL = 5
+"""Ratio panels skip bins with fewer nominal jets (their ratio is noise, not information)."""
+
+
+def hep_style() -> Any:
+    """Context manager: mplhep's CMS style with font sizes for multi-panel figures.
+
+    rcParams are read when artists are created and drawn, so figure construction and
+    :func:`save_figure` both run inside it.
+    """
+    import matplotlib.style
+    import mplhep
+
+    return matplotlib.style.context(
+        [mplhep.style.CMS, {"font.size": 13, "axes.labelsize": 13, "legend.fontsize": 10,
+                            "xtick.labelsize": 11, "ytick.labelsize": 11,
+                            "axes.titlesize": 13, "figure.titlesize": 15}]
+    )
+
+
+def _filled_range(edges: NDArray[np.float64], counts: NDArray[np.float64]) -> tuple[float, float]:
+    """x range spanning the filled bins plus one bin either side (the axis range if empty)."""
+    filled = np.flatnonzero(counts > 0)
+    if filled.size == 0:
+        return float(edges[0]), float(edges[-1])
+    first, last = max(filled[0] - 1, 0), min(filled[-1] + 2, len(edges) - 1)
+    return float(edges[first]), float(edges[last])
+
+
+def _per_bin_label(edges: NDArray[np.float64], xlabel: str) -> str:
+    """``fraction of jets / 0.04`` or ``fraction of jets / 20 GeV`` (unit from ``[...]``)."""
+    widths = np.diff(edges)
+    if not np.allclose(widths, widths[0]):
+        return "fraction of jets / bin"
+    unit = xlabel.rsplit("[", 1)[1].rstrip("] ") if xlabel.endswith("]") and "[" in xlabel else ""
+    return f"fraction of jets / {widths[0]:.3g}{' ' + unit if unit else ''}"
+
+
+def variant_ratio_figure(
+    histograms: Mapping[str, object],
+    nominal: str = "nominal",
+    variant_axis: str = "variant",
+    variant_labels: Mapping[str, str] | None = None,
+    *,
+    title: str | None = None,
+    ncols: int | None = None,
+    ratio_range: tuple[float, float] = RATIO_RANGE,
+    colours: Mapping[str, str] | None = None,
+) -> Figure:
+    """The figure of :func:`plot_variant_ratios` (not written; see there for the layout)."""
+    import mplhep
+
+    if not histograms:
+        raise EvaluationInputError("plot_variant_ratios needs at least one histogram")
+    labels = dict(variant_labels or {})
+    n_panels = len(histograms)
+    ncols = min(n_panels, ncols or n_panels)
+    nrows = math.ceil(n_panels / ncols)
+    # A fixed layout in inches: constrained layout over many axes with the HEP style's minor
+    # ticks took most of the figure's time (measured ~8 of 15 s for 8 panels on a busy core).
+    width, height = 4.6 * ncols, 4.7 * nrows + (1.0 if title else 0.6)
+    figure = Figure(figsize=(width, height))
+    outer = figure.add_gridspec(
+        nrows, ncols, left=0.85 / width, right=1 - 0.2 / width, bottom=0.65 / height,
+        top=1 - (1.0 if title else 0.6) / height, wspace=0.32, hspace=0.3,
+    )
+    low, high = ratio_range
+    legend: dict[str, Any] = {}
+    for index, (quantity, histogram) in enumerate(histograms.items()):
+        row, column = divmod(index, ncols)
+        variants, edges, counts = _variant_counts(histogram, quantity, nominal, variant_axis)
+        palette = _variant_colours(variants, nominal, colours)
+        pair = outer[row, column].subgridspec(2, 1, height_ratios=(3, 1), hspace=0.06)
+        top = figure.add_subplot(pair[0])
+        bottom = figure.add_subplot(pair[1], sharex=top)
+        totals = counts.sum(axis=1)
+        fractions = counts / totals[:, None]
+        errors = np.sqrt(counts) / totals[:, None]  # Poisson error of each bin's count
+        reference = fractions[variants.index(nominal)]
+        for variant, fraction, error in zip(variants, fractions, errors, strict=True):
+            is_nominal = variant == nominal
+            mplhep.histplot(
+                fraction, edges, yerr=error, ax=top, color=palette[variant],
+                linewidth=2 if is_nominal else 1.2,
+            )
+            n_jets = int(counts[variants.index(variant)].sum())
+            legend.setdefault(variant, (
+                f"{labels.get(variant, variant)} ({n_jets} jets)",
+                Line2D([], [], color=palette[variant], linewidth=2 if is_nominal else 1.2),
+            ))
+        top.set_ylabel(_per_bin_label(edges, quantity))
+        top.set_ylim(0, None)
+        top.tick_params(labelbottom=False)
+        top.set_xlim(*_filled_range(edges, counts.sum(axis=0)))
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        width = np.diff(edges)
+        filled = counts[variants.index(nominal)] >= RATIO_MIN_NOMINAL
+        with np.errstate(divide="ignore", invalid="ignore"):
+            band = np.where(filled, errors[variants.index(nominal)] / reference, np.nan)
+        bottom.stairs(
+            1 + band, edges, baseline=1 - band, fill=True, color="grey", alpha=0.35,
+            label=f"{labels.get(nominal, nominal)} stat. unc.",
+        )
+        bottom.axhline(1.0, color="black", linewidth=0.8)
+        others = [v for v in variants if v != nominal]
+        for k, variant in enumerate(others):
+            i = variants.index(variant)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(filled, fractions[i] / reference, np.nan)
+                ratio_error = np.where(filled, errors[i] / reference, np.nan)
+            shift = (k - (len(others) - 1) / 2) * 0.12 * width  # keep the variants' points apart
+            inside = np.isfinite(ratio) & (ratio >= low) & (ratio <= high)
+            bottom.errorbar(
+                centres[inside] + shift[inside], ratio[inside], yerr=ratio_error[inside],
+                fmt="o", markersize=3, linewidth=1, color=palette[variant],
+            )
+            margin = 0.04 * (high - low)
+            for outside, marker, edge in ((ratio > high, "^", high - margin),
+                                          (ratio < low, "v", low + margin)):
+                outside = outside & np.isfinite(ratio)
+                if outside.any():
+                    bottom.plot(centres[outside] + shift[outside], np.full(outside.sum(), edge),
+                                linestyle="none", marker=marker, markersize=6,
+                                color=palette[variant])
+        bottom.set_ylim(low, high)
+        if index == 0:
+            bottom.legend(fontsize="xx-small", loc="lower left", frameon=False)
+        bottom.set_ylabel(f"ratio to {labels.get(nominal, nominal)}", fontsize=10)
+        bottom.set_xlabel(quantity)
+    # One legend entry per variant (jet counts of the first panel; N2 panels may hold fewer).
+    figure.legend(
+        [handle for _, handle in legend.values()], [text for text, _ in legend.values()],
+        loc="upper center", ncols=min(len(legend), 6),
+        bbox_to_anchor=(0.5, 1 - (0.45 if title else 0.02) / height), frameon=False,
+        fontsize="small",
+    )
+    if title:
+        figure.suptitle(title, y=1 - 0.08 / height, va="top")
+    return figure
+
+
 def plot_variant_ratios(
     histograms: Mapping[str, object],
     path: PathLike,
     nominal: str = "nominal",
     variant_axis: str = "variant",
     variant_labels: Mapping[str, str] | None = None,
+    *,
+    title: str | None = None,
+    ncols: int | None = None,
+    ratio_range: tuple[float, float] = RATIO_RANGE,
+    colours: Mapping[str, str] | None = None,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 150,
 ) -> list[Path]:
-    """One column per quantity: normalised histograms per variant (top), ratio to nominal (bottom).
+    """One panel per quantity: each variant's fraction of jets per bin with Poisson error bars
+    (top), and its ratio to the nominal with error bars (bottom) over a grey band holding the
+    nominal's own statistical uncertainty; ratio points outside ``ratio_range`` appear as
+    triangles at the panel's edge. ``ncols`` wraps the panels into a grid.
 
-    ``histograms`` maps a quantity label (e.g. ``"embedding dim 3"``, ``"N2"``) to a
-    ``hist.Hist`` with axes ``[variant_axis, observable]``; the paper's Fig. 3 puts an embedding
-    dimension next to N2 to show which of the two is more stable under re-simulation.
+    ``histograms`` maps an axis label (e.g. ``"RS3L score"``, ``"soft-drop mass [GeV]"``; a
+    unit in brackets goes into the y label) to a ``hist.Hist`` with axes ``[variant_axis,
+    observable]`` holding counts. ``colours`` maps variant names to colours (default: black
+    for the nominal, matplotlib's ``petroff10`` cycle for the others in axis order); pass the
+    same mapping to every figure so a variant keeps its colour. The paper's Fig. 3 puts an
+    embedding dimension next to N2 to show which of the two is more stable under re-simulation.
     """
+    with hep_style():
+        figure = variant_ratio_figure(
+            histograms, nominal, variant_axis, variant_labels, title=title, ncols=ncols,
+            ratio_range=ratio_range, colours=colours,
+        )
+        return save_figure(figure, path, formats=formats, dpi=dpi)
+
+
+def distributions_figure(
+    panels: Mapping[str, Mapping[str, object]],
+    xlabel: str,
+    *,
+    title: str | None = None,
+    colours: Mapping[str, str] | None = None,
+) -> Figure:
+    """The figure of :func:`plot_distributions` (not written)."""
     import mplhep
 
-    if not histograms:
-        raise EvaluationInputError("plot_variant_ratios needs at least one histogram")
-    labels = dict(variant_labels or {})
-    figure = Figure(figsize=(4.8 * len(histograms), 5.2), layout="constrained")
-    grid = figure.add_gridspec(2, len(histograms), height_ratios=(3, 1))
-    for column, (quantity, histogram) in enumerate(histograms.items()):
-        variants, edges, densities = _variant_densities(histogram, quantity, nominal, variant_axis)
-        top = figure.add_subplot(grid[0, column])
-        bottom = figure.add_subplot(grid[1, column], sharex=top)
-        reference = densities[variants.index(nominal)]
-        for variant, density in zip(variants, densities, strict=True):
-            style = {"color": "black", "linewidth": 2} if variant == nominal else {}
-            label = labels.get(variant, variant)
-            mplhep.histplot(density, edges, ax=top, label=label, **style)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(reference > 0, density / reference, np.nan)
-            mplhep.histplot(ratio, edges, ax=bottom, **style)
-        top.set_ylabel("normalised")
-        top.legend(fontsize="small")
-        top.tick_params(labelbottom=False)
-        bottom.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
-        bottom.set_ylabel(f"ratio to {labels.get(nominal, nominal)}")
-        bottom.set_xlabel(quantity)
-        finite = densities[:, reference > 0] / reference[reference > 0]
-        if finite.size:
-            spread = float(np.nanmax(np.abs(finite - 1.0)))
-            half = min(max(0.05, 1.1 * spread), 1.0)
-            bottom.set_ylim(1 - half, 1 + half)
-    return save_figure(figure, path)
+    if not panels or not any(panels.values()):
+        raise EvaluationInputError("plot_distributions needs at least one histogram")
+    names = list(dict.fromkeys(name for hists in panels.values() for name in hists))
+    palette = dict(zip(names, petroff10(len(names)), strict=True))
+    palette.update(colours or {})
+    figure = Figure(
+        figsize=(max(5.2 * len(panels), 6.4), 5.0 + (0.4 if title else 0)), layout="constrained"
+    )
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel_title, hists) in zip(axes, panels.items(), strict=True):
+        edges = None
+        for name, histogram in hists.items():
+            counts = np.asarray(histogram.values(), dtype=np.float64)
+            edges = np.asarray(histogram.axes[0].edges, dtype=np.float64)
+            total = counts.sum()
+            if total <= 0:
+                continue
+            mplhep.histplot(counts / total, edges, yerr=np.sqrt(counts) / total, ax=ax,
+                            color=palette[name], label=f"{name} ({int(total)} jets)")
+        ax.set_title(panel_title)
+        ax.set_xlabel(xlabel)
+        if edges is not None:
+            ax.set_ylabel(_per_bin_label(edges, xlabel))
+        ax.set_ylim(0, None)
+        ax.legend(fontsize="x-small")
+    # One x range for all panels (the filled bins of all of them), so panels compare by eye.
+    ranges = [
+        _filled_range(np.asarray(h.axes[0].edges, dtype=np.float64), np.asarray(h.values()))
+        for hists in panels.values() for h in hists.values()
+    ]
+    for ax in axes:
+        ax.set_xlim(min(r[0] for r in ranges), max(r[1] for r in ranges))
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def plot_distributions(
+    panels: Mapping[str, Mapping[str, object]],
+    path: PathLike,
+    xlabel: str,
+    *,
+    title: str | None = None,
+    colours: Mapping[str, str] | None = None,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 150,
+) -> list[Path]:
+    """Normalised 1-D histograms with Poisson error bars, one panel per entry of ``panels``.
+
+    ``panels`` maps a panel title (e.g. ``"pass: score > 0.5"``) to ``{dataset: hist.Hist}``
+    (one axis, counts). A dataset has the same colour in every panel (``colours`` or the
+    ``petroff10`` cycle in order of first appearance), so pass/fail panels read side by side.
+    """
+    with hep_style():
+        figure = distributions_figure(panels, xlabel, title=title, colours=colours)
+        return save_figure(figure, path, formats=formats, dpi=dpi)
 
 
 def plot_corner(
@@ -124,7 +326,7 @@ def plot_corner(
         raise EvaluationInputError(f"{len(names)} dimension names for {dims} dimensions")
     classes = np.unique(y)
     class_label = {c: (class_names or {}).get(c, str(c)) for c in classes.tolist()}
-    colours = _colours(len(classes))
+    colours = petroff10(len(classes))
     rng = np.random.default_rng(seed)
     shown = {}
     for c in classes.tolist():
@@ -246,7 +448,7 @@ def plot_tsne(
             )
         display = (names or {}).get(title, {})
         unique = np.unique(values)
-        for colour, value in zip(_colours(len(unique)), unique.tolist(), strict=True):
+        for colour, value in zip(petroff10(len(unique)), unique.tolist(), strict=True):
             mask = values == value
             ax.scatter(
                 xy[mask, 0],
@@ -286,7 +488,7 @@ def plot_roc_bands(
     grid = np.linspace(*signal_efficiency_range, 200)
     figure = Figure(figsize=(5.5, 4.8), layout="constrained")
     ax = figure.add_subplot()
-    for colour, (model, runs) in zip(_colours(len(curves)), curves.items(), strict=True):
+    for colour, (model, runs) in zip(petroff10(len(curves)), curves.items(), strict=True):
         if not runs:
             raise EvaluationInputError(f"model {model!r} has no ROC curve")
         eps_b = np.array([[background_efficiency_at(roc, e) for e in grid] for roc in runs])
@@ -430,9 +632,10 @@ def _history_columns(history: History) -> dict[str, NDArray[np.float64]]:
     return columns
 
 
-def _variant_densities(
+def _variant_counts(
     histogram: object, quantity: str, nominal: str, variant_axis: str
 ) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64]]:
+    """``(variants, edges, counts[variant, bin])``; every variant must have entries."""
     axes = list(getattr(histogram, "axes", ()))
     names = [axis.name for axis in axes]
     if len(axes) != 2 or variant_axis not in names:
@@ -449,11 +652,20 @@ def _variant_densities(
     if v_index == 1:
         counts = counts.T
     edges = np.asarray(x_axis.edges, dtype=np.float64)
-    totals = counts.sum(axis=1, keepdims=True)
+    totals = counts.sum(axis=1)
     if (totals <= 0).any():
-        empty = [variants[i] for i in np.flatnonzero(totals[:, 0] <= 0)]
+        empty = [variants[i] for i in np.flatnonzero(totals <= 0)]
         raise EvaluationInputError(f"{quantity!r}: variants {empty} have an empty histogram")
-    return variants, edges, counts / totals / np.diff(edges)
+    return variants, edges, counts
+
+
+def _variant_colours(
+    variants: Sequence[str], nominal: str, colours: Mapping[str, str] | None
+) -> dict[str, str]:
+    others = [v for v in variants if v != nominal]
+    palette = {nominal: "black", **dict(zip(others, petroff10(len(others)), strict=True))}
+    palette.update(colours or {})
+    return palette
 
 
 def _pearson_matrix(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -463,17 +675,9 @@ def _pearson_matrix(x: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.corrcoef(x, rowvar=False)
 
 
-def _colours(n: int) -> list[str]:
-    base = [
-        "#3f90da",
-        "#ffa90e",
-        "#bd1f01",
-        "#94a4a2",
-        "#832db6",
-        "#a96b59",
-        "#e76300",
-        "#b9ac70",
-        "#717581",
-        "#92dadd",
-    ]  # CMS-recommended 10-colour cycle
+def petroff10(n: int) -> list[str]:
+    """``n`` colours of matplotlib's ``petroff10`` cycle (Petroff, arXiv:2107.02270), repeated."""
+    import matplotlib.style
+
+    base = [entry["color"] for entry in matplotlib.style.library["petroff10"]["axes.prop_cycle"]]
     return [base[i % len(base)] for i in range(n)]
