@@ -281,3 +281,10 @@ def test_validity_range_round_trips_and_is_validated(tmp_path):
         load_model(card_path)
     with pytest.raises(ConfigError, match=r"pt_max = 100\.0 must exceed pt_min = 450\.0"):
         save_model(tmp_path / "x", model, {"validity_range": {"pt_min": 450.0, "pt_max": 100.0}})
+
+
+def test_lora_layer_refuses_a_non_finite_alpha():
+    from rs3l_coffea.nn.lora import LoRALinear
+
+    with pytest.raises(ValueError, match="LoRA alpha must be a finite number, got nan"):
+        LoRALinear(torch.nn.Linear(3, 2), rank=2, alpha=float("nan"))
