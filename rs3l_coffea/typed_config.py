@@ -44,8 +44,11 @@ __all__ = [
     "comma_list",
     "config_dataclass",
     "deep_merge",
+    "describe_validation_error",
+    "parse_override",
     "read_yaml_mapping",
     "set_dotted",
+    "validated",
 ]
 
 _T = TypeVar("_T")
