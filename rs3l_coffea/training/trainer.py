@@ -417,6 +417,9 @@ class Trainer:
         return rng[self.world.rank] if isinstance(rng, list) else rng
 
     def _config_changes(self, saved: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+        if not saved:  # a checkpoint that recorded no configuration: nothing to compare with
+            self.log("the checkpoint records no configuration; resuming without comparing it")
+            return {}
         current = json.loads(json.dumps(self.config.to_dict()))
         return {
             key: values
