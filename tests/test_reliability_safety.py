@@ -301,3 +301,24 @@ def test_rs3l_process_blames_a_bad_model_not_the_data_file(tmp_path, defect):
     assert result.exit_code == 2, result.output
     assert "bad." in result.output and "Failed processing" not in result.output and "pfnano.root" not in result.output
     assert not out.exists()
+
+
+def test_tagger_construction_checks_card_and_header_before_any_worker_runs(tmp_path):
+    """The Python API path (``TaggingProcessor(RS3LTagger.load(...))`` in ``run_fileset``): a model
+    with int8 weights or a card the weights do not fit fails when the tagger is made."""
+    from safetensors.torch import load_file, save_file
+
+    from rs3l_coffea.errors import ModelFormatError
+    from rs3l_coffea.inference.tagger import RS3LTagger
+
+    weights, card_path = save_model(tmp_path / "m", _small_model(5))
+    state = load_file(str(weights))
+    save_file({name: tensor.to(torch.int8) for name, tensor in state.items()}, str(weights))
+    with pytest.raises(ModelFormatError, match=r"m\.safetensors: tensor '.*' has dtype I8"):
+        RS3LTagger.load(tmp_path / "m")
+    save_file(state, str(weights))
+    card = json.loads(card_path.read_text())
+    card["config"]["backbone"]["width"] = 16
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match=r"m\.safetensors: tensor 'backbone\.embed\.0\.weight' has shape"):
+        RS3LTagger.load(tmp_path / "m")

@@ -112,7 +112,7 @@ class RS3LTagger:
         max_particles: int = DEFAULT_MAX_PARTICLES,
         backend: str = "torch",
     ) -> None:
-        from rs3l_coffea.nn.model_file import model_paths, read_card, validity_range
+        from rs3l_coffea.nn.model_file import check_model_files, model_paths, validity_range
 
         weights, card_path = model_paths(model_path)
         for file in (weights, card_path):
@@ -126,7 +126,9 @@ class RS3LTagger:
             raise ConfigError(f"max_particles must be >= 1, got {max_particles}")
         if backend not in ("torch", "onnx"):
             raise ConfigError(f"backend {backend!r} is not one of ['torch', 'onnx']")
-        card = read_card(card_path)
+        # Card, architecture bounds, and the weights' header (names, shapes, dtypes) now, in the
+        # process that builds the graph: milliseconds, no tensor data read.
+        card, _config = check_model_files(weights, card_path)
         self.model_path = str(weights.with_suffix("").resolve())
         self.head_names: tuple[str, ...] = tuple(card.head_names)
         backbone = dict(card.config.get("backbone", {}))
@@ -161,8 +163,9 @@ class RS3LTagger:
     ) -> RS3LTagger:
         """Tagger for a native model (``NAME``, ``NAME.safetensors`` or ``NAME.json``).
 
-        Only the card (JSON) is read here; the weights are loaded on first use, in the
-        process that uses them.
+        Only the card (JSON) and the weights' header are read and checked here; the weights
+        are loaded on first use, in the process that uses them (:meth:`check_model` loads
+        them once up front, finite-value check included).
         """
         return cls(
             path,
