@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
 
             options = {"device": device, "threads": threads}
             tagger = RS3LTagger.default(**options) if model is None else RS3LTagger.load(model, **options)
+            tagger.check_model()  # a bad model must not be reported as "Failed processing file"
             processor_class = VariantProcessor if processor_name is ProcessorChoice.variants else TaggingProcessor
             processor_instance = processor_class(
                 tagger,

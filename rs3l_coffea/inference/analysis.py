@@ -257,7 +257,8 @@ def _fill_subset(
 
 
 def cutflow(events: Any, table: Any) -> dict[str, Any]:
-    """Counts per chunk: events, jets, jets with an RS3L record, selected and tagged jets."""
+    """Counts per chunk: events, jets, jets with an RS3L record, selected and tagged jets, and
+    (when the model records its training range) tagged jets outside it."""
     if _is_dask(table):
         import dask_awkward as dak
 
@@ -272,6 +273,8 @@ def cutflow(events: Any, table: Any) -> dict[str, Any]:
         "tagged_jets": lib.sum(tagged),
         "selected_tagged_jets": lib.sum(tagged & flat.selected),
     }
+    if "in_range" in flat.rs3l.fields:
+        counts["out_of_range_tagged_jets"] = lib.sum(tagged & ~lib.fill_none(flat.rs3l.in_range, True))
     if lib is ak:
         counts = {name: int(value) for name, value in counts.items()}
     return counts
