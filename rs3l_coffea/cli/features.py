@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import user_errors
+from rs3l_coffea.cli._common import check_output_path, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
         from rs3l_coffea.features.selection import JetSelection
 
         with user_errors():
+            check_output_path(out, option="--out")
             chosen = JetSelection.named(selection)
             results = []
             with Progress(disable=len(files) < 2, transient=True) as progress:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import user_errors
+from rs3l_coffea.cli._common import check_output_path, user_errors
 
 
 def ntuple(
@@ -23,6 +23,7 @@ def ntuple(
 ) -> None:
     """Pair nominal jets with their re-simulated counterparts and write training ntuples."""
     with user_errors():
+        check_output_path(out, option="--out", directory=True)
         from rs3l_coffea.training.build import build_ntuples
 
         shards = build_ntuples(

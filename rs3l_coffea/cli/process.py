@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import user_errors
+from rs3l_coffea.cli._common import check_output_path, user_errors
 
 
 class ProcessorChoice(str, Enum):
@@ -47,6 +47,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tag the jets of FILESET with RS3L and save histograms (and optional skims) to OUT."""
         with user_errors():
+            check_output_path(out, option="--out")
+            if skim_dir is not None:
+                check_output_path(skim_dir, option="--skim-dir", directory=True)
             from rs3l_coffea.features import JetSelection
             from rs3l_coffea.inference.runner import run_fileset, save_output
             from rs3l_coffea.inference.tagger import RS3LTagger
