@@ -342,3 +342,97 @@ def test_unreadable_file_error_from_library(coffea_sample, small_model):
     output = run_fileset({"broken": [bad]}, tagging(small_model[0]), skip_bad_files=True)
     assert output["bad_files"][0]["file"] == bad
     assert "hists" not in output
+
+
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from rs3l_coffea.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--source", "pfnan"], "unknown source 'pfnan'"),
+        (["--jets", "NoSuchJets"], "NoSuchJets"),
+        (["--processor", "variants"], "no variant label"),
+    ],
+    ids=["source-typo", "unknown-jets", "variants-without-variants"],
+)
+def test_cli_process_checks_options_on_the_first_file(
+    option, expected, small_model, coffea_sample, tmp_path
+):
+    spec = tmp_path / "fileset.json"
+    spec.write_text(json.dumps({"pfnano": [str(coffea_sample("pfnano.root"))]}))
+    out = tmp_path / "out.coffea"
+    result = _cli([
+        "process", str(spec), "--model", str(small_model[0]), "--out", str(out), "--quiet",
+        "--executor", "futures", *option,
+    ])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    text = " ".join(result.output.split())
+    assert expected in text
+    # one message (rich may wrap it), no coffea wrapper, no traceback, no retries
+    assert len(lines) <= 4, result.output
+    assert "Failed processing" not in text and "Traceback" not in text and "attempt" not in text
+    assert not out.exists()
+
+
+class _CountingProcessor(TaggingProcessor):
+    """Records every call in a file (works across pickling) and fails on the second chunk."""
+
+    def __init__(self, *args, log: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = log
+
+    def process(self, events):
+        start = int(events.metadata["entrystart"])
+        with open(self.log, "a") as handle:
+            handle.write(f"{start}\n")
+        if start > 0:
+            raise InputFileError(f"deterministic failure at entry {start}")
+        return super().process(events)
+
+
+def test_deterministic_chunk_errors_are_not_retried(small_model, coffea_sample, tmp_path):
+    log = tmp_path / "calls.txt"
+    sample = str(coffea_sample("delphes.root"))  # 25 events: chunks 0-13 and 13-25
+    counting = _CountingProcessor(RS3LTagger.load(small_model[0], threads=1), log=str(log))
+    with pytest.raises(InputFileError, match=r"delphes\.root \(dataset 'd', entries 13-25\): InputFileError: deterministic"):
+        run_fileset({"d": [sample]}, counting, chunksize=CHUNKSIZE, preflight_entries=0)
+    assert sorted(log.read_text().split()) == ["0", "13"]  # coffea would have called 13 four times
+
+
+def test_skip_bad_files_records_failed_chunks_and_keeps_the_good(small_model, coffea_sample, tmp_path):
+    """A corrupt basket and a NaN jet pass the up-front file check and fail while processing:
+    with --skip-bad-files they are listed under bad_chunks and the good file is written."""
+    import bad_inputs as corpus
+    from coffea.util import load
+
+    corrupt = corpus.corrupt_basket(tmp_path, "ZLIB")
+    nan_jet = corpus.pfnano_nan_jet(tmp_path)
+    spec = tmp_path / "fileset.json"
+    spec.write_text(json.dumps({
+        "good": [str(coffea_sample("pfnano.root"))], "corrupt": [str(corrupt)], "nan": [str(nan_jet)],
+    }))
+    out = tmp_path / "out.coffea"
+    command = ["process", str(spec), "--model", str(small_model[0]), "--out", str(out), "--quiet"]
+    failed = _cli(command)
+    assert failed.exit_code == 2 and not out.exists()
+    assert "corrupt_ZLIB.root" in " ".join(failed.output.split())
+
+    passed = _cli([*command, "--skip-bad-files"])
+    assert passed.exit_code == 0, passed.output
+    result = load(str(out))
+    assert result["bad_files"] == []
+    chunks = {Path(c["file"]).name: c for c in result["bad_chunks"]}
+    assert set(chunks) == {"corrupt_ZLIB.root", "nan_jet.root"}
+    assert "cannot read the events" in chunks["corrupt_ZLIB.root"]["reason"]
+    assert "invalid kinematics" in chunks["nan_jet.root"]["reason"]
+    assert chunks["nan_jet.root"]["entrystart"] == 0 and chunks["nan_jet.root"]["entrystop"] > 0
+    assert result["cutflow"]["good"]["events"] == 10
+    assert result["hists"]["score"][{"dataset": "good"}].sum(flow=True) == 24
+    assert "nan_jet.root entries 0-" in " ".join(passed.output.split())

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         recluster_radius: float = typer.Option(None, "--recluster-radius", help="Recluster candidates with anti-kT of this radius."),
         selection: str = typer.Option(None, "--selection", help="Jets entering histograms: permissive, generated or paper (default: permissive for tagging, generated for variants)."),
         skim_dir: Path = typer.Option(None, "--skim-dir", help="Write per-chunk parquet skims of the jet table here."),
-        skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable files / files without candidates and list them in the output."),
+        skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable files / files without candidates, and chunks that fail (corrupt basket, invalid jet); list them in the output (bad_files, bad_chunks)."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA if the worker has one), cpu, cuda, cuda:N."),
         threads: int = typer.Option(None, "--threads", min=1, help="torch threads per task (default: 1 in worker processes)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -80,6 +80,12 @@ def register(app: typer.Typer) -> None:
             path = save_output(output, out)
             for bad in output["bad_files"]:
                 typer.echo(f"skipped {bad['file']} ({bad['dataset']}): {bad['reason']}", err=True)
+            for bad in output["bad_chunks"]:
+                typer.echo(
+                    f"skipped {bad['file']} entries {bad['entrystart']}-{bad['entrystop']} "
+                    f"({bad['dataset']}): {bad['reason']}",
+                    err=True,
+                )
             for dataset, counts in sorted(output.get("cutflow", {}).items()):
                 summary = ", ".join(f"{name}={int(value)}" for name, value in counts.items())
                 typer.echo(f"{dataset}: {summary}")

@@ -5,6 +5,15 @@
 * Every file is checked on the client first (:func:`check_file`: readable, has the tree, has
   particle candidates). A bad file either stops the run with an :class:`InputFileError` naming
   it, or (``skip_bad_files=True``) is skipped and listed with its reason under ``bad_files``.
+* Before the run, the processor is applied in this process to the first
+  :data:`PREFLIGHT_ENTRIES` entries of the first file of each source (:func:`preflight`): a
+  wrong source, jet collection, model or processor prerequisite (e.g. ``VariantProcessor`` on
+  files without variants) fails at once with one line, instead of in every worker.
+* Chunks run under :class:`ChunkGuard`. Errors that will always recur (our
+  :class:`~rs3l_coffea.errors.RS3LError` types: bad values, missing branches) are never retried
+  by coffea; with ``skip_bad_files=True`` *any* failing chunk (a corrupt basket, a NaN jet) is
+  recorded under ``bad_chunks`` (dataset, file, entry range, reason) and the run goes on, so the
+  good chunks are written. Without it, the run fails naming the chunk.
 * Files are grouped by source (Delphes / PFNano / NanoAOD) because a ``Runner`` has one
   NanoEvents schema; the groups' outputs are accumulated. Only the branches RS3L reads are put
   into the events (:class:`BranchFilter`); a processor needing more should be run with its own
@@ -17,15 +26,18 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from rs3l_coffea.errors import ConfigError, InputFileError
+from rs3l_coffea.errors import ConfigError, InputFileError, RS3LError
 
 EXECUTORS = ("iterative", "futures", "dask")
+# Entries of the first file per source on which the processor is tried before the run.
+PREFLIGHT_ENTRIES = 20
 
 
 def read_fileset(fileset: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -184,6 +196,95 @@ def make_executor(
             yield processor.DaskExecutor(client=client, status=status)
 
 
+def preflight(
+    processor_instance: Any,
+    path: str,
+    tree: str,
+    source: str,
+    *,
+    dataset: str,
+    metadata: Mapping[str, Any] | None = None,
+    entries: int = PREFLIGHT_ENTRIES,
+) -> None:
+    """Apply ``processor_instance`` to the first ``entries`` entries of one file, here and now.
+
+    This proves, before any worker starts, that the processor's options (source, jet
+    collection, model, variant labels) fit the data. Skims are not written (a processor's
+    ``skim_dir`` is switched off on a shallow copy). Our errors pass through unchanged (they
+    already name the file and value); any other exception is wrapped in a one-line
+    :class:`ConfigError` naming the processor and the file.
+    """
+    import uproot
+    from coffea.nanoevents import NanoEventsFactory
+
+    probe = copy.copy(processor_instance)
+    if getattr(probe, "skim_dir", None) is not None:
+        probe.skim_dir = None
+    with uproot.open(path) as handle:
+        stop = min(int(handle[tree].num_entries), entries)
+        if stop == 0:
+            return
+        info = {"dataset": dataset, "filename": path, "treename": tree,
+                "entrystart": 0, "entrystop": stop, **dict(metadata or {})}
+        events = NanoEventsFactory.from_root(
+            file=handle, treepath=tree, schemaclass=_schema(source), metadata=info,
+            mode="virtual", entry_stop=stop,
+            iteritems_options={"filter_name": BranchFilter(source, getattr(processor_instance, "jets", None))},
+        ).events()
+        try:
+            probe.process(events)
+        except RS3LError:
+            raise
+        except Exception as error:
+            raise ConfigError(
+                f"{type(processor_instance).__name__} fails on the first {stop} entries of {path} "
+                f"(tried before the run): {type(error).__name__}: {error}"
+            ) from error
+
+
+class ChunkGuard:
+    """A coffea processor around another one that turns chunk failures into records.
+
+    ``process`` returns the wrapped processor's output, or, when it raises, ``{"bad_chunks":
+    [{dataset, file, entrystart, entrystop, reason}]}``: for our own error types always
+    (they are deterministic, so coffea's retries would only repeat them), for any exception
+    when ``skip_bad_chunks``. Other exceptions propagate (coffea retries them: they may be
+    transient, e.g. a network read). The wrapped processor must return a mapping.
+    """
+
+    def __init__(self, processor_instance: Any, *, skip_bad_chunks: bool) -> None:
+        self.processor_instance = processor_instance
+        self.skip_bad_chunks = skip_bad_chunks
+
+    def process(self, events: Any) -> Any:
+        try:
+            return self.processor_instance.process(events)
+        except Exception as error:
+            if not (self.skip_bad_chunks or isinstance(error, RS3LError)):
+                raise
+            metadata = dict(getattr(events, "metadata", {}) or {})
+            return {"bad_chunks": [{
+                "dataset": str(metadata.get("dataset", "")),
+                "file": str(metadata.get("filename", "")),
+                "entrystart": int(metadata.get("entrystart", 0)),
+                "entrystop": int(metadata.get("entrystop", 0)),
+                "reason": f"{type(error).__name__}: {error}",
+            }]}
+
+    # coffea's Runner takes a ProcessorABC or a one-argument callable (with an optional
+    # ``postprocess``); a callable keeps coffea out of this module's import.
+    __call__ = process
+
+    def postprocess(self, accumulator: Any) -> Any:
+        bad = accumulator.pop("bad_chunks", None) if isinstance(accumulator, dict) else None
+        post = getattr(self.processor_instance, "postprocess", None)
+        result = post(accumulator) if callable(post) else None
+        result = accumulator if result is None else result
+        if bad is not None:
+            result["bad_chunks"] = bad
+        return result
+
+
 def run_fileset(
     fileset: str | os.PathLike[str] | Mapping[str, Any],
     processor_instance: Any,
@@ -195,12 +296,16 @@ def run_fileset(
     maxchunks: int | None = None,
     skip_bad_files: bool = False,
     status: bool = False,
+    preflight_entries: int = PREFLIGHT_ENTRIES,
 ) -> dict[str, Any]:
     """Run ``processor_instance`` over ``fileset``; returns its accumulator plus ``bad_files``.
 
     ``executor`` is a name from :data:`EXECUTORS` or a ready coffea executor instance (e.g. a
     ``DaskExecutor`` on your own client). ``bad_files`` lists ``{"dataset", "file", "reason"}``
-    for every skipped file (empty unless ``skip_bad_files``).
+    for every skipped file and ``bad_chunks`` ``{"dataset", "file", "entrystart", "entrystop",
+    "reason"}`` for every chunk that failed during processing (both empty unless
+    ``skip_bad_files``; without it the first failure raises). ``preflight_entries=0`` skips
+    :func:`preflight`.
     """
     from coffea import processor
 
@@ -218,11 +323,23 @@ def run_fileset(
                     raise
                 bad_files.append({"dataset": dataset, "file": path, "reason": str(error)})
                 continue
+            if source not in groups and preflight_entries > 0:
+                try:
+                    preflight(
+                        processor_instance, path, tree_name, source, dataset=dataset,
+                        metadata=entry["metadata"], entries=preflight_entries,
+                    )
+                except InputFileError as error:  # about this file; other files may be fine
+                    if not skip_bad_files:
+                        raise
+                    bad_files.append({"dataset": dataset, "file": path, "reason": str(error)})
+                    continue
             group = groups.setdefault(source, {})
             spec = group.setdefault(dataset, {"files": {}, "metadata": entry["metadata"]})
             spec["files"][path] = tree_name
 
     outputs = []
+    guarded = ChunkGuard(processor_instance, skip_bad_chunks=skip_bad_files)
     if groups:
         context = (
             make_executor(executor, workers=workers, scheduler=scheduler, status=status)
@@ -246,7 +363,7 @@ def run_fileset(
                 try:
                     output = runner(
                         cleaned,
-                        processor_instance=processor_instance,
+                        processor_instance=guarded,
                         iteritems_options={"filter_name": branches},
                     )
                 except Exception as error:
@@ -255,7 +372,18 @@ def run_fileset(
                     raise
                 outputs.append(output)
     result: dict[str, Any] = dict(processor.accumulate(outputs)) if outputs else {}
+    bad_chunks = sorted(
+        result.pop("bad_chunks", []), key=lambda c: (c["dataset"], c["file"], c["entrystart"])
+    )
+    if bad_chunks and not skip_bad_files:
+        first = bad_chunks[0]
+        raise InputFileError(
+            f"{first['file']} (dataset {first['dataset']!r}, entries {first['entrystart']}-"
+            f"{first['entrystop']}): {first['reason']}"
+            + (f" ({len(bad_chunks) - 1} more failed chunk(s))" if len(bad_chunks) > 1 else "")
+        )
     result["bad_files"] = bad_files
+    result["bad_chunks"] = bad_chunks
     return result
 
 
