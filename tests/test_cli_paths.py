@@ -90,3 +90,24 @@ def test_check_output_path_accepts_new_and_replaceable_paths(tmp_path):
     assert check_output_path(tmp_path, directory=True) == tmp_path
     with pytest.raises(ConfigError, match="--skim-dir"):
         check_output_path(existing, option="--skim-dir", directory=True)
+
+
+@pytest.mark.parametrize("name", ["a[/x]b.root", "[bold]x.root", "[red]y[/red].root"])
+def test_user_text_in_errors_is_printed_verbatim(name, tmp_path):
+    """File and dataset names are never parsed as rich markup (a closing tag used to raise a
+    MarkupError traceback, an opening one silently vanished from the message)."""
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("not a ROOT file")
+    runner = CliRunner()
+    features = runner.invoke(app, ["features", str(path), "--out", str(tmp_path / "o.parquet")])
+    assert features.exit_code == 2, features.output
+    assert str(path) in features.output.replace("\n", "")
+    assert "MarkupError" not in features.output and "Traceback" not in features.output
+
+    fileset = tmp_path / "fileset.json"
+    missing = tmp_path / "missing" / name
+    fileset.write_text(json.dumps({f"{name}-dataset": [str(missing)]}))
+    process = runner.invoke(app, ["process", str(fileset), "--out", str(tmp_path / "o.coffea")])
+    assert process.exit_code == 2, process.output
+    assert f"{missing} does not exist" in process.output.replace("\n", "")
