@@ -330,6 +330,14 @@ OTHER_FAILURES = [
      ConfigError, r"fileset .*fileset\.json is not a readable JSON file"),
     ("fileset-bad-entry", _text_file("fileset.json", '{"zh": 3}'), "fileset",
      ConfigError, r"dataset 'zh': files must be a list"),
+    ("fileset-metadata-not-a-mapping", _text_file("fileset.json", '{"zh": {"files": ["a.root"], "metadata": 5}}'),
+     "fileset", ConfigError, r"fileset .*fileset\.json: dataset 'zh': metadata: Input should be a valid dictionary \(got 5\)"),
+    ("fileset-files-not-a-list", _text_file("fileset.json", '{"zh": {"files": 5}}'), "fileset",
+     ConfigError, r"dataset 'zh': files: must be a list of paths or a \{path: tree\} mapping \(got 5\)"),
+    ("fileset-without-files", _text_file("fileset.json", '{"zh": {"metadata": {}}}'), "fileset",
+     ConfigError, r"dataset 'zh': files: Field required"),
+    ("fileset-bad-object-path", _text_file("fileset.json", '{"zh": {"files": {"a.root": {"object_path": 3}}}}'),
+     "fileset", ConfigError, r"dataset 'zh': files\.a\.root: object_path must be a tree name, got 3"),
 ]
 
 

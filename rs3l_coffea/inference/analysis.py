@@ -32,7 +32,6 @@ import numpy as np
 
 from rs3l_coffea.errors import ConfigError, InputFileError
 
-HISTOGRAM_NAMES = ("embedding", "score", "n2", "mass", "msd", "pt")
 # Binning: (bins, low, high) per scalar histogram; the embedding direction lives in [-1, 1].
 DEFAULT_BINNING: dict[str, tuple[int, float, float]] = {
     "embedding": (100, -1.0, 1.0),

@@ -33,6 +33,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
 from rs3l_coffea.errors import ConfigError, InputFileError, RS3LError
 
 EXECUTORS = ("iterative", "futures", "dask")
@@ -40,46 +42,99 @@ EXECUTORS = ("iterative", "futures", "dask")
 PREFLIGHT_ENTRIES = 20
 
 
+class DatasetSpec(BaseModel):
+    """One dataset of a coffea fileset (the JSON layout coffea's ``processor.Runner`` and
+    ``dataset_tools`` read): ``files`` as a list of paths, or ``{path: tree}`` where the tree
+    is a name, ``null`` (found by us) or coffea's ``{"object_path": tree, ...}`` from
+    ``preprocess``; optional ``metadata`` (a mapping; passed to the processor). Other keys
+    written by coffea's ``preprocess`` (``form``, ``steps``, ...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    files: list[str] | dict[str, str | dict[str, Any] | None]
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _one_path(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, (list, tuple, dict)):
+            raise ValueError("must be a list of paths or a {path: tree} mapping")
+        return value
+
+    def trees(self) -> dict[str, str | None]:
+        """``{path: tree or None}``; :class:`ConfigError` for a non-string ``object_path``."""
+        if isinstance(self.files, list):
+            return dict.fromkeys(self.files)
+        out: dict[str, str | None] = {}
+        for path, tree in self.files.items():
+            if isinstance(tree, dict):
+                tree = tree.get("object_path", tree.get("treename"))
+                if tree is not None and not isinstance(tree, str):
+                    raise ConfigError(f"files.{path}: object_path must be a tree name, got {tree!r}")
+            out[path] = tree
+        return out
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(step) for step in item["loc"]) or "entry"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message} (got {item.get('input')!r})")
+    return "; ".join(parts)
+
+
 def read_fileset(fileset: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Normalise a fileset (path to JSON or mapping) to ``{dataset: {"files": {path: tree|None},
-    "metadata": {...}}}``. Relative file paths in a JSON file are taken relative to it."""
+    "metadata": {...}}}``. Relative file paths in a JSON file are taken relative to it.
+
+    Each dataset is validated by :class:`DatasetSpec` (``{dataset: [files]}`` or
+    ``{dataset: {"files": ..., "metadata": {...}}}``); a bad entry raises :class:`ConfigError`
+    naming the fileset, the dataset, the key and the value.
+    """
     base: Path | None = None
+    where = "fileset"
     if not isinstance(fileset, Mapping):
         path = Path(fileset)
+        where = f"fileset {path}"
         try:
             fileset = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise
+        except IsADirectoryError as error:
+            raise ConfigError(f"fileset {path} is a directory, not a JSON file") from error
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ConfigError(f"fileset {path} is not a readable JSON file: {error}") from error
         base = path.resolve().parent
     if not isinstance(fileset, Mapping) or not fileset:
-        raise ConfigError("a fileset is a non-empty mapping {dataset: [files] or {'files': ...}}")
+        raise ConfigError(
+            f"{where}: a fileset is a non-empty mapping {{dataset: [files] or {{'files': ...}}}}"
+        )
     out: dict[str, dict[str, Any]] = {}
     for dataset, entry in fileset.items():
-        metadata: dict[str, Any] = {}
-        if isinstance(entry, Mapping):
-            if "files" not in entry:
-                raise ConfigError(f"dataset {dataset!r} has no 'files' key")
-            metadata = dict(entry.get("metadata") or {})
-            files = entry["files"]
-        else:
-            files = entry
-        if isinstance(files, str):
-            files = [files]
-        if isinstance(files, Mapping):
-            pairs = list(files.items())
-        elif isinstance(files, (list, tuple)):
-            pairs = [(f, None) for f in files]
-        else:
-            raise ConfigError(f"dataset {dataset!r}: files must be a list or {{path: tree}} mapping")
+        if not isinstance(entry, Mapping):
+            if not isinstance(entry, (str, list, tuple)):
+                raise ConfigError(
+                    f"{where}: dataset {dataset!r}: files must be a list or {{path: tree}} "
+                    f"mapping, got {entry!r}"
+                )
+            entry = {"files": list(entry) if isinstance(entry, tuple) else entry}
+        try:
+            spec = DatasetSpec.model_validate(entry)
+            trees = spec.trees()
+        except ValidationError as error:
+            raise ConfigError(f"{where}: dataset {dataset!r}: {_validation_message(error)}") from error
+        except ConfigError as error:
+            raise ConfigError(f"{where}: dataset {dataset!r}: {error}") from error
         resolved = {}
-        for name, tree in pairs:
+        for name, tree in trees.items():
             file_path = Path(str(name))
             if base is not None and not file_path.is_absolute() and "://" not in str(name):
                 file_path = base / file_path
             resolved[str(file_path)] = tree
-        out[str(dataset)] = {"files": resolved, "metadata": metadata}
+        out[str(dataset)] = {"files": resolved, "metadata": dict(spec.metadata or {})}
     return out
 
 
