@@ -316,7 +316,7 @@ def test_cli_process_bad_file_with_and_without_skip(small_model, coffea_sample, 
     out = tmp_path / "out.coffea"
     command = [
         "process", str(spec), "--processor", "tagging", "--executor", "iterative",
-        "--chunksize", "5", "--model", str(small_model[0]), "--out", str(out), "--quiet",
+        "--chunk-size", "5", "--model", str(small_model[0]), "--out", str(out), "--quiet",
     ]
     runner = CliRunner()
     failed = runner.invoke(app, command)

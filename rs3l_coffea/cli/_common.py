@@ -12,10 +12,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperArgument, TyperGroup
 
 from rs3l_coffea.errors import ConfigError, RS3LError
 
@@ -75,3 +77,70 @@ def check_output_path(
             f"{shown}: directory {str(ancestor)!r} is not writable ({error.strerror or error})"
         ) from error
     return target
+
+
+_CLICK_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "bool": "BOOLEAN"}
+
+
+def _click_metavar(parameter: Any) -> str:
+    label = str(parameter.display_type(None)).strip("<>")
+    if "|" in label:
+        return f"[{label}]"
+    label = label.removesuffix(" range").removeprefix("list[").removesuffix("]").lower()
+    return _CLICK_TYPE_NAMES.get(label, label.upper())
+
+
+class _ClickStyleArgument(TyperArgument):
+    """An argument shown as click shows it in the usage line: ``FILES...``, not ``{files}...``."""
+
+    def _usage_display_name(self) -> str:
+        name = self.metavar or str(self.name).upper()
+        if not self.required:
+            name = f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None  # the name says it (click shows no type for arguments)
+
+
+def _style_parameter(parameter: Any) -> None:
+    if parameter.metavar is not None:
+        return
+    if parameter.param_type_name == "option":
+        flag = parameter.is_flag or parameter.count
+        parameter.metavar = "" if flag else _click_metavar(parameter)
+    elif isinstance(parameter, TyperArgument):
+        parameter.metavar = str(parameter.name).upper()
+        if type(parameter) is TyperArgument:
+            parameter.__class__ = _ClickStyleArgument
+
+
+def click_style_help(command: Any) -> None:
+    """Give ``command`` (and its subcommands) help that reads like other click/typer tools.
+
+    Typer 0.29 shows ``<bool>`` after every flag (``--help <bool>``), ``<list[Path]>`` type
+    labels and ``{files}...`` in usage lines. Here flags get no value placeholder, options
+    click's upper-case metavars (``PATH``, ``INTEGER``, ``[tagging|variants]``) and arguments
+    their upper-case name (``FILES...``).
+    """
+    for parameter in command.params:
+        _style_parameter(parameter)
+    make_help_option = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = make_help_option(ctx)
+        if option is not None:
+            _style_parameter(option)
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        click_style_help(sub)
+
+
+class ClickStyleGroup(TyperGroup):
+    """The root ``rs3l`` group: applies :func:`click_style_help` to every command it holds."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        click_style_help(self)

@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
         jets: str | None = typer.Option(
             None, "--jets", help="Stored jet collection (e.g. FatJet, ParticleFlowJet08)."
         ),
-        recluster: float | None = typer.Option(
-            None, "--recluster", help="Recluster candidates with anti-kT of this radius."
+        recluster_radius: float | None = typer.Option(
+            None, "--recluster-radius", help="Recluster candidates with anti-kT of this radius."
         ),
         max_particles: int = typer.Option(100, help="Particle slots per jet."),
         selection: str = typer.Option(
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
                             path,
                             source=source,
                             jets=jets,
-                            recluster_radius=recluster,
+                            recluster_radius=recluster_radius,
                             max_particles=max_particles,
                             selection=chosen,
                         )

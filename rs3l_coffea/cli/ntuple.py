@@ -15,7 +15,7 @@ def ntuple(
     selection: str = typer.Option("generated", "--selection", help="Nominal-jet selection preset: generated, paper, permissive."),
     shard_size: int = typer.Option(10_000, "--shard-size", help="Rows (pairs) per shard.", min=1),
     max_delta_r: float = typer.Option(0.4, "--max-delta-r", help="ΔR within which a re-simulated jet is the counterpart."),
-    recluster_radius: float = typer.Option(0.8, "--radius", help="Anti-kT radius for the jets."),
+    recluster_radius: float = typer.Option(0.8, "--recluster-radius", help="Anti-kT radius with which the jets are clustered."),
     signal: str = typer.Option("H_BB", "--signal", help="Truth labels (JetLabel names) of class 1, comma separated."),
     background: str | None = typer.Option(None, "--background", help="Truth labels of class 0 (default: all other known)."),
     unpaired: bool = typer.Option(False, "--unpaired", help="Any reader-supported file, no re-simulated partners (variant -1 rows)."),

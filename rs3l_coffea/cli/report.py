@@ -43,7 +43,7 @@ def report(
 
 def evaluate(
     model: Path = typer.Option(..., "--model", "-m", help="Model stem or .safetensors file."),
-    test: Path = typer.Option(..., "--test", "-t", help="Test ntuple directory (a study's data/test-<task>)."),
+    test: Path = typer.Option(..., "--test", "-t", help="Test ntuple directory (a study's data/test-TASK)."),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
 ) -> None:
     """Re-score a classifier on a study's held-out test ntuple: AUC and 1/ε_B at ε_S 0.3/0.5/0.7 (JSON)."""

@@ -520,7 +520,7 @@ def _nano_stored_inputs(events: Any, source: str, jets: str, where: str) -> list
     if jets not in associations:
         raise ConfigError(
             f"stored jets {jets!r} not supported for {source}; valid: {', '.join(associations)} "
-            "(or recluster with recluster_radius=...)"
+            "(or recluster the candidates: --recluster-radius R on the command line, recluster_radius=R in Python)"
         )
     assoc_name, index_field, cand_name = associations[jets]
     coll = _collection(events, jets, where, "stored jets")
