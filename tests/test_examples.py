@@ -139,3 +139,23 @@ def test_coffea_sample_helper_names_valid_choices() -> None:
     assert coffea_sample("pfnano.root").is_file()
     with pytest.raises(ConfigError, match=r"unknown coffea sample 'pfnano\.roo'; valid: .*pfnano\.root"):
         coffea_sample("pfnano.roo")
+
+
+def test_03_full_run_shows_training_progress(tmp_path: Path, monkeypatch) -> None:
+    """The full (non --quick) chain trains for a long time: its training commands must not be
+    run with --quiet (it once printed nothing for 28 minutes)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("example03", EXAMPLES / "03_train_from_ntuples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(module, "rs3l", lambda *args: calls.append(args))
+    monkeypatch.setattr(module, "score_bundled_sample", lambda model: (0.5, 1, 1))
+    for quick in (False, True):
+        calls.clear()
+        assert module.main(["--out", str(tmp_path / f"quick-{quick}"), *(["--quick"] if quick else [])]) == 0
+        training = [c for c in calls if c[0] == "train"]
+        assert [c[1] for c in training] == ["pretrain", "finetune"]
+        for command in training:
+            assert ("--quiet" in command or "-q" in command) is quick, command

@@ -436,3 +436,30 @@ def test_skip_bad_files_records_failed_chunks_and_keeps_the_good(small_model, co
     assert result["cutflow"]["good"]["events"] == 10
     assert result["hists"]["score"][{"dataset": "good"}].sum(flow=True) == 24
     assert "nan_jet.root entries 0-" in " ".join(passed.output.split())
+
+
+def test_cli_process_stdout_holds_only_results(small_model, coffea_sample, tmp_path):
+    """-q prints no progress at all; without it the bars go to stderr; the FastJet banner
+    (Delphes reclustering) is printed nowhere: stdout is the cutflow and the output path."""
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "fileset.json"
+    spec.write_text(json.dumps({"delphes": [str(coffea_sample("delphes.root"))]}))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = {}
+    for quiet in (True, False):
+        out = tmp_path / f"quiet-{quiet}.coffea"
+        command = [sys.executable, "-c", "from rs3l_coffea.cli import main; main()", "process",
+                   str(spec), "--model", str(small_model[0]), "--out", str(out)]
+        runs[quiet] = subprocess.run(
+            command + (["-q"] if quiet else []), capture_output=True, text=True, env=env,
+            timeout=300, check=False,
+        )
+        assert runs[quiet].returncode == 0, runs[quiet].stderr[-2000:]
+        lines = runs[quiet].stdout.splitlines()
+        assert len(lines) == 2 and lines[0].startswith("delphes: events=25") and lines[1] == f"wrote {out}"
+        assert "FastJet" not in runs[quiet].stdout + runs[quiet].stderr
+    assert "Processing" not in runs[True].stderr and "Preprocessing" not in runs[True].stderr
+    assert "Processing" in runs[False].stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import check_output_path, user_errors
+from rs3l_coffea.cli._common import check_output_path, err_console, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -27,9 +27,18 @@ def register(app: typer.Typer) -> None:
         selection: str = typer.Option(
             "permissive", help="Jet selection preset: permissive | generated | paper."
         ),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     ) -> None:
         """Build the 15 RS3L particle features for every selected jet and write parquet."""
-        from rich.progress import Progress
+        from rich.markup import escape
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         from rs3l_coffea.features.pipeline import (
             concatenate_results,
@@ -42,9 +51,13 @@ def register(app: typer.Typer) -> None:
             check_output_path(out, option="--out")
             chosen = JetSelection.named(selection)
             results = []
-            with Progress(disable=len(files) < 2, transient=True) as progress:
+            # Shown for one file too (a large file takes minutes): spinner, file, elapsed time.
+            columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=err_console, disable=quiet, transient=True) as progress:
                 task = progress.add_task("building features", total=len(files))
                 for path in files:
+                    progress.update(task, description=f"building features: {escape(path.name)}")
                     results.append(
                         features_from_file(
                             path,

@@ -29,6 +29,7 @@ import contextlib
 import copy
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -340,6 +341,25 @@ class ChunkGuard:
         return result
 
 
+@contextlib.contextmanager
+def coffea_progress(status: bool) -> Iterator[None]:
+    """coffea's progress bars on standard error when ``status``, nowhere otherwise.
+
+    coffea draws its bars on ``coffea.util.coffea_console`` (standard output), and its
+    iterative executor shows them even with ``status=False`` (the flag reaches the bar as an
+    unused task field). Progress is not a result: keep standard output for results.
+    """
+    from coffea.util import coffea_console
+
+    saved = coffea_console.quiet, coffea_console._file  # _file: None means "sys.stdout"
+    coffea_console.quiet = not status
+    coffea_console.file = sys.stderr
+    try:
+        yield
+    finally:
+        coffea_console.quiet, coffea_console._file = saved
+
+
 def run_fileset(
     fileset: str | os.PathLike[str] | Mapping[str, Any],
     processor_instance: Any,
@@ -401,7 +421,7 @@ def run_fileset(
             if isinstance(executor, str)
             else contextlib.nullcontext(executor)
         )
-        with context as coffea_executor:
+        with context as coffea_executor, coffea_progress(status):
             for source, group_fileset in sorted(groups.items()):
                 runner = processor.Runner(
                     executor=coffea_executor,

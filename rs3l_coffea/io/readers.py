@@ -657,8 +657,11 @@ def recluster(
     Candidates with non-finite kinematics, pT <= 0 or |eta| >= 10 are dropped first (fastjet
     segfaults on Delphes' pT = 0, eta = 999.9 tracks).
     """
-    import fastjet
     import vector
+
+    from rs3l_coffea._fastjet import import_fastjet
+
+    fastjet = import_fastjet()  # banner off: it would go to standard output
 
     vector.register_awkward()
     candidates = candidates[_good(candidates)]
