@@ -15,7 +15,7 @@ import pytest
 import torch
 from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
 
-from rs3l_coffea.errors import InputFileError, MissingConstituentsError
+from rs3l_coffea.errors import ConfigError, InputFileError, MissingConstituentsError
 from rs3l_coffea.features import JetSelection, build_features
 from rs3l_coffea.inference.runner import run_fileset
 from rs3l_coffea.inference.tagger import RS3LTagger
@@ -167,13 +167,59 @@ def test_skim_columns_equal_backbone_on_build_features(iterative_run, small_mode
     np.testing.assert_array_equal(ak.to_numpy(flat.selected), ak.to_numpy(ak.flatten(expected)))
 
 
-def test_rerun_overwrites_the_same_skim_files(iterative_run, small_model, fileset):
-    _, skims = iterative_run
-    before = sorted(p.name for p in skims.rglob("*.parquet"))
-    again = run_fileset({"pfnano": fileset["pfnano"]}, tagging(small_model[0], skims), chunksize=CHUNKSIZE)
-    assert sorted(p.name for p in skims.rglob("*.parquet")) == before
-    assert set(again["skims"]) <= {str(p) for p in skims.rglob("*.parquet")}
-    assert not list(skims.rglob(".*tmp*"))  # no temporaries left behind
+def test_rerun_replaces_the_skim_folder(small_model, fileset, tmp_path):
+    """A rerun with another chunk size leaves exactly its own skims (the old run's files used
+    to stay beside them: 13 files on disk, 9 in the output); a foreign folder is refused."""
+    skims = tmp_path / "skims"
+    first = run_fileset(fileset, tagging(small_model[0], skims), chunksize=CHUNKSIZE)
+    assert len(first["skims"]) == 3  # Delphes: 2 chunks, PFNano: 1
+    second = run_fileset(fileset, tagging(small_model[0], skims), chunksize=5)
+    on_disk = sorted(str(p) for p in skims.rglob("*.parquet"))
+    assert on_disk == sorted(second["skims"]) and len(on_disk) == 5 + 2  # 25/5 + ceil(10/5)
+    assert not [p for p in tmp_path.iterdir() if p.name != "skims"]  # no staging or old folder
+    again = read_skims(skims)
+    rows = sum(len(table) for table in again.values())
+    assert rows == 25 + 10  # every event once
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match=r"mine already holds files not written by rs3l process"):
+        run_fileset(fileset, tagging(small_model[0], foreign), chunksize=CHUNKSIZE)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_directory_inputs(small_model, coffea_sample, tmp_path):
+    """A folder in a fileset means its ROOT files; an empty one or a folder given directly to
+    check_file says "is a directory" (it said "does not exist")."""
+    import shutil
+
+    from rs3l_coffea.inference.runner import check_file, read_fileset
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("pfnano.root", "delphes.root"):
+        shutil.copy(coffea_sample(name), folder / name)
+    (folder / "README.txt").write_text("not data")
+    spec = read_fileset({"d": [str(folder)]})
+    assert list(spec["d"]["files"]) == [str(folder / "delphes.root"), str(folder / "pfnano.root")]
+    with pytest.raises(InputFileError, match=r"is a directory, not a ROOT file"):
+        check_file(str(folder))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputFileError, match=r"empty is a directory without \.root files"):
+        read_fileset({"d": [str(empty)]})
+
+    from typer.testing import CliRunner
+
+    from rs3l_coffea.cli import app
+
+    out = tmp_path / "f.parquet"
+    result = CliRunner().invoke(app, ["features", str(folder), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "from 2 file(s)" in result.output
+    failed = CliRunner().invoke(app, ["features", str(empty), "--out", str(out), "-q"])
+    assert failed.exit_code == 2 and "is a directory without .root files" in " ".join(failed.output.split())
 
 
 def test_apply_to_fileset_route_matches_runner(iterative_run, small_model, fileset, client):

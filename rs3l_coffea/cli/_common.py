@@ -44,6 +44,23 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(code=2) from error
 
 
+def expand_input_directories(
+    inputs: list[Any], suffixes: tuple[str, ...] = (".root",)
+) -> list[str]:
+    """Inputs with every directory replaced by its files ending in ``suffixes`` (sorted);
+    other entries (files, globs, URLs) unchanged. A directory without such files is an
+    :class:`~rs3l_coffea.errors.InputFileError` ("is a directory without .root files")."""
+    from rs3l_coffea.inference.runner import files_in_directory
+
+    out: list[str] = []
+    for entry in inputs:
+        if os.path.isdir(entry):
+            out.extend(files_in_directory(entry, suffixes))
+        else:
+            out.append(str(entry))
+    return out
+
+
 def check_output_path(
     path: str | os.PathLike[str], *, option: str = "--out", directory: bool = False
 ) -> Path:

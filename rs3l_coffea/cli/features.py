@@ -6,7 +6,12 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import check_output_path, err_console, user_errors
+from rs3l_coffea.cli._common import (
+    check_output_path,
+    err_console,
+    expand_input_directories,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -14,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("features")
     def features(
-        files: list[Path] = typer.Argument(..., help="Input ROOT files (Delphes, PFNano, NanoAOD)."),
+        files: list[Path] = typer.Argument(..., help="Input ROOT files (Delphes, PFNano, NanoAOD) or folders of them."),
         out: Path = typer.Option(..., "--out", "-o", help="Output parquet file."),
         source: str = typer.Option("auto", help="auto | delphes | pfnano | nanoaod"),
         jets: str | None = typer.Option(
@@ -49,6 +54,7 @@ def register(app: typer.Typer) -> None:
 
         with user_errors():
             check_output_path(out, option="--out")
+            files = [Path(f) for f in expand_input_directories(files)]  # a folder: its ROOT files
             chosen = JetSelection.named(selection)
             results = []
             # Shown for one file too (a large file takes minutes): spinner, file, elapsed time.

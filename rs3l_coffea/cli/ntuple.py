@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import check_output_path, user_errors
+from rs3l_coffea.cli._common import check_output_path, expand_input_directories, user_errors
 
 
 def ntuple(
-    inputs: list[str] = typer.Option(..., "--in", "-i", help="Generated ROOT files or published RS3L .h5 files (globs; repeatable)."),
+    inputs: list[str] = typer.Option(..., "--in", "-i", help="Generated ROOT files or published RS3L .h5 files (globs or folders; repeatable)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for shard_*.root and ntuple.json."),
     selection: str = typer.Option("generated", "--selection", help="Nominal-jet selection preset: generated, paper, permissive."),
     shard_size: int = typer.Option(10_000, "--shard-size", help="Rows (pairs) per shard.", min=1),
@@ -26,6 +26,7 @@ def ntuple(
         check_output_path(out, option="--out", directory=True)
         from rs3l_coffea.training.build import build_ntuples
 
+        inputs = expand_input_directories(inputs, (".root", ".h5", ".hdf5"))  # folders: their files
         shards = build_ntuples(
             inputs, out, selection=selection, shard_size=shard_size, max_delta_r=max_delta_r,
             recluster_radius=recluster_radius, signal=[s for s in signal.split(",") if s],

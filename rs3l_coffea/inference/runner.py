@@ -29,6 +29,7 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -76,6 +77,20 @@ class DatasetSpec(BaseModel):
                     raise ConfigError(f"files.{path}: object_path must be a tree name, got {tree!r}")
             out[path] = tree
         return out
+
+
+def files_in_directory(
+    directory: str | os.PathLike[str], suffixes: tuple[str, ...] = (".root",)
+) -> list[str]:
+    """The files of ``directory`` (not recursive) ending in one of ``suffixes``, sorted by name;
+    :class:`InputFileError` when there are none (a directory given as an input means its files)."""
+    folder = Path(directory)
+    found = sorted(str(p) for p in folder.iterdir() if p.suffix in suffixes and p.is_file())
+    if not found:
+        raise InputFileError(
+            f"input {folder} is a directory without {' or '.join(suffixes)} files"
+        )
+    return found
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -134,7 +149,10 @@ def read_fileset(fileset: str | os.PathLike[str] | Mapping[str, Any]) -> dict[st
             file_path = Path(str(name))
             if base is not None and not file_path.is_absolute() and "://" not in str(name):
                 file_path = base / file_path
-            resolved[str(file_path)] = tree
+            if "://" not in str(name) and file_path.is_dir():  # a folder: its ROOT files
+                resolved.update(dict.fromkeys(files_in_directory(file_path), tree))
+            else:
+                resolved[str(file_path)] = tree
         out[str(dataset)] = {"files": resolved, "metadata": dict(spec.metadata or {})}
     return out
 
@@ -145,6 +163,8 @@ def check_file(path: str, tree: str | None = None) -> tuple[str, str, int]:
 
     from rs3l_coffea.io import source_from_branches
 
+    if os.path.isdir(path):
+        raise InputFileError(f"input {path} is a directory, not a ROOT file")
     if not os.path.isfile(path):
         raise InputFileError(f"input file {path} does not exist")
     if os.path.getsize(path) == 0:
@@ -414,7 +434,96 @@ def run_fileset(
             spec["files"][path] = tree_name
 
     outputs = []
+    skim_target = getattr(processor_instance, "skim_dir", None)
+    staging: Path | None = None
+    if skim_target is not None and groups:
+        staging = _skim_staging(Path(skim_target))
+        processor_instance = copy.copy(processor_instance)  # the caller's object keeps its folder
+        processor_instance.skim_dir = str(staging)
     guarded = ChunkGuard(processor_instance, skip_bad_chunks=skip_bad_files)
+    try:
+        outputs = _run_groups(
+            groups, guarded, processor_instance, executor=executor, workers=workers,
+            scheduler=scheduler, status=status, chunksize=chunksize, maxchunks=maxchunks,
+        )
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result: dict[str, Any] = dict(processor.accumulate(outputs)) if outputs else {}
+    bad_chunks = sorted(
+        result.pop("bad_chunks", []), key=lambda c: (c["dataset"], c["file"], c["entrystart"])
+    )
+    if bad_chunks and not skip_bad_files:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        first = bad_chunks[0]
+        raise InputFileError(
+            f"{first['file']} (dataset {first['dataset']!r}, entries {first['entrystart']}-"
+            f"{first['entrystop']}): {first['reason']}"
+            + (f" ({len(bad_chunks) - 1} more failed chunk(s))" if len(bad_chunks) > 1 else "")
+        )
+    if staging is not None:
+        _publish_skims(staging, Path(skim_target))
+        result["skims"] = sorted(
+            str(Path(skim_target) / Path(path).relative_to(staging)) for path in result.get("skims", [])
+        )
+    result["bad_files"] = bad_files
+    result["bad_chunks"] = bad_chunks
+    return result
+
+
+SKIM_MARKER = ".rs3l-skims"
+
+
+def _skim_staging(target: Path) -> Path:
+    """A fresh folder beside ``target`` for this run's skims (same file system: the final
+    rename is atomic). Refuses a ``target`` that holds files we did not write."""
+    import tempfile
+
+    if target.is_dir() and any(target.iterdir()) and not (target / SKIM_MARKER).is_file():
+        raise ConfigError(
+            f"skim folder {target} already holds files not written by rs3l process "
+            f"(no {SKIM_MARKER} marker); it is replaced by every run, so give a new or empty folder"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+    mask = os.umask(0)
+    os.umask(mask)
+    staging.chmod(0o777 & ~mask)  # mkdtemp makes 0700; colleagues must read skims
+    (staging / SKIM_MARKER).write_text("written by rs3l process; replaced as a whole by each run\n")
+    return staging
+
+
+def _publish_skims(staging: Path, target: Path) -> None:
+    """Put ``staging`` in ``target``'s place: the old folder is renamed away, the new one
+    renamed in, then the old one removed. Readers see the old or the new set, never a mix
+    (a crash between the two renames leaves the old set in ``.<name>.old-*`` beside it)."""
+    old: Path | None = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{staging.name.rsplit('-', 1)[-1]}")
+        os.rename(target, old)
+    os.rename(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _run_groups(
+    groups: dict[str, dict[str, Any]],
+    guarded: ChunkGuard,
+    processor_instance: Any,
+    *,
+    executor: Any,
+    workers: int,
+    scheduler: str | None,
+    status: bool,
+    chunksize: int,
+    maxchunks: int | None,
+) -> list[Any]:
+    """One coffea ``Runner`` per source group, all on one executor."""
+    from coffea import processor
+
+    outputs: list[Any] = []
     if groups:
         context = (
             make_executor(executor, workers=workers, scheduler=scheduler, status=status)
@@ -446,20 +555,7 @@ def run_fileset(
                         raise InputFileError(str(error)) from error
                     raise
                 outputs.append(output)
-    result: dict[str, Any] = dict(processor.accumulate(outputs)) if outputs else {}
-    bad_chunks = sorted(
-        result.pop("bad_chunks", []), key=lambda c: (c["dataset"], c["file"], c["entrystart"])
-    )
-    if bad_chunks and not skip_bad_files:
-        first = bad_chunks[0]
-        raise InputFileError(
-            f"{first['file']} (dataset {first['dataset']!r}, entries {first['entrystart']}-"
-            f"{first['entrystop']}): {first['reason']}"
-            + (f" ({len(bad_chunks) - 1} more failed chunk(s))" if len(bad_chunks) > 1 else "")
-        )
-    result["bad_files"] = bad_files
-    result["bad_chunks"] = bad_chunks
-    return result
+    return outputs
 
 
 def _is_input_error(error: BaseException) -> bool:
