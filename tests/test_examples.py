@@ -88,24 +88,39 @@ def test_03_generate_ntuple_pretrain_finetune(tmp_path: Path) -> None:
 
 
 def test_04_systematic_variations(tmp_path: Path) -> None:
-    """Shape templates in templates.root; W1 of the score recomputed by hand from them."""
+    """Shape templates in templates.root in combine's naming (nominal without suffix, fsrUp/Down,
+    one-sided shower with Down = nominal), titled; W1 of the score recomputed by hand from them."""
     import uproot
+    from coffea.util import load
 
     run_example("04_systematic_variations.py", tmp_path)
     tables = json.loads((tmp_path / "wasserstein.json").read_text())["zh_bb"]["absolute"]
-    assert sorted(tables) == ["fsr_down", "fsr_up"]
+    assert sorted(tables) == ["fsr_down", "fsr_up", "vincia"]
     assert "| fsr_up |" in (tmp_path / "wasserstein.md").read_text()
     assert (tmp_path / "variant_ratios_zh_bb.png").is_file()
+    # categories in a fixed order: generator code order for variants
+    saved = load(str(tmp_path / "hists.coffea"))
+    assert list(saved["score"].axes["variant"]) == ["nominal", "fsr_up", "fsr_down", "vincia"]
     with uproot.open(tmp_path / "templates.root") as templates:
-        nominal = templates["zh_bb_score_nominal"]
+        expected = {f"{obs}/zh_bb{suffix}" for obs in ("score", "msd")
+                    for suffix in ("", "_fsrUp", "_fsrDown", "_showerUp", "_showerDown")}
+        assert {key.split(";")[0] for key in templates.keys(recursive=True) if "/" in key} == expected
+        nominal = templates["score/zh_bb"]
+        assert nominal.member("fTitle") == "zh_bb, nominal: RS3L score"
+        assert nominal.member("fXaxis").member("fTitle") == "RS3L score"
+        assert templates["score/zh_bb_showerUp"].member("fTitle") == "zh_bb, Vincia shower: RS3L score"
         counts_nominal = nominal.values()
+        np.testing.assert_array_equal(templates["score/zh_bb_showerDown"].values(), counts_nominal)
         width = np.diff(nominal.axis().edges())[0]
-        for variant in ("fsr_up", "fsr_down"):
-            counts = templates[f"zh_bb_score_{variant}"].values()
+        for variant, name in (("fsr_up", "fsrUp"), ("fsr_down", "fsrDown"), ("vincia", "showerUp")):
+            counts = templates[f"score/zh_bb_{name}"].values()
+            np.testing.assert_array_equal(
+                counts, saved["score"][{"dataset": "zh_bb", "variant": variant, "head": 0}].values()
+            )
             gap = np.cumsum(counts_nominal / counts_nominal.sum() - counts / counts.sum())
             by_hand = np.sum(np.abs(gap)) * width
             assert tables[variant]["score[head=score]"] == pytest.approx(by_hand, abs=1e-12)
-        assert templates["zh_bb_msd_nominal"].values().sum() == counts_nominal.sum() > 0
+        assert templates["msd/zh_bb"].values().sum() == counts_nominal.sum() > 0
 
 
 def readme_python_blocks() -> list[str]:

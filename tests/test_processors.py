@@ -509,3 +509,38 @@ def test_cli_process_stdout_holds_only_results(small_model, coffea_sample, tmp_p
         assert "FastJet" not in runs[quiet].stdout + runs[quiet].stderr
     assert "Processing" not in runs[True].stderr and "Preprocessing" not in runs[True].stderr
     assert "Processing" in runs[False].stderr
+
+
+def test_histogram_categories_in_a_fixed_order(small_model, coffea_sample):
+    """Dataset categories sorted by name whatever the fileset or completion order."""
+    output = run_fileset(
+        {"zz_pfnano": [str(coffea_sample("pfnano.root"))], "aa_delphes": [str(coffea_sample("delphes.root"))]},
+        tagging(small_model[0]), chunksize=CHUNKSIZE,
+    )
+    for name, histogram in output["hists"].items():
+        assert list(histogram.axes["dataset"]) == ["aa_delphes", "zz_pfnano"], name
+    assert output["hists"]["pt"][{"dataset": "zz_pfnano"}].sum(flow=True) == 24
+
+
+def test_sorted_categories_keeps_every_count():
+    import hist
+
+    from rs3l_coffea.inference.analysis import sorted_categories
+
+    h = hist.Hist(
+        hist.axis.StrCategory([], growth=True, name="dataset"),
+        hist.axis.StrCategory([], growth=True, name="variant"),
+        hist.axis.Regular(4, 0, 1, name="value"),
+    )
+    h.fill(dataset="b", variant="vincia", value=[0.1, 0.2])
+    h.fill(dataset="a", variant="custom", value=[0.5])
+    h.fill(dataset="c", variant="nominal", value=[0.9, 2.0])
+    ordered = sorted_categories(h)
+    assert list(ordered.axes["dataset"]) == ["a", "b", "c"]
+    assert list(ordered.axes["variant"]) == ["nominal", "vincia", "custom"]
+    for dataset in "abc":
+        for variant in ("nominal", "vincia", "custom"):
+            np.testing.assert_array_equal(
+                ordered[{"dataset": dataset, "variant": variant}].values(flow=True),
+                h[{"dataset": dataset, "variant": variant}].values(flow=True),
+            )

@@ -171,6 +171,38 @@ def make_histograms(
     return out
 
 
+def sorted_categories(histogram: Any) -> Any:
+    """``histogram`` with its ``dataset`` categories sorted by name and its ``variant``
+    categories in generator code order (``nominal``, ``seed``, ``fsr_up``, ... then unknown
+    labels by name), so that positions do not depend on which chunk finished first.
+
+    Growing category axes fill in order of arrival, which differs between executors and runs.
+    """
+    import warnings
+
+    from rs3l_coffea.generation.config import VARIANTS
+
+    def variant_key(name: str) -> tuple[int, str]:
+        return (VARIANTS[name][0], "") if name in VARIANTS else (len(VARIANTS) + 100, name)
+
+    index: dict[str, list[str]] = {}
+    for axis in histogram.axes:
+        if axis.name == "dataset":
+            order = sorted(axis)
+        elif axis.name == "variant":
+            order = sorted(axis, key=variant_key)
+        else:
+            continue
+        if list(axis) != order:
+            index[axis.name] = order
+    if not index:
+        return histogram
+    with warnings.catch_warnings():
+        # every category is kept, so nothing moves to overflow (what the warning is about)
+        warnings.filterwarnings("ignore", "List indexing selection is experimental")
+        return histogram[index]
+
+
 def fill_histograms(
     hists: dict[str, Any],
     table: Any,

@@ -463,6 +463,13 @@ def run_fileset(
             f"{first['entrystop']}): {first['reason']}"
             + (f" ({len(bad_chunks) - 1} more failed chunk(s))" if len(bad_chunks) > 1 else "")
         )
+    if isinstance(result.get("hists"), Mapping):  # fixed category order whatever the executor
+        from rs3l_coffea.inference.analysis import sorted_categories
+
+        result["hists"] = {
+            name: sorted_categories(h) if hasattr(h, "axes") else h
+            for name, h in result["hists"].items()
+        }
     if staging is not None:
         _publish_skims(staging, Path(skim_target))
         result["skims"] = sorted(
