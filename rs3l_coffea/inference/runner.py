@@ -13,11 +13,18 @@
   :class:`~rs3l_coffea.errors.RS3LError` types: bad values, missing branches) are never retried
   by coffea; with ``skip_bad_files=True`` *any* failing chunk (a corrupt basket, a NaN jet) is
   recorded under ``bad_chunks`` (dataset, file, entry range, reason) and the run goes on, so the
-  good chunks are written. Without it, the run fails naming the chunk.
+  good chunks are written. Without it, the run fails naming the first failed chunk (once
+  the other chunks have run: coffea offers no clean way to stop its executors early).
 * Files are grouped by source (Delphes / PFNano / NanoAOD) because a ``Runner`` has one
   NanoEvents schema; the groups' outputs are accumulated. Only the branches RS3L reads are put
   into the events (:class:`BranchFilter`); a processor needing more should be run with its own
   ``Runner``.
+* Filesets are validated by :class:`DatasetSpec` (pydantic; errors are :class:`ConfigError`
+  naming dataset, key and value); a directory among the files means its ``.root`` files.
+* A processor with a ``skim_dir`` writes into a fresh folder beside it, which replaces the
+  folder when the run succeeds: the folder holds exactly this run's skims.
+* Histogram categories come back in a fixed order (datasets by name, variants in generator
+  code order; :func:`~rs3l_coffea.inference.analysis.sorted_categories`), whatever the executor.
 * Executors: ``iterative``, ``futures`` (process pool of ``workers``) and ``dask`` (connects to
   ``scheduler`` if given, else starts ``distributed.LocalCluster(n_workers=workers,
   threads_per_worker=1)`` through :func:`local_cluster`).
