@@ -111,3 +111,12 @@ def test_user_text_in_errors_is_printed_verbatim(name, tmp_path):
     process = runner.invoke(app, ["process", str(fileset), "--out", str(tmp_path / "o.coffea")])
     assert process.exit_code == 2, process.output
     assert f"{missing} does not exist" in process.output.replace("\n", "")
+
+
+def test_ntuple_takes_a_folder_and_names_an_empty_one(tmp_path):
+    empty = tmp_path / "generated"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no data")
+    result = CliRunner().invoke(app, ["ntuple", "--in", str(empty), "--out", str(tmp_path / "nt"), "-q"])
+    assert result.exit_code == 2
+    assert "generated is a directory without .root or .h5 or .hdf5 files" in " ".join(result.output.split())

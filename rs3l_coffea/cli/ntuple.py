@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from rs3l_coffea.cli._common import check_output_path, expand_input_directories, user_errors
+from rs3l_coffea.cli._common import (
+    check_output_path,
+    err_console,
+    expand_input_directories,
+    user_errors,
+)
 
 
 def ntuple(
@@ -20,6 +27,7 @@ def ntuple(
     background: str | None = typer.Option(None, "--background", help="Truth labels of class 0 (default: all other known)."),
     unpaired: bool = typer.Option(False, "--unpaired", help="Any reader-supported file, no re-simulated partners (variant -1 rows)."),
     source: str = typer.Option("auto", "--source", help="With --unpaired: auto, delphes, pfnano, nanoaod."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Pair nominal jets with their re-simulated counterparts and write training ntuples."""
     with user_errors():
@@ -27,12 +35,15 @@ def ntuple(
         from rs3l_coffea.training.build import build_ntuples
 
         inputs = expand_input_directories(inputs, (".root", ".h5", ".hdf5"))  # folders: their files
-        shards = build_ntuples(
-            inputs, out, selection=selection, shard_size=shard_size, max_delta_r=max_delta_r,
-            recluster_radius=recluster_radius, signal=[s for s in signal.split(",") if s],
-            background=None if background is None else [b for b in background.split(",") if b],
-            unpaired=unpaired, source=source,
-        )
+        # build_ntuples reports no progress of its own: at least show that it is working.
+        status = contextlib.nullcontext() if quiet else err_console.status(f"building ntuples in {escape(str(out))}")
+        with status:
+            shards = build_ntuples(
+                inputs, out, selection=selection, shard_size=shard_size, max_delta_r=max_delta_r,
+                recluster_radius=recluster_radius, signal=[s for s in signal.split(",") if s],
+                background=None if background is None else [b for b in background.split(",") if b],
+                unpaired=unpaired, source=source,
+            )
         typer.echo(f"{len(shards)} shard(s) in {out}")
 
 
