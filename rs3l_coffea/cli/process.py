@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("process")
     def process(
-        fileset: Path = typer.Argument(..., help="coffea fileset JSON: {dataset: \\[files]} or {dataset: {files, metadata}}."),
+        fileset: Path = typer.Argument(..., help="coffea fileset JSON: {dataset: \\[files]} or {dataset: {files, metadata}}; a folder among the files means its .root files."),
         processor_name: ProcessorChoice = typer.Option(ProcessorChoice.tagging, "--processor", help="tagging: RS3L columns + histograms per dataset; variants: with a variant axis (rs3l generate output)."),
         executor: ExecutorChoice = typer.Option(ExecutorChoice.iterative, "--executor", help="coffea executor."),
         scheduler: str = typer.Option(None, "--scheduler", help="Address of a running dask scheduler (with --executor dask); default: start a LocalCluster."),
