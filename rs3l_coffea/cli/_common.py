@@ -124,7 +124,7 @@ def _style_parameter(parameter: Any) -> None:
     if parameter.metavar is not None:
         return
     if parameter.param_type_name == "option":
-        if not hasattr(parameter, "display_type"):  # typer < 0.2x: click's own metavars already
+        if not hasattr(parameter, "display_type"):  # older typer: click's own metavars already
             return
         flag = parameter.is_flag or parameter.count
         parameter.metavar = "" if flag else _click_metavar(parameter)
