@@ -38,6 +38,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -309,20 +310,29 @@ def preflight(
             return
         info = {"dataset": dataset, "filename": path, "treename": tree,
                 "entrystart": 0, "entrystop": stop, **dict(metadata or {})}
-        events = NanoEventsFactory.from_root(
-            file=handle, treepath=tree, schemaclass=_schema(source), metadata=info,
-            mode="virtual", entry_stop=stop,
-            iteritems_options={"filter_name": BranchFilter(source, getattr(processor_instance, "jets", None))},
-        ).events()
-        try:
-            probe.process(events)
-        except RS3LError:
-            raise
-        except Exception as error:
-            raise ConfigError(
-                f"{type(processor_instance).__name__} fails on the first {stop} entries of {path} "
-                f"(tried before the run): {type(error).__name__}: {error}"
-            ) from error
+        with warnings.catch_warnings():
+            # coffea's schema notes on collections we never read (PFNano files lack some
+            # cross-references); they would bury the one line this check exists to print.
+            warnings.filterwarnings("ignore", "Missing cross-reference", RuntimeWarning)
+            try:
+                events = NanoEventsFactory.from_root(
+                    file=handle, treepath=tree, schemaclass=_schema(source), metadata=info,
+                    mode="virtual", entry_stop=stop,
+                    iteritems_options={"filter_name": BranchFilter(source, getattr(processor_instance, "jets", None))},
+                ).events()
+            except Exception as error:
+                raise InputFileError(
+                    f"cannot read {path} as {source} events (tree {tree!r}): {type(error).__name__}: {error}"
+                ) from error
+            try:
+                probe.process(events)
+            except RS3LError:
+                raise
+            except Exception as error:
+                raise ConfigError(
+                    f"{type(processor_instance).__name__} fails on the first {stop} entries of {path} "
+                    f"(tried before the run): {type(error).__name__}: {error}"
+                ) from error
 
 
 class ChunkGuard:
