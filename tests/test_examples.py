@@ -174,3 +174,21 @@ def test_03_full_run_shows_training_progress(tmp_path: Path, monkeypatch) -> Non
         assert [c[1] for c in training] == ["pretrain", "finetune"]
         for command in training:
             assert ("--quiet" in command or "-q" in command) is quick, command
+
+
+def test_default_output_folders_are_git_ignored() -> None:
+    """Running an example (or the demo) from the checkout must not leave untracked output."""
+    import re
+    import shutil
+
+    root = EXAMPLES.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    folders = ["demo-output"]
+    for script in sorted(EXAMPLES.glob("[0-9][0-9]_*.py")):
+        match = re.search(r'"--out", type=Path, default=Path\("([^"]+)"\)', script.read_text())
+        assert match, f"{script.name}: no default --out folder found"
+        folders.append(match.group(1))
+    for folder in folders:
+        result = subprocess.run(["git", "check-ignore", "-q", f"{folder}/hists.json"], cwd=root, check=False)
+        assert result.returncode == 0, f"{folder}/ is not ignored by .gitignore"
