@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import user_errors
+from rs3l_coffea.cli._common import check_output_path, user_errors
 
 train_app = typer.Typer(
     help="Train RS3L models: contrastive pretraining, fine-tuning, supervised baseline.",
@@ -85,6 +85,7 @@ def _run(
             from rs3l_coffea.errors import ConfigError
 
             raise ConfigError(f"config key task: {cfg.task!r} conflicts with the command 'rs3l train {task}'")
+        check_output_path(cfg.out_dir, option="--out", directory=True)
         from rich.console import Console
 
         from rs3l_coffea.training.trainer import train
@@ -94,7 +95,7 @@ def _run(
             cfg,
             resume=resume or resume_with_changes,
             allow_changed_config=resume_with_changes,
-            log=None if quiet else console.print,
+            log=None if quiet else lambda line: console.print(line, markup=False),
         )
         typer.echo(str(result.model_path))
 
