@@ -25,9 +25,9 @@ Dalitz decays, outnumber muons), which confirms the lepton order. Numbers:
 
 So :class:`PublishedInputAdapter` feeds a published backbone our features with one change:
 ``log_e_rel`` becomes ``E / E_jet = exp(log_e_rel)``. The impact parameters stay ``tanh(d0 /
-mm)``, ``tanh(dz / mm)``: their published columns are detector-dependent (d0 about 0.4 x the
+mm)``, ``tanh(dz / mm)``: their published columns are detector-dependent (d0 0.3-0.8 x the
 size of ours, dz about +-1 for charged particles, as from a per-event vertex offset the
-network learnt to ignore: first-layer weight norm 2.2 against 8-22 for the others), not a
+network learnt to ignore: first-layer weight norm 2.2 against 5-22 for the others), not a
 convention we can map.
 """
 
@@ -88,6 +88,28 @@ class PublishedInputAdapter(nn.Module):
         real = mask.unsqueeze(-1)
         e_rel = torch.where(real[..., 0:1], torch.exp(x[..., i : i + 1]), torch.zeros_like(x[..., i : i + 1]))
         return torch.cat((x[..., :i], e_rel, x[..., i + 1 :]), dim=-1)
+
+
+def from_published_features(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Inverse of :class:`PublishedInputAdapter`: published-convention features → ours.
+
+    For rows read from the published h5 files (``features``): ``e_rel`` becomes
+    ``log_e_rel = log(e_rel)`` on real particles (padded slots stay 0). A non-positive
+    ``e_rel`` on a real particle raises ``ValueError`` naming the jet and particle.
+    """
+    i = FEATURE_INDEX["log_e_rel"]
+    column = x[..., i]
+    bad = mask & ~(column > 0)
+    if bool(bad.any()):
+        jet, particle = (int(v) for v in torch.nonzero(bad)[0])
+        raise ValueError(
+            f"published features: e_rel = {float(column[jet, particle])!r} at jet {jet}, "
+            f"particle {particle} is not positive (not the published E / E_jet column?)"
+        )
+    log_e_rel = torch.where(mask, torch.log(torch.where(mask, column, torch.ones_like(column))), 0.0)
+    out = x.clone()
+    out[..., i] = log_e_rel
+    return out
 
 
 class PublishedBackbone(nn.Module):
