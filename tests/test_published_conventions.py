@@ -249,5 +249,7 @@ def test_from_published_features_inverts_the_adapter_and_rejects_log_columns():
     x, mask = torch.from_numpy(x).double(), torch.from_numpy(mask)
     back = from_published_features(PublishedInputAdapter()(x, mask), mask)
     np.testing.assert_allclose(back.numpy(), x.numpy(), atol=1e-12)
-    with pytest.raises(ValueError, match="jet 0, particle 0 is not positive"):
+    from rs3l_coffea.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="jet 0, particle 0 is not positive"):
         from_published_features(x, mask)  # our log ratios are negative: not published rows

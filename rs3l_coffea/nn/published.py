@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rs3l_coffea.errors import ModelFormatError
+from rs3l_coffea.errors import InputFileError, ModelFormatError
 from rs3l_coffea.features.names import FEATURE_INDEX, FEATURE_NAMES
 from rs3l_coffea.nn.build import build_model
 from rs3l_coffea.nn.config import DGCNNConfig, ModelConfig
@@ -95,14 +95,15 @@ def from_published_features(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 
     For rows read from the published h5 files (``features``): ``e_rel`` becomes
     ``log_e_rel = log(e_rel)`` on real particles (padded slots stay 0). A non-positive
-    ``e_rel`` on a real particle raises ``ValueError`` naming the jet and particle.
+    ``e_rel`` on a real particle raises :class:`~rs3l_coffea.errors.InputFileError` naming the
+    jet and particle (such rows are not in the published convention).
     """
     i = FEATURE_INDEX["log_e_rel"]
     column = x[..., i]
     bad = mask & ~(column > 0)
     if bool(bad.any()):
         jet, particle = (int(v) for v in torch.nonzero(bad)[0])
-        raise ValueError(
+        raise InputFileError(
             f"published features: e_rel = {float(column[jet, particle])!r} at jet {jet}, "
             f"particle {particle} is not positive (not the published E / E_jet column?)"
         )
