@@ -19,8 +19,8 @@ GeV would be 40-54), log pT ratio (4.8-5.3; ours 7.4), axis-relative η and φ (
 ours 0.32-0.33, absolute η / φ would be 1.2 / 2.7), ΔR (0.32-0.38; ours 0.46), and a *linear*
 energy ratio E / E_jet (0.135-0.154; ours as a log 7.4, linear 0.075). The flag columns give
 the particle mix: photons / charged 0.94-0.99 (ours 0.97), neutral hadrons 0.48-0.53 (ours
-0.51), column 12 above column 11 (0.20-0.22 vs 0.16-0.18, ours 0.13 vs 0.09: electrons, from
-Dalitz decays, outnumber muons), which confirms the lepton order. Numbers:
+0.51), column 12 above column 11 (0.20-0.22 vs 0.16-0.18, ours 0.13 vs 0.09: electrons outnumber
+muons), which confirms the lepton order. Numbers:
 ``docs/published.md``.
 
 So :class:`PublishedInputAdapter` feeds a published backbone our features with one change:
