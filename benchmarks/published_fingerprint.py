@@ -68,6 +68,10 @@ def main() -> None:
             alt = f"  {label}: {np.sqrt(np.mean(column ** 2)) / ch_rms:.3f}"
         pub = " / ".join(f"{fp[f]:.3f}" for fp in published.values())
         print(f"{f:2d} {name:18s} published {pub}   ours {ours:.3f}{alt}")
+    for name in published:
+        weight = torch.load(args.published / f"{name}.pt", map_location="cpu", weights_only=True)["model"]
+        norms = weight["pf_encode.0.weight"].double().norm(dim=0).numpy()
+        print(f"{name}: first-layer weight norm per column", " ".join(f"{v:.1f}" for v in norms))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ So :class:`PublishedInputAdapter` feeds a published backbone our features with o
 ``log_e_rel`` becomes ``E / E_jet = exp(log_e_rel)``. The impact parameters stay ``tanh(d0 /
 mm)``, ``tanh(dz / mm)``: their published columns are detector-dependent (d0 0.3-0.8 x the
 size of ours, dz about +-1 for charged particles, as from a per-event vertex offset the
-network learnt to ignore: first-layer weight norm 2.2 against 5-22 for the others), not a
+network learnt to ignore: first-layer weight norm 2.2 in mar20_run0, charge 1.4, the other
+columns 4.9-22, d0 351), not a
 convention we can map.
 """
 
