@@ -244,3 +244,92 @@ def test_bad_inputs_raise_clear_errors(tmp_path, coffea_sample):
         load_jets(coffea_sample("delphes.root"), tree="Nope")
     with pytest.raises(InputFileError, match=r"'NoSuchJets' not found"):
         load_jets(coffea_sample("delphes.root"), jets="NoSuchJets")
+
+
+# --------------------------------------------------------------------------------------------
+# impact-parameter conventions (issue 17.0): "no track" -> 0, as in Delphes and our detector
+# --------------------------------------------------------------------------------------------
+def _pfnano_expected_constituents(path):
+    """Per FatJet constituent, straight from the branches: (d0, dz, d0Err, charge), in the
+    association's order (the reader's order) -- a plain uproot read, no rs3l code."""
+    raw = uproot.open(path)["Events"].arrays(
+        ["nFatJet", "FatJetPFCands_jetIdx", "FatJetPFCands_pFCandsIdx", "PFCands_d0",
+         "PFCands_dz", "PFCands_d0Err", "PFCands_charge", "PFCands_pdgId"]
+    )
+    rows = []
+    for event in raw:
+        jet_idx = np.asarray(event.FatJetPFCands_jetIdx)
+        cand_idx = np.asarray(event.FatJetPFCands_pFCandsIdx)
+        for jet in range(event.nFatJet):
+            picked = cand_idx[jet_idx == jet]
+            rows.append({
+                name: np.asarray(event[f"PFCands_{name}"])[picked]
+                for name in ("d0", "dz", "d0Err", "charge", "pdgId")
+            })
+    return {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
+
+
+def test_pfnano_no_track_placeholder_maps_to_zero(coffea_sample):
+    from rs3l_coffea.features import FEATURE_INDEX, build_features
+
+    path = coffea_sample("pfnano.root")
+    jets, constituents = load_jets(path)
+    assert ak.parameters(jets)["rs3l_impact_parameters"] == "stored"
+    expected = _pfnano_expected_constituents(path)
+    flat = ak.flatten(ak.flatten(constituents, axis=2), axis=1)
+    assert len(flat) == len(expected["d0"]) > 1000
+    neutral = expected["charge"] == 0
+    # PFNano's placeholder: d0 = dz = -1 cm with d0Err = -1 (no track details), for every
+    # neutral and for some charged candidates
+    placeholder = (expected["d0"] == -1) & (expected["dz"] == -1)
+    assert np.all(placeholder[neutral]) and neutral.sum() > 400
+    assert np.all(expected["d0Err"][placeholder] < 0) and np.all(expected["d0Err"][~placeholder] > 0)
+    tracked = ~neutral & ~placeholder
+    assert tracked.sum() > 500 and (~neutral & placeholder).sum() > 0
+    d0, dz = ak.to_numpy(flat.d0), ak.to_numpy(flat.dz)
+    assert np.all(d0[placeholder] == 0.0) and np.all(dz[placeholder] == 0.0)
+    np.testing.assert_allclose(d0[tracked], 10.0 * expected["d0"][tracked], rtol=1e-12)
+    np.testing.assert_allclose(dz[tracked], 10.0 * expected["dz"][tracked], rtol=1e-12)
+
+    x, mask = build_features(jets, constituents)
+    by_pt = ak.flatten(ak.sort(ak.flatten(constituents.pt, axis=1), axis=1, ascending=False))
+    assert mask.sum() == len(by_pt)  # every jet has < 100 constituents: all are in x
+    photons_or_nh = (x[..., FEATURE_INDEX["is_photon"]] + x[..., FEATURE_INDEX["is_neutral_hadron"]])[mask]
+    assert (photons_or_nh == 1).sum() == neutral.sum()
+    assert np.all(x[..., FEATURE_INDEX["tanh_d0"]][mask][photons_or_nh == 1] == 0.0)
+    assert np.all(x[..., FEATURE_INDEX["tanh_dz"]][mask][photons_or_nh == 1] == 0.0)
+    # charged candidates with track details keep tanh(10 * d0 / cm)
+    tanh_d0 = np.sort(x[..., FEATURE_INDEX["tanh_d0"]][mask][x[..., FEATURE_INDEX["charge"]][mask] != 0])
+    reference = np.sort(np.concatenate([np.tanh(10.0 * expected["d0"][tracked]),
+                                        np.zeros((~neutral & placeholder).sum())]))
+    np.testing.assert_allclose(tanh_d0, reference, atol=1e-6)
+
+
+def test_delphes_towers_zero_and_tracks_keep_stored_impact_parameters(delphes_path, delphes_stored):
+    _, constituents = delphes_stored
+    flat = ak.flatten(ak.flatten(constituents, axis=2), axis=1)
+    neutral = ak.to_numpy(flat.charge) == 0
+    assert neutral.sum() > 100
+    assert np.all(ak.to_numpy(flat.d0)[neutral] == 0) and np.all(ak.to_numpy(flat.dz)[neutral] == 0)
+    tracks = uproot.open(delphes_path)["Delphes"].arrays(["EFlowTrack.D0", "EFlowTrack.PT"])
+    stored = ak.flatten(tracks["EFlowTrack.D0"][tracks["EFlowTrack.PT"] > 0])
+    # every track constituent's d0 is one of the stored values, in mm as Delphes writes them
+    assert np.all(np.isin(ak.to_numpy(flat.d0)[~neutral], ak.to_numpy(stored).astype(np.float64)))
+    assert np.any(ak.to_numpy(flat.d0)[~neutral] != 0)
+
+
+def test_missing_impact_parameters_warn_once_and_are_recorded(coffea_sample):
+    import rs3l_coffea.io.readers as readers
+    from rs3l_coffea.io import MissingImpactParametersWarning
+
+    readers._warned_missing_impact.discard("nanoaod")
+    path = coffea_sample("nano_tt_v15.root")
+    with pytest.warns(MissingImpactParametersWarning, match=r"PFCand_d0/PFCand_dz.*nano_tt_v15"):
+        jets, constituents = load_jets(path)
+    assert ak.parameters(jets)["rs3l_impact_parameters"] == "absent"
+    assert ak.all(ak.flatten(constituents.d0, axis=None) == 0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingImpactParametersWarning)
+        load_jets(path)  # said once per source: no second warning
