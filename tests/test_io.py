@@ -333,3 +333,80 @@ def test_missing_impact_parameters_warn_once_and_are_recorded(coffea_sample):
     with warnings.catch_warnings():
         warnings.simplefilter("error", MissingImpactParametersWarning)
         load_jets(path)  # said once per source: no second warning
+
+
+# --------------------------------------------------------------------------------------------
+# PFNano copies written with uproot: bad values, renamed collections, two trees in one file
+# --------------------------------------------------------------------------------------------
+_PFNANO_COLLECTIONS = ("FatJet", "FatJetPFCands", "PFCands")
+
+
+def _write_pfnano_copy(source, path, *, rename=None, change=None, extra_tree=None):
+    """Copy pfnano.root's FatJet / FatJetPFCands / PFCands into ``path`` (NanoAOD naming).
+
+    ``rename`` maps collection names (e.g. FatJet -> FatJetAK15); ``change(collections)`` edits the
+    dict of awkward records before writing; ``extra_tree`` = (name, types, data, options).
+    """
+    events = uproot.open(source)["Events"]
+    collections = {}
+    for name in _PFNANO_COLLECTIONS:
+        fields = [k for k in events.keys() if k.startswith(f"{name}_") and not k.startswith("n")]
+        arrays = events.arrays(fields)
+        collections[name] = ak.zip({f[len(name) + 1 :]: arrays[f] for f in fields})
+    if change is not None:
+        change(collections)
+    collections = {(rename or {}).get(k, k): v for k, v in collections.items()}
+    collections.update(events.arrays(["run", "luminosityBlock", "event"], how=dict))
+    with uproot.recreate(path) as handle:
+        handle.mktree("Events", {k: v.type.content for k, v in collections.items()})
+        handle["Events"].extend(collections)
+        if extra_tree is not None:
+            name, data, options = extra_tree
+            handle.mktree(name, {k: v.type.content for k, v in data.items()}, **options)
+            handle[name].extend(data)
+    return path
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e10, 0.5, 7.0])
+def test_bad_float_charge_names_file_branch_entry(tmp_path, coffea_sample, bad):
+    def float_charge(collections):
+        cands = collections["PFCands"]
+        charge = ak.values_astype(cands.charge, np.float32)
+        counts = ak.num(charge)
+        flat = ak.to_numpy(ak.flatten(charge)).copy()
+        flat[int(counts[0]) + int(counts[1]) + 3] = bad  # entry 2, candidate 3
+        collections["PFCands"] = ak.with_field(cands, ak.unflatten(flat, counts), "charge")
+
+    path = _write_pfnano_copy(coffea_sample("pfnano.root"), tmp_path / "bad_charge.root", change=float_charge)
+    for kwargs in ({}, {"recluster_radius": 0.8}):
+        with pytest.raises(InputFileError, match=r"PFCands_charge in .*bad_charge\.root.* entry 2 \(candidate 3\)"):
+            load_jets(path, **kwargs)
+    with pytest.raises(InputFileError, match=r"entry 2 \(candidate 3\)"):
+        load_jets(path, entry_start=1)  # entries count in the file, not in the chunk
+
+
+def test_float_charge_with_valid_values_reads_like_int(tmp_path, coffea_sample):
+    def float_charge(collections):
+        cands = collections["PFCands"]
+        collections["PFCands"] = ak.with_field(cands, ak.values_astype(cands.charge, np.float32), "charge")
+
+    path = _write_pfnano_copy(coffea_sample("pfnano.root"), tmp_path / "float_charge.root", change=float_charge)
+    _, expected = load_jets(coffea_sample("pfnano.root"))
+    _, got = load_jets(path)
+    assert ak.array_equal(got.charge, expected.charge)
+    assert ak.flatten(got.charge, axis=None).to_numpy().dtype == np.int32
+
+
+def test_bad_delphes_charge_names_branch_and_entry(tmp_path):
+    path = tmp_path / "delphes_bad_charge.root"
+    tracks, towers = _write_generator_layout(path, flat_names=True)
+    charge = ak.to_numpy(ak.flatten(tracks.Charge)).astype(np.float64)
+    charge[5 + 2] = np.nan  # entry 2 (entry 1 is empty), candidate 2
+    tracks = ak.with_field(tracks, ak.unflatten(charge, ak.num(tracks)), "Charge")
+    data = {"EFlowTrack": tracks, "EFlowPhoton": towers, "EFlowNeutralHadron": towers}
+    with uproot.recreate(path) as handle:
+        handle.mktree("Delphes", {k: v.type.content for k, v in data.items()},
+                      counter_name=lambda c: f"{c}_size", field_name=lambda o, i: f"{o}.{i}")
+        handle["Delphes"].extend(data)
+    with pytest.raises(InputFileError, match=r"EFlowTrack\.Charge in .*delphes_bad_charge\.root: value nan at entry 2 \(candidate 2\)"):
+        load_jets(path)

@@ -721,7 +721,7 @@ def _checked_integers(
         event = int(np.searchsorted(np.cumsum(counts), first, side="right"))
         candidate = first - int(np.sum(counts[:event]))
         raise InputFileError(
-            f"branch {branch}{context.where}: value {flat[first]!r} at entry "
+            f"branch {branch}{context.where}: value {flat[first].item()!r} at entry "
             f"{context.entry_offset + event}{context.partition_note} (candidate {candidate}) is "
             f"not {what} ({int(np.sum(bad))} bad value(s) in this chunk)"
         )
@@ -798,7 +798,7 @@ def _nano_candidates(columns: Sequence[Any], source: str, context: _ReadContext)
             counts = _counts(ak.num(weight, axis=1))
             event = int(np.searchsorted(np.cumsum(counts), first, side="right"))
             raise InputFileError(
-                f"branch {name}_puppiWeight{context.where}: value {flat[first]!r} at entry "
+                f"branch {name}_puppiWeight{context.where}: value {flat[first].item()!r} at entry "
                 f"{context.entry_offset + event}{context.partition_note} is not a PUPPI weight "
                 "in [0, 1]"
             )
