@@ -64,7 +64,9 @@ def features_from_file(
     from rs3l_coffea.io import gen_particles_from_events, jets_from_events, open_events
 
     selection = selection or JetSelection.permissive()
-    events, source, origin = open_events(path, source=source, jets=jets)
+    events, source, origin = open_events(
+        path, source=source, jets=None if recluster_radius is not None else jets
+    )
     jet_array, constituents = jets_from_events(
         events,
         source=source,

@@ -315,7 +315,7 @@ def load_jets(
         entry_stop=entry_stop,
         tree=tree,
         mode=mode,
-        jets=jets,
+        jets=None if recluster_radius is not None else jets,  # reclustering ignores stored jets
     )
     return jets_from_events(
         events,
@@ -417,6 +417,17 @@ def open_events(
             raise InputFileError(
                 f"jet collection {jets!r} not found in {origin} (tree {tree!r}); collections in "
                 f"the file: {', '.join(sorted(file_collections))}"
+            )
+        if source in _NANO_CANDIDATES and association_name(source, jets) not in file_collections:
+            cand_name = _NANO_CANDIDATES[source]
+            tables = sorted(
+                c for c in file_collections if c.endswith(cand_name) and c != cand_name
+            )
+            raise MissingConstituentsError(
+                f"{association_name(source, jets)!r} not found in {origin}: jets {jets!r} need a "
+                f"candidate-index table named <jets>{cand_name} (fields jetIdx and a candidate "
+                f"index); such tables in the file: {', '.join(tables) or 'none'}. Pick the jets "
+                "of one of them or recluster (recluster_radius=0.8)"
             )
 
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory, PFNanoAODSchema
