@@ -517,8 +517,12 @@ def test_file_with_delphes_and_pfnano_trees_reads_the_requested_one(tmp_path, co
     assert ak.parameters(jets)["rs3l_source"] == "delphes"
     with pytest.raises(InputFileError, match=r"tree 'Delphes' holds delphes candidates, not pfnano"):
         load_jets(both, source="pfnano", tree="Delphes")
+    # rs3l process checks each file on the client with the processor's source
+    from rs3l_coffea.inference.runner import check_file
     from rs3l_coffea.io import select_tree
 
+    assert check_file(str(both), source="pfnano") == ("pfnano", "Events", 10)
+    assert check_file(str(both)) == ("delphes", "Delphes", 3)
     assert select_tree(["Delphes", "Events"], "nanoaod", "f.root") == "Events"
-    with pytest.raises(InputFileError, match=r"f\.root has no 'Events' TTree for source 'pfnano'"):
+    with pytest.raises(InputFileError, match=r"f\.root has no 'Events' TTree \(trees found: Delphes\) for source 'pfnano'"):
         select_tree(["Delphes"], "pfnano", "f.root")

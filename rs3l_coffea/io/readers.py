@@ -346,8 +346,8 @@ def select_tree(trees: Sequence[str], source: str, origin: str) -> str:
         if name in trees:
             return name
     raise InputFileError(
-        f"{origin} has no {' or '.join(repr(w) for w in wanted)} TTree for source {source!r} "
-        f"(trees found: {', '.join(trees) or 'none'}); pass tree=..."
+        f"{origin} has no {' or '.join(repr(w) for w in wanted)} TTree "
+        f"(trees found: {', '.join(trees) or 'none'}) for source {source!r}; pass tree=..."
     )
 
 
