@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         selection: str = typer.Option(
             "permissive", help="Jet selection preset: permissive | generated | paper."
         ),
+        puppi: bool = typer.Option(
+            False, "--puppi", help="PFNano/NanoAOD: weight candidates by puppiWeight, drop weight 0."
+        ),
     ) -> None:
         """Build the 15 RS3L particle features for every selected jet and write parquet."""
         from rich.progress import Progress
@@ -52,6 +55,7 @@ def register(app: typer.Typer) -> None:
                             recluster_radius=recluster,
                             max_particles=max_particles,
                             selection=chosen,
+                            puppi=puppi,
                         )
                     )
                     progress.advance(task)
