@@ -324,7 +324,7 @@ def test_missing_impact_parameters_warn_once_and_are_recorded(coffea_sample):
 
     readers._warned_missing_impact.discard("nanoaod")
     path = coffea_sample("nano_tt_v15.root")
-    with pytest.warns(MissingImpactParametersWarning, match=r"PFCand_d0/PFCand_dz.*nano_tt_v15"):
+    with pytest.warns(MissingImpactParametersWarning, match=r"PFCand_d0 \(or _dxy\)/PFCand_dz.*nano_tt_v15"):
         jets, constituents = load_jets(path)
     assert ak.parameters(jets)["rs3l_impact_parameters"] == "absent"
     assert ak.all(ak.flatten(constituents.d0, axis=None) == 0)
@@ -341,7 +341,8 @@ def test_missing_impact_parameters_warn_once_and_are_recorded(coffea_sample):
 _PFNANO_COLLECTIONS = ("FatJet", "FatJetPFCands", "PFCands")
 
 
-def _write_pfnano_copy(source, path, *, rename=None, change=None, extra_tree=None):
+def _write_pfnano_copy(source, path, *, rename=None, change=None, extra_tree=None,
+                       collections_to_copy=_PFNANO_COLLECTIONS):
     """Copy pfnano.root's FatJet / FatJetPFCands / PFCands into ``path`` (NanoAOD naming).
 
     ``rename`` maps collection names (e.g. FatJet -> FatJetAK15); ``change(collections)`` edits the
@@ -349,7 +350,7 @@ def _write_pfnano_copy(source, path, *, rename=None, change=None, extra_tree=Non
     """
     events = uproot.open(source)["Events"]
     collections = {}
-    for name in _PFNANO_COLLECTIONS:
+    for name in collections_to_copy:
         fields = [k for k in events.keys() if k.startswith(f"{name}_") and not k.startswith("n")]
         arrays = events.arrays(fields)
         collections[name] = ak.zip({f[len(name) + 1 :]: arrays[f] for f in fields})
@@ -526,3 +527,36 @@ def test_file_with_delphes_and_pfnano_trees_reads_the_requested_one(tmp_path, co
     assert select_tree(["Delphes", "Events"], "nanoaod", "f.root") == "Events"
     with pytest.raises(InputFileError, match=r"f\.root has no 'Events' TTree \(trees found: Delphes\) for source 'pfnano'"):
         select_tree(["Delphes"], "pfnano", "f.root")
+
+
+def test_nanoaod_dxy_dz_in_cm_converted_and_neutrals_zero(tmp_path, coffea_sample):
+    """CMSSW's NanoAOD PF-candidate table stores dxy and dz in cm (no placeholder)."""
+    source = coffea_sample("nano_tt_v15.root")
+    rng = np.random.default_rng(5)
+
+    def add_impact_parameters(collections):
+        cands = collections["PFCand"]
+        counts = ak.num(cands)
+        for name in ("dxy", "dz"):
+            values = ak.unflatten(rng.normal(0.0, 0.05, int(ak.sum(counts))).astype(np.float32), counts)
+            cands = ak.with_field(cands, values, name)
+        collections["PFCand"] = cands
+
+    path = _write_pfnano_copy(source, tmp_path / "nano_dxy.root", change=add_impact_parameters,
+                              collections_to_copy=("FatJet", "FatJetPFCand", "PFCand"))
+    jets, constituents = load_jets(path)
+    assert ak.parameters(jets)["rs3l_impact_parameters"] == "stored"
+    raw = uproot.open(path)["Events"].arrays(["nFatJet", "FatJetPFCand_jetIdx", "FatJetPFCand_pfCandIdx",
+                                               "PFCand_dxy", "PFCand_dz", "PFCand_pdgId"])
+    expected_d0, neutral = [], []
+    for event in raw:
+        jet_idx, cand_idx = np.asarray(event.FatJetPFCand_jetIdx), np.asarray(event.FatJetPFCand_pfCandIdx)
+        for jet in range(event.nFatJet):
+            picked = cand_idx[jet_idx == jet]
+            expected_d0.append(np.asarray(event.PFCand_dxy, np.float64)[picked])
+            neutral.append(np.isin(np.abs(np.asarray(event.PFCand_pdgId)[picked]), (22, 130, 1, 2)))
+    expected_d0, neutral = np.concatenate(expected_d0), np.concatenate(neutral)
+    d0 = ak.to_numpy(ak.flatten(ak.flatten(constituents.d0, axis=2)))
+    assert neutral.sum() > 50 and (~neutral).sum() > 50
+    assert np.all(d0[neutral] == 0)
+    np.testing.assert_allclose(d0[~neutral], 10.0 * expected_d0[~neutral], rtol=1e-12)

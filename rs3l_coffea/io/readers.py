@@ -8,16 +8,16 @@ Every reader returns ``(jets, constituents)``:
   ``rs3l_jets`` (the stored collection name, or ``"antikt:R"`` for reclustered jets).
 * ``constituents``: events x jets x particles records with the uniform fields
   ``pt, eta, phi, energy`` (float64, GeV), ``charge`` (int32, units of e), ``pdg_id`` (int32),
-  ``d0, dz`` (float64, **mm**; PFNano stores cm and is converted, NanoAOD v15 ``PFCand`` has
-  no impact parameters and gets 0).
+  ``d0, dz`` (float64, **mm**; PFNano/NanoAOD store cm (``d0`` or ``dxy``, ``dz``) and are
+  converted, NanoAOD v15 ``PFCand`` has no impact parameters and gets 0).
 
 Impact-parameter convention ("no track" -> 0). The models are trained on Delphes and on our
 built-in detector, where neutral candidates (towers) carry ``d0 = dz = 0``. PFNano writes
 ``d0 = dz = -1`` (cm) as a placeholder for every candidate without track details (all neutrals
 and low-pT / forward charged candidates, recognisable by ``d0Err = dzErr = -1``); taken at face
 value that is -10 mm, ``tanh = -1``, the most displaced value a feature can have. The reader
-maps it to 0: PFNano candidates with ``charge == 0`` or with ``d0 == dz == -1`` exactly get
-``d0 = dz = 0``; every other charged candidate keeps its stored value (converted to mm).
+maps it to 0: PFNano/NanoAOD candidates with ``charge == 0`` or with ``d0 == dz == -1`` exactly
+get ``d0 = dz = 0``; every other charged candidate keeps its stored value (converted to mm).
 Delphes ``EFlowTrack.D0/DZ`` are stored as measured (no placeholder; towers get 0). Files
 without impact-parameter branches (NanoAOD v15, some PFNano productions, truth-level
 generator files) get 0 for every candidate; a :class:`MissingImpactParametersWarning` says
@@ -625,15 +625,18 @@ def _nano_candidate_columns(
 ) -> tuple[list[Any], str]:
     columns = _fields(cands, name, ["pt", "eta", "phi", "mass", "pdgId"], context.where)
     # Missing optional branches travel as None (NanoAOD v15 PFCand has no charge/d0/dz).
-    for optional in ("charge", "d0", "dz"):
-        columns.append(cands[optional] if optional in cands.fields else None)
+    # CMSSW's NanoAOD PF-candidate table calls the transverse impact parameter dxy.
+    columns.append(cands["charge"] if "charge" in cands.fields else None)
+    transverse = next((f for f in ("d0", "dxy") if f in cands.fields), None)
+    columns.append(cands[transverse] if transverse else None)
+    columns.append(cands["dz"] if "dz" in cands.fields else None)
     if context.puppi:
         columns += _fields(cands, name, ["puppiWeight"], context.where)
     else:
         columns.append(None)
     impact = "stored" if columns[6] is not None and columns[7] is not None else "absent"
     if impact == "absent":
-        _warn_missing_impact_parameters(f"{name}_d0/{name}_dz", source, context.where)
+        _warn_missing_impact_parameters(f"{name}_d0 (or _dxy)/{name}_dz", source, context.where)
     return columns, impact
 
 
@@ -792,8 +795,9 @@ def _nano_candidates(columns: Sequence[Any], source: str, context: _ReadContext)
         )
     if d0 is None or dz is None:
         d0 = dz = ak.zeros_like(ak.values_astype(pt, np.float64))
-    elif source == "pfnano":
-        # PFNano's "no track details" placeholder (-1 cm) -> the training convention, 0.
+    else:
+        # NanoAOD stores cm. PFNano's "no track details" placeholder (-1 cm) and any neutral
+        # candidate -> the training convention, 0.
         d0, dz = ak.values_astype(d0, np.float64), ak.values_astype(dz, np.float64)
         no_track = (charge == 0) | ((d0 == PFNANO_NO_TRACK) & (dz == PFNANO_NO_TRACK))
         d0 = ak.where(no_track, 0.0, d0 * _CM_TO_MM)
