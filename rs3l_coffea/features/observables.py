@@ -66,7 +66,7 @@ def _momenta(parts: ak.Array) -> ak.Array:
 
 def _leading(parts: ak.Array, max_particles: int | None) -> ak.Array:
     """The ``max_particles`` highest-pT particles of each jet (all of them when fewer or None)."""
-    if max_particles is None:
+    if max_particles is None or len(parts) == 0 or ak.max(ak.num(parts, axis=1)) <= max_particles:
         return parts
     if "pt" in parts.fields:
         pt2 = parts.pt
