@@ -15,16 +15,27 @@ produces what a fit needs:
    robust to that simulation change;
 3. :func:`rs3l_coffea.evaluation.plot_variant_ratios` -> normalised distributions and ratios
    to nominal (``variant_ratios_<process>.png``);
-4. ``templates.root`` -> one TH1 per process, quantity (``score``, ``msd``) and variant,
-   written with uproot: nominal plus up/down shape templates (``fsr_up``/``fsr_down``) for a
-   binned likelihood fit (e.g. combine, pyhf via uproot).
+4. ``templates.root`` -> shape templates for a binned likelihood fit, written with uproot in
+   the layout combine's ``shapes * * templates.root $CHANNEL/$PROCESS $CHANNEL/$PROCESS_$SYSTEMATIC``
+   reads (pyhf via uproot works the same way): one folder per observable (``score``, ``msd``),
+   in it ``<process>`` (nominal, no suffix) and ``<process>_<systematic>Up`` / ``Down``:
+
+   * ``fsr``: ``fsr_up`` -> ``fsrUp``, ``fsr_down`` -> ``fsrDown`` (one two-sided systematic);
+   * ``shower`` (``vincia``), ``showerhad`` (``vincia_althad``), ``hadronization``
+     (``rehadronize``): one-sided, an alternative model rather than a +-1 sigma pair, so
+     ``Up`` is the alternative and ``Down`` the nominal (the nuisance moves toward the
+     alternative only; mirror it yourself if your analysis symmetrises);
+   * ``seed`` is not a template: it differs from nominal by the random seed only and is the
+     statistical floor of the W1 tables.
+
+   Every TH1 has a title (process, variant, observable) and the observable as x-axis title.
 
 Run::
 
     python analysis_examples/04_systematic_variations.py --quick --out out04   # CI, tiny model
     python analysis_examples/04_systematic_variations.py --out out04           # default model
 
-``--quick``: tiny random model, the ``zh_bb`` process and three variants of the bundled sample.
+``--quick``: tiny random model, the ``zh_bb`` process and four variants of the bundled sample.
 The bundle has only ~20 selected jets per process and variant: its W1 values are dominated by
 statistical fluctuations (compare ``seed``, which differs from nominal by the random seed only).
 
@@ -83,21 +94,59 @@ def markdown(table: dict[str, dict[str, float]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_templates(path: Path, hists: dict[str, Any]) -> None:
-    """TH1 per process x quantity x variant (``<process>_<quantity>_<variant>``) via uproot."""
+# variant -> (combine systematic name, direction); one-sided ones get Down = nominal.
+SYSTEMATICS: dict[str, tuple[str, str]] = {
+    "fsr_up": ("fsr", "Up"),
+    "fsr_down": ("fsr", "Down"),
+    "vincia": ("shower", "Up"),
+    "vincia_althad": ("showerhad", "Up"),
+    "rehadronize": ("hadronization", "Up"),
+}
+VARIANT_TITLES = {
+    "nominal": "nominal", "fsr_up": "FSR scale up", "fsr_down": "FSR scale down",
+    "vincia": "Vincia shower", "vincia_althad": "Vincia shower + alternative hadronization",
+    "rehadronize": "new hadronization",
+}
+OBSERVABLES = {"score": ({"head": 0}, "RS3L score"), "msd": ({}, "soft-drop mass [GeV]")}
+
+
+def template_names(process: str, variants: list[str]) -> dict[str, str]:
+    """``{template name: variant}`` in combine's naming for one process (see module docstring)."""
+    names = {process: "nominal"} if "nominal" in variants else {}
+    directions: dict[str, dict[str, str]] = {}
+    for variant in variants:
+        if variant in SYSTEMATICS:
+            systematic, direction = SYSTEMATICS[variant]
+            directions.setdefault(systematic, {})[direction] = variant
+    for systematic, given in sorted(directions.items()):
+        for direction in ("Up", "Down"):
+            names[f"{process}_{systematic}{direction}"] = given.get(direction, "nominal")
+    return names
+
+
+def write_templates(path: Path, hists: dict[str, Any]) -> list[str]:
+    """Write ``templates.root`` (``<observable>/<process>[_<systematic>Up|Down]``); return the
+    names written."""
     import uproot
 
     from rs3l_coffea.atomic import atomic_path
 
+    written = []
     with atomic_path(path) as tmp, uproot.recreate(tmp) as handle:
-        for quantity, selection in (("score", {"head": 0}), ("msd", {})):
-            if quantity not in hists:
+        for observable, (selection, label) in OBSERVABLES.items():
+            if observable not in hists:
                 continue
-            h = hists[quantity]
+            h = hists[observable]
+            variants = list(h.axes["variant"])
             for process in h.axes["dataset"]:
-                for variant in h.axes["variant"]:
+                for name, variant in template_names(process, variants).items():
                     one = h[{"dataset": process, "variant": variant, **selection}]
-                    handle[f"{process}_{quantity}_{variant}"] = one
+                    one.axes[0].label = label
+                    one.name = name
+                    one.title = f"{process}, {VARIANT_TITLES.get(variant, variant)}: {label}"
+                    handle[f"{observable}/{name}"] = one
+                    written.append(f"{observable}/{name}")
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fileset is not None:
         fileset: Any = args.fileset
     elif args.quick:
-        fileset = bundled_fileset(processes=("zh_bb",), variants=("nominal", "fsr_up", "fsr_down"))
+        fileset = bundled_fileset(processes=("zh_bb",), variants=("nominal", "fsr_up", "fsr_down", "vincia"))
     else:
         fileset = bundled_fileset()
 

@@ -464,7 +464,7 @@ def check_process(checks: Checks, scratch: Path) -> None:
 
     fileset = scratch / "fileset.json"
     fileset.write_text(json.dumps(bundled_fileset(variants=("nominal", "fsr_up"))))
-    common = ["process", str(fileset), "--chunksize", "20", "-q"]
+    common = ["process", str(fileset), "--chunk-size", "20", "-q"]
     cpu_out = scratch / "process-cpu.coffea"
     try:
         _rs3l(*common, "--executor", "iterative", "--device", "cpu", "--out", str(cpu_out))

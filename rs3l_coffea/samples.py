@@ -43,8 +43,8 @@ def bundled_sample_dir() -> Path:
 
 def bundled_file(process: str, variant: str) -> Path:
     """Path of the bundled ROOT file of one process and variant (checked to exist)."""
-    _check_choice("process", process, BUNDLED_PROCESSES)
-    _check_choice("variant", variant, BUNDLED_VARIANTS)
+    _check_choice("bundled process", process, BUNDLED_PROCESSES)
+    _check_choice("bundled variant", variant, BUNDLED_VARIANTS)
     path = bundled_sample_dir() / f"{process}_{variant}_00000.root"
     if not path.is_file():
         raise InputFileError(f"bundled sample file {path} is missing (incomplete installation?)")
@@ -91,9 +91,28 @@ def bundled_fileset(
     return fileset
 
 
+def coffea_sample(name: str) -> Path:
+    """Path of one of coffea's small real test files (``"pfnano.root"``, ``"delphes.root"``,
+    ``"nano_tt_v15.root"``, ``"nano_dy.root"``, ``"bad_delphes.root"``), from any folder.
+
+    The files are not ours to ship: they come from coffea's source distribution on the package
+    index, fetched once with ``pip download`` (so your index and proxy settings apply) into
+    ``~/.cache/rs3l-coffea`` (``$RS3L_TESTDATA`` overrides; see :mod:`rs3l_coffea.testing`).
+    Later calls read the cache offline.
+
+    >>> from rs3l_coffea.samples import coffea_sample
+    >>> coffea_sample("pfnano.root").name                            # doctest: +SKIP
+    'pfnano.root'
+    """
+    from rs3l_coffea.testing import KNOWN_SAMPLES, sample_path
+
+    _check_choice("coffea sample", name, KNOWN_SAMPLES)
+    return sample_path(name)
+
+
 def _check_choice(kind: str, value: str, valid: Sequence[str]) -> None:
     if value not in valid:
-        raise ConfigError(f"unknown bundled {kind} {value!r}; valid: {', '.join(valid)}")
+        raise ConfigError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
 
 
 __all__ = [
@@ -105,4 +124,5 @@ __all__ = [
     "bundled_files",
     "bundled_fileset",
     "bundled_sample_dir",
+    "coffea_sample",
 ]

@@ -170,3 +170,23 @@ def test_benchmark_script_smoke(capsys):
     rows = module.main(["--jets", "200", "--loop-jets", "20", "--chunk", "100", "--samples", "pfnano"])
     assert len(rows) == 1 and rows[0]["vectorised jets/cpu-s"] > 0
     assert "| input |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_cli_features_shows_progress_for_one_file_unless_quiet(quiet, tmp_path, coffea_sample, monkeypatch):
+    import io
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    import rs3l_coffea.cli.features as features_cli
+    from rs3l_coffea.cli import app
+
+    screen = io.StringIO()
+    monkeypatch.setattr(features_cli, "err_console", Console(file=screen, force_terminal=True, width=120))
+    args = ["features", str(coffea_sample("pfnano.root")), "--out", str(tmp_path / "f.parquet")]
+    result = CliRunner().invoke(app, args + (["--quiet"] if quiet else []))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("wrote ")  # stdout: the result only
+    shown = "building features: pfnano.root" in screen.getvalue()
+    assert shown is not quiet

@@ -163,3 +163,128 @@ def test_missing_and_invalid_card(tmp_path):
     with pytest.raises(ConfigError, match="epochs"):
         save_model(tmp_path / "x", build_model(CONFIGS[0]), {"epochs": 3})
     assert isinstance(ModelCard().to_dict()["format"], str)
+
+
+# --- reliability round 2: absurd cards, header before building, dtypes, non-finite weights -------
+
+
+def _edit_card(card_path, edit):
+    card = json.loads(card_path.read_text())
+    edit(card)
+    card_path.write_text(json.dumps(card))
+
+
+def _set_backbone(**values):
+    return lambda card: card["config"]["backbone"].update(values)
+
+
+ABSURD_CARDS = [
+    ("k-1e9", _set_backbone(k=10**9), r"DGCNNConfig\.k must be at most 1024"),
+    ("k-true", _set_backbone(k=True), r"DGCNNConfig\.k input should be a valid integer, got True"),
+    ("width-1e9", _set_backbone(width=10**9), r"DGCNNConfig\.width must be at most 8192"),
+    ("input-dim-1e9", _set_backbone(input_dim=10**9), r"DGCNNConfig\.input_dim must be at most 8192"),
+    ("output-dim-1e9", _set_backbone(output_dim=10**9), r"DGCNNConfig\.output_dim must be at most 8192"),
+    ("embed-layers-1e6", _set_backbone(embed_layers=10**6), r"DGCNNConfig\.embed_layers must be at most 64"),
+    ("negative-hidden", _set_backbone(output_hidden=[8, -4]), r"DGCNNConfig\.output_hidden\[1\] must be a positive"),
+    ("float-width", _set_backbone(width=16.5), r"DGCNNConfig\.width input should be a valid integer"),
+    ("lora-alpha-nan", lambda c: c["config"].update(lora={"rank": 2, "alpha": float("nan")}),
+     r"LoRAConfig\.alpha must be a finite number, got nan"),
+]
+
+
+@pytest.mark.parametrize(("edit", "match"), [pytest.param(*row[1:], id=row[0]) for row in ABSURD_CARDS])
+def test_absurd_card_values_are_refused_before_any_layer_is_built(tmp_path, monkeypatch, edit, match):
+    _, weights, card_path = write_pair(tmp_path)
+    _edit_card(card_path, edit)
+    import rs3l_coffea.nn.model_file as model_file
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("build_model was called before the card was validated")
+
+    monkeypatch.setattr(model_file, "build_model", no_build)
+    with pytest.raises(ModelFormatError, match=r"m\.json: invalid architecture config: .*" + match):
+        load_model(weights)
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [({"dropout": 5.0}, r"TransformerConfig\.dropout must be in \[0, 1\)"),
+     ({"beta": float("nan")}, r"TransformerConfig\.beta must be a finite number"),
+     ({"n_layers": 10**6}, r"TransformerConfig\.n_layers must be at most 64")],
+)
+def test_absurd_transformer_card_values_are_refused(tmp_path, values, match):
+    model = build_model(CONFIGS[1])
+    weights, card_path = save_model(tmp_path / "m", model)
+    _edit_card(card_path, _set_backbone(**values))
+    with pytest.raises(ModelFormatError, match=match):
+        load_model(weights)
+
+
+def test_card_shapes_are_compared_with_the_header_on_the_meta_device_only(tmp_path, monkeypatch):
+    """A card asking for big layers that the weights do not hold is refused from the header,
+    with every build on the parameter-free meta device (no allocation, no initialisation)."""
+    _, weights, card_path = write_pair(tmp_path)
+    _edit_card(card_path, _set_backbone(width=8192, embed_layers=64, conv_layers=64))
+    import rs3l_coffea.nn.model_file as model_file
+
+    devices = []
+    real_build = model_file.build_model
+
+    def recording_build(config):
+        devices.append(torch.get_default_device().type)
+        return real_build(config)
+
+    monkeypatch.setattr(model_file, "build_model", recording_build)
+    with pytest.raises(ModelFormatError, match=r"m\.safetensors: .*tensor 'backbone\."):
+        load_model(weights)
+    assert devices == ["meta"]
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int32, torch.bool, torch.complex64])
+def test_non_floating_weights_are_refused(tmp_path, dtype):
+    from safetensors.torch import load_file, save_file
+
+    _, weights, _ = write_pair(tmp_path)
+    state = load_file(str(weights))
+    first = next(iter(state))
+    state[first] = state[first].to(dtype)
+    save_file(state, str(weights))
+    with pytest.raises(ModelFormatError, match=rf"tensor '{first}' has dtype \w+; model weights must be a floating"):
+        load_model(weights)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_at_load_and_at_save(tmp_path, bad):
+    from safetensors.torch import load_file, save_file
+
+    model, weights, _ = write_pair(tmp_path)
+    state = load_file(str(weights))
+    state["backbone.embed.0.weight"][0, 0] = bad
+    save_file(state, str(weights))
+    with pytest.raises(ModelFormatError, match=r"tensor 'backbone\.embed\.0\.weight' holds 1 non-finite"):
+        load_model(weights)
+    with torch.no_grad():
+        model.backbone.embed[0].weight[1, 1] = bad
+    with pytest.raises(ModelFormatError, match=r"refusing to save"):
+        save_model(tmp_path / "again", model)
+    assert not (tmp_path / "again.safetensors").exists() and not (tmp_path / "again.json").exists()
+
+
+def test_validity_range_round_trips_and_is_validated(tmp_path):
+    model = build_model(CONFIGS[0])
+    validity = {"pt_min": 450.0, "pt_max": None, "abs_eta_max": 1.5, "detector": "test detector"}
+    _, card_path = save_model(tmp_path / "m", model, {"validity_range": validity})
+    _, card = load_model(card_path)
+    assert card.validity_range == validity
+    _edit_card(card_path, lambda c: c["validity_range"].update(abs_eta_max=float("nan")))
+    with pytest.raises(ModelFormatError, match=r"validity_range.*abs_eta_max must be a finite number"):
+        load_model(card_path)
+    with pytest.raises(ConfigError, match=r"pt_max = 100\.0 must exceed pt_min = 450\.0"):
+        save_model(tmp_path / "x", model, {"validity_range": {"pt_min": 450.0, "pt_max": 100.0}})
+
+
+def test_lora_layer_refuses_a_non_finite_alpha():
+    from rs3l_coffea.nn.lora import LoRALinear
+
+    with pytest.raises(ValueError, match="LoRA alpha must be a finite number, got nan"):
+        LoRALinear(torch.nn.Linear(3, 2), rank=2, alpha=float("nan"))

@@ -15,7 +15,7 @@ import pytest
 import torch
 from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
 
-from rs3l_coffea.errors import InputFileError, MissingConstituentsError
+from rs3l_coffea.errors import ConfigError, InputFileError, MissingConstituentsError
 from rs3l_coffea.features import JetSelection, build_features
 from rs3l_coffea.inference.runner import run_fileset
 from rs3l_coffea.inference.tagger import RS3LTagger
@@ -169,13 +169,59 @@ def test_skim_columns_equal_backbone_on_build_features(iterative_run, small_mode
     np.testing.assert_array_equal(ak.to_numpy(flat.selected), ak.to_numpy(ak.flatten(expected)))
 
 
-def test_rerun_overwrites_the_same_skim_files(iterative_run, small_model, fileset):
-    _, skims = iterative_run
-    before = sorted(p.name for p in skims.rglob("*.parquet"))
-    again = run_fileset({"pfnano": fileset["pfnano"]}, tagging(small_model[0], skims), chunksize=CHUNKSIZE)
-    assert sorted(p.name for p in skims.rglob("*.parquet")) == before
-    assert set(again["skims"]) <= {str(p) for p in skims.rglob("*.parquet")}
-    assert not list(skims.rglob(".*tmp*"))  # no temporaries left behind
+def test_rerun_replaces_the_skim_folder(small_model, fileset, tmp_path):
+    """A rerun with another chunk size leaves exactly its own skims (the old run's files used
+    to stay beside them: 13 files on disk, 9 in the output); a foreign folder is refused."""
+    skims = tmp_path / "skims"
+    first = run_fileset(fileset, tagging(small_model[0], skims), chunksize=CHUNKSIZE)
+    assert len(first["skims"]) == 3  # Delphes: 2 chunks, PFNano: 1
+    second = run_fileset(fileset, tagging(small_model[0], skims), chunksize=5)
+    on_disk = sorted(str(p) for p in skims.rglob("*.parquet"))
+    assert on_disk == sorted(second["skims"]) and len(on_disk) == 5 + 2  # 25/5 + ceil(10/5)
+    assert not [p for p in tmp_path.iterdir() if p.name != "skims"]  # no staging or old folder
+    again = read_skims(skims)
+    rows = sum(len(table) for table in again.values())
+    assert rows == 25 + 10  # every event once
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match=r"mine already holds files not written by rs3l process"):
+        run_fileset(fileset, tagging(small_model[0], foreign), chunksize=CHUNKSIZE)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_directory_inputs(small_model, coffea_sample, tmp_path):
+    """A folder in a fileset means its ROOT files; an empty one or a folder given directly to
+    check_file says "is a directory" (it said "does not exist")."""
+    import shutil
+
+    from rs3l_coffea.inference.runner import check_file, read_fileset
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("pfnano.root", "delphes.root"):
+        shutil.copy(coffea_sample(name), folder / name)
+    (folder / "README.txt").write_text("not data")
+    spec = read_fileset({"d": [str(folder)]})
+    assert list(spec["d"]["files"]) == [str(folder / "delphes.root"), str(folder / "pfnano.root")]
+    with pytest.raises(InputFileError, match=r"is a directory, not a ROOT file"):
+        check_file(str(folder))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputFileError, match=r"empty is a directory without \.root files"):
+        read_fileset({"d": [str(empty)]})
+
+    from typer.testing import CliRunner
+
+    from rs3l_coffea.cli import app
+
+    out = tmp_path / "f.parquet"
+    result = CliRunner().invoke(app, ["features", str(folder), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "from 2 file(s)" in result.output
+    failed = CliRunner().invoke(app, ["features", str(empty), "--out", str(out), "-q"])
+    assert failed.exit_code == 2 and "is a directory without .root files" in " ".join(failed.output.split())
 
 
 def test_apply_to_fileset_route_matches_runner(iterative_run, small_model, fileset, client):
@@ -319,7 +365,7 @@ def test_cli_process_bad_file_with_and_without_skip(small_model, coffea_sample, 
     out = tmp_path / "out.coffea"
     command = [
         "process", str(spec), "--processor", "tagging", "--executor", "iterative",
-        "--chunksize", "5", "--model", str(small_model[0]), "--out", str(out), "--quiet",
+        "--chunk-size", "5", "--model", str(small_model[0]), "--out", str(out), "--quiet",
     ]
     runner = CliRunner()
     failed = runner.invoke(app, command)
@@ -345,3 +391,159 @@ def test_unreadable_file_error_from_library(coffea_sample, small_model):
     output = run_fileset({"broken": [bad]}, tagging(small_model[0]), skip_bad_files=True)
     assert output["bad_files"][0]["file"] == bad
     assert "hists" not in output
+
+
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from rs3l_coffea.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (["--source", "pfnan"], "unknown source 'pfnan'"),
+        (["--jets", "NoSuchJets"], "NoSuchJets"),
+        (["--processor", "variants"], "no variant label"),
+    ],
+    ids=["source-typo", "unknown-jets", "variants-without-variants"],
+)
+def test_cli_process_checks_options_on_the_first_file(
+    option, expected, small_model, coffea_sample, tmp_path
+):
+    spec = tmp_path / "fileset.json"
+    spec.write_text(json.dumps({"pfnano": [str(coffea_sample("pfnano.root"))]}))
+    out = tmp_path / "out.coffea"
+    result = _cli([
+        "process", str(spec), "--model", str(small_model[0]), "--out", str(out), "--quiet",
+        "--executor", "futures", *option,
+    ])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    text = " ".join(result.output.split())
+    assert expected in text
+    # one message (rich may wrap it), no coffea wrapper, no traceback, no retries
+    assert len(lines) <= 4, result.output
+    assert "Failed processing" not in text and "Traceback" not in text and "attempt" not in text
+    assert not out.exists()
+
+
+class _CountingProcessor(TaggingProcessor):
+    """Records every call in a file (works across pickling) and fails on the second chunk."""
+
+    def __init__(self, *args, log: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = log
+
+    def process(self, events):
+        start = int(events.metadata["entrystart"])
+        with open(self.log, "a") as handle:
+            handle.write(f"{start}\n")
+        if start > 0:
+            raise InputFileError(f"deterministic failure at entry {start}")
+        return super().process(events)
+
+
+def test_deterministic_chunk_errors_are_not_retried(small_model, coffea_sample, tmp_path):
+    log = tmp_path / "calls.txt"
+    sample = str(coffea_sample("delphes.root"))  # 25 events: chunks 0-13 and 13-25
+    counting = _CountingProcessor(RS3LTagger.load(small_model[0], threads=1), log=str(log))
+    with pytest.raises(InputFileError, match=r"delphes\.root \(dataset 'd', entries 13-25\): InputFileError: deterministic"):
+        run_fileset({"d": [sample]}, counting, chunksize=CHUNKSIZE, preflight_entries=0)
+    assert sorted(log.read_text().split()) == ["0", "13"]  # coffea would have called 13 four times
+
+
+def test_skip_bad_files_records_failed_chunks_and_keeps_the_good(small_model, coffea_sample, tmp_path):
+    """A corrupt basket and a NaN jet pass the up-front file check and fail while processing:
+    with --skip-bad-files they are listed under bad_chunks and the good file is written."""
+    import bad_inputs as corpus
+    from coffea.util import load
+
+    corrupt = corpus.corrupt_basket(tmp_path, "ZLIB")
+    nan_jet = corpus.pfnano_nan_jet(tmp_path)
+    spec = tmp_path / "fileset.json"
+    spec.write_text(json.dumps({
+        "good": [str(coffea_sample("pfnano.root"))], "corrupt": [str(corrupt)], "nan": [str(nan_jet)],
+    }))
+    out = tmp_path / "out.coffea"
+    command = ["process", str(spec), "--model", str(small_model[0]), "--out", str(out), "--quiet"]
+    failed = _cli(command)
+    assert failed.exit_code == 2 and not out.exists()
+    assert "corrupt_ZLIB.root" in " ".join(failed.output.split())
+
+    passed = _cli([*command, "--skip-bad-files"])
+    assert passed.exit_code == 0, passed.output
+    result = load(str(out))
+    assert result["bad_files"] == []
+    chunks = {Path(c["file"]).name: c for c in result["bad_chunks"]}
+    assert set(chunks) == {"corrupt_ZLIB.root", "nan_jet.root"}
+    assert "cannot read the events" in chunks["corrupt_ZLIB.root"]["reason"]
+    assert "invalid kinematics" in chunks["nan_jet.root"]["reason"]
+    assert chunks["nan_jet.root"]["entrystart"] == 0 and chunks["nan_jet.root"]["entrystop"] > 0
+    assert result["cutflow"]["good"]["events"] == 10
+    assert result["hists"]["score"][{"dataset": "good"}].sum(flow=True) == 24
+    assert "nan_jet.root entries 0-" in " ".join(passed.output.split())
+
+
+def test_cli_process_stdout_holds_only_results(small_model, coffea_sample, tmp_path):
+    """-q prints no progress at all; without it the bars go to stderr; the FastJet banner
+    (Delphes reclustering) is printed nowhere: stdout is the cutflow and the output path."""
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "fileset.json"
+    spec.write_text(json.dumps({"delphes": [str(coffea_sample("delphes.root"))]}))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = {}
+    for quiet in (True, False):
+        out = tmp_path / f"quiet-{quiet}.coffea"
+        command = [sys.executable, "-c", "from rs3l_coffea.cli import main; main()", "process",
+                   str(spec), "--model", str(small_model[0]), "--out", str(out)]
+        runs[quiet] = subprocess.run(
+            command + (["-q"] if quiet else []), capture_output=True, text=True, env=env,
+            timeout=300, check=False,
+        )
+        assert runs[quiet].returncode == 0, runs[quiet].stderr[-2000:]
+        lines = runs[quiet].stdout.splitlines()
+        assert len(lines) == 2 and lines[0].startswith("delphes: events=25") and lines[1] == f"wrote {out}"
+        assert "FastJet" not in runs[quiet].stdout + runs[quiet].stderr
+    assert "Processing" not in runs[True].stderr and "Preprocessing" not in runs[True].stderr
+    assert "Processing" in runs[False].stderr
+
+
+def test_histogram_categories_in_a_fixed_order(small_model, coffea_sample):
+    """Dataset categories sorted by name whatever the fileset or completion order."""
+    output = run_fileset(
+        {"zz_pfnano": [str(coffea_sample("pfnano.root"))], "aa_delphes": [str(coffea_sample("delphes.root"))]},
+        tagging(small_model[0]), chunksize=CHUNKSIZE,
+    )
+    for name, histogram in output["hists"].items():
+        assert list(histogram.axes["dataset"]) == ["aa_delphes", "zz_pfnano"], name
+    assert output["hists"]["pt"][{"dataset": "zz_pfnano"}].sum(flow=True) == 24
+
+
+def test_sorted_categories_keeps_every_count():
+    import hist
+
+    from rs3l_coffea.inference.analysis import sorted_categories
+
+    h = hist.Hist(
+        hist.axis.StrCategory([], growth=True, name="dataset"),
+        hist.axis.StrCategory([], growth=True, name="variant"),
+        hist.axis.Regular(4, 0, 1, name="value"),
+    )
+    h.fill(dataset="b", variant="vincia", value=[0.1, 0.2])
+    h.fill(dataset="a", variant="custom", value=[0.5])
+    h.fill(dataset="c", variant="nominal", value=[0.9, 2.0])
+    ordered = sorted_categories(h)
+    assert list(ordered.axes["dataset"]) == ["a", "b", "c"]
+    assert list(ordered.axes["variant"]) == ["nominal", "vincia", "custom"]
+    for dataset in "abc":
+        for variant in ("nominal", "vincia", "custom"):
+            np.testing.assert_array_equal(
+                ordered[{"dataset": dataset, "variant": variant}].values(flow=True),
+                h[{"dataset": dataset, "variant": variant}].values(flow=True),
+            )

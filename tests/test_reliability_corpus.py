@@ -125,7 +125,7 @@ ROOT_FAILURES = [
     ("corrupt-zlib-basket", lambda d: corpus.corrupt_basket(d, "ZLIB"), "load",
      InputFileError, r"cannot read the events in .*corrupt_ZLIB\.root .*incorrect data check"),
     ("corrupt-basket-processor", lambda d: corpus.corrupt_basket(d, "ZLIB"), "process",
-     InputFileError, r"Failed processing file: .*corrupt_ZLIB\.root.*InputFileError\('cannot read the events"),
+     InputFileError, r"cannot read the events in .*corrupt_ZLIB\.root"),
     ("corrupt-lzma-basket", lambda d: corpus.corrupt_basket(d, "LZMA"), "load",
      InputFileError, r"cannot read the events in .*corrupt_LZMA\.root"),
     ("zero-byte-runner", corpus.zero_byte_root, "check_file",
@@ -330,6 +330,14 @@ OTHER_FAILURES = [
      ConfigError, r"fileset .*fileset\.json is not a readable JSON file"),
     ("fileset-bad-entry", _text_file("fileset.json", '{"zh": 3}'), "fileset",
      ConfigError, r"dataset 'zh': files must be a list"),
+    ("fileset-metadata-not-a-mapping", _text_file("fileset.json", '{"zh": {"files": ["a.root"], "metadata": 5}}'),
+     "fileset", ConfigError, r"fileset .*fileset\.json: dataset 'zh': metadata: Input should be a valid dictionary \(got 5\)"),
+    ("fileset-files-not-a-list", _text_file("fileset.json", '{"zh": {"files": 5}}'), "fileset",
+     ConfigError, r"dataset 'zh': files: must be a list of paths or a \{path: tree\} mapping \(got 5\)"),
+    ("fileset-without-files", _text_file("fileset.json", '{"zh": {"metadata": {}}}'), "fileset",
+     ConfigError, r"dataset 'zh': files: Field required"),
+    ("fileset-bad-object-path", _text_file("fileset.json", '{"zh": {"files": {"a.root": {"object_path": 3}}}}'),
+     "fileset", ConfigError, r"dataset 'zh': files\.a\.root: object_path must be a tree name, got 3"),
 ]
 
 

@@ -226,3 +226,57 @@ def test_step_schedule_and_early_stopping(toy_ntuple: Path, tmp_path: Path) -> N
     assert history[0]["val_loss"] == history[1]["val_loss"]
     assert [h["lr"] for h in history] == pytest.approx([1e-30, 0.5e-30])
     assert result.progress.best_epoch == 0
+
+
+# --- reliability round 2 -----------------------------------------------------------------------
+
+
+def test_resume_with_another_configuration_is_refused_unless_asked(toy_ntuple: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = train(_config(toy_ntuple, out, "epochs=1", "max_steps_per_epoch=3"))
+    assert first.progress.global_step == 3
+    changed = ("epochs=2", "max_steps_per_epoch=3", "optimizer.lr=0.005", "data.batch_size=12", "seed=4")
+    with pytest.raises(ConfigError) as info:
+        train(_config(toy_ntuple, out, *changed), resume=True)
+    message = str(info.value)
+    for key in ("optimizer.lr: 0.001 -> 0.005", "data.batch_size: 24 -> 12", "seed: 0 -> 4", "--resume-with-changes"):
+        assert key in message
+    assert "epochs" not in message.split("(")[1].split(")")[0]  # more epochs is a plain resume
+    # more epochs alone resumes; an explicit override resumes with the new learning rate applied
+    assert train(_config(toy_ntuple, out, "epochs=2", "max_steps_per_epoch=3"), resume=True).progress.global_step == 6
+    trainer = Trainer(_config(toy_ntuple, out, "epochs=3", "max_steps_per_epoch=3", "optimizer.lr=0.005"),
+                      allow_changed_config=True)
+    result = trainer.fit(resume=True)
+    assert result.progress.global_step == 9
+    assert result.progress.history[-1]["lr"] == pytest.approx(0.005)
+    assert result.progress.config["optimizer"]["lr"] == pytest.approx(0.005)
+
+
+def test_non_finite_loss_stops_training_naming_the_step(toy_ntuple: Path, tmp_path: Path) -> None:
+    from rs3l_coffea.errors import RS3LError
+    from rs3l_coffea.training.trainer import build_task_model
+
+    config = _config(toy_ntuple, tmp_path / "nan", "epochs=1", "max_steps_per_epoch=3")
+    model = build_task_model(config)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(RS3LError, match=r"non-finite training loss nan at step 1 \(epoch 0, batch 1\)"):
+        train(config, model=model)
+    assert not (tmp_path / "nan" / "model.safetensors").exists()
+
+
+def test_finetune_accepts_the_pretrain_output_directory(toy_ntuple: Path, tmp_path: Path) -> None:
+    pretrained = train(_config(toy_ntuple, tmp_path / "pre", "epochs=1", "max_steps_per_epoch=2"))
+    tuned = train(_config(toy_ntuple, tmp_path / "tune", "task=finetune", f"finetune.backbone={tmp_path / 'pre'}",
+                          "epochs=1", "max_steps_per_epoch=2"))
+    from rs3l_coffea.nn import load_model
+
+    backbone, _ = load_model(pretrained.model_path)
+    model, _ = load_model(tuned.model_path)
+    for name, tensor in backbone.backbone.state_dict().items():  # fixed mode: backbone unchanged
+        assert torch.equal(model.backbone.state_dict()[name], tensor), name
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputFileError, match=r"directory .*empty holds no trained model: .*model\.safetensors.*expected"):
+        Trainer(_config(toy_ntuple, tmp_path / "x", "task=finetune", f"finetune.backbone={tmp_path / 'empty'}"))
+    with pytest.raises(InputFileError, match=r"pretrained backbone file .*nowhere does not exist; expected the output directory"):
+        Trainer(_config(toy_ntuple, tmp_path / "x", "task=finetune", f"finetune.backbone={tmp_path / 'nowhere'}"))

@@ -27,6 +27,7 @@ from rs3l_coffea.augment.registry import (
     parse_spec,
     partition_spec,
     training_overrides,
+    training_settings,
 )
 from rs3l_coffea.augment.symmetry import (
     Augmentation,
@@ -61,4 +62,5 @@ __all__ = [
     "parse_spec",
     "partition_spec",
     "training_overrides",
+    "training_settings",
 ]

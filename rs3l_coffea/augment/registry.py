@@ -166,14 +166,14 @@ def partition_spec(
     return variants, (",".join(symmetry) if symmetry else None)
 
 
-def training_overrides(
+def training_settings(
     spec: str,
     resimulation_variants: Iterable[str],
     *,
     task: str = "pretrain",
     partner: str | None = None,
-) -> list[str]:
-    """Translate an ``rs3l train ... --augmentations`` value into trainer config overrides.
+) -> dict[str, Any]:
+    """Translate an ``rs3l train ... --augmentations`` value into typed trainer settings.
 
     The value may name re-simulation variants (``seed, fsr_up, ...``), symmetry augmentations
     (``rotate, translate, smear, split, dropout``, with inline parameters) or both. Variants go
@@ -181,14 +181,15 @@ def training_overrides(
     ``data.symmetry_augmentations`` and ``data.symmetry_params``; unless ``partner`` was given
     explicitly, ``data.partner`` becomes ``symmetry`` (symmetry only: no re-simulated partner is
     needed, so ntuples of any reader-supported file work) or ``resim+symmetry`` (both). Every
-    name and parameter is validated here, before any data is read.
+    name and parameter is validated here, before any data is read. Returns dotted keys mapped
+    to values (``rs3l_coffea.training.config.load_config(settings=...)``).
     """
     variants, symmetry = partition_spec(spec, resimulation_variants)
     if not variants and symmetry is None:
         raise ConfigError(f"--augmentations {spec!r} names nothing; {_valid_names_message()}")
-    overrides = [f"data.augmentations=[{', '.join(variants)}]"] if variants else []
+    settings: dict[str, Any] = {"data.augmentations": list(variants)} if variants else {}
     if symmetry is None:
-        return overrides
+        return settings
     if task != "pretrain":
         raise ConfigError(
             f"symmetry augmentations ({symmetry}) only make positive partners for pretraining; "
@@ -197,9 +198,29 @@ def training_overrides(
     build_augmentation(symmetry)  # validate names and parameters now
     parsed = parse_spec(symmetry)
     params = {name: given for name, given in parsed if given}
-    overrides.append(f"data.symmetry_augmentations=[{', '.join(name for name, _ in parsed)}]")
+    settings["data.symmetry_augmentations"] = [name for name, _ in parsed]
     if params:
-        overrides.append(f"data.symmetry_params={json.dumps(params)}")
+        settings["data.symmetry_params"] = params
     if partner is None:
-        overrides.append(f"data.partner={'resim+symmetry' if variants else 'symmetry'}")
-    return overrides
+        settings["data.partner"] = "resim+symmetry" if variants else "symmetry"
+    return settings
+
+
+def training_overrides(
+    spec: str,
+    resimulation_variants: Iterable[str],
+    *,
+    task: str = "pretrain",
+    partner: str | None = None,
+) -> list[str]:
+    """:func:`training_settings` as ``key.path=value`` override strings (values in YAML/JSON)."""
+    settings = training_settings(spec, resimulation_variants, task=task, partner=partner)
+    return [f"{key}={_yaml_text(value)}" for key, value in settings.items()]
+
+
+def _yaml_text(value: Any) -> str:
+    if isinstance(value, list):
+        return f"[{', '.join(value)}]"
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)

@@ -13,8 +13,10 @@ from importlib import import_module
 import typer
 
 import rs3l_coffea
+from rs3l_coffea.cli._common import ClickStyleGroup
 
 app = typer.Typer(
+    cls=ClickStyleGroup,
     name="rs3l",
     help="RS3L jet representations for coffea analyses: generate, build features, train, tag, report.",
     no_args_is_help=True,

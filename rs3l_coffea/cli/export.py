@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import user_errors
+from rs3l_coffea.cli._common import check_output_path, user_errors
 
 
 class ExportFormat(str, Enum):
@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export MODEL to TorchScript or ONNX (dynamic batch and particle axes)."""
         with user_errors():
+            check_output_path(out, option="--out")
             from rs3l_coffea.nn import (
                 export_onnx,
                 export_torchscript,

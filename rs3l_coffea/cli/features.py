@@ -6,7 +6,12 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import user_errors
+from rs3l_coffea.cli._common import (
+    check_output_path,
+    err_console,
+    expand_input_directories,
+    user_errors,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -14,22 +19,31 @@ def register(app: typer.Typer) -> None:
 
     @app.command("features")
     def features(
-        files: list[Path] = typer.Argument(..., help="Input ROOT files (Delphes, PFNano, NanoAOD)."),
+        files: list[Path] = typer.Argument(..., help="Input ROOT files (Delphes, PFNano, NanoAOD) or folders of them."),
         out: Path = typer.Option(..., "--out", "-o", help="Output parquet file."),
         source: str = typer.Option("auto", help="auto | delphes | pfnano | nanoaod"),
         jets: str | None = typer.Option(
             None, "--jets", help="Stored jet collection (e.g. FatJet, ParticleFlowJet08)."
         ),
-        recluster: float | None = typer.Option(
-            None, "--recluster", help="Recluster candidates with anti-kT of this radius."
+        recluster_radius: float | None = typer.Option(
+            None, "--recluster-radius", help="Recluster candidates with anti-kT of this radius."
         ),
         max_particles: int = typer.Option(100, help="Particle slots per jet."),
         selection: str = typer.Option(
             "permissive", help="Jet selection preset: permissive | generated | paper."
         ),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     ) -> None:
         """Build the 15 RS3L particle features for every selected jet and write parquet."""
-        from rich.progress import Progress
+        from rich.markup import escape
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         from rs3l_coffea.features.pipeline import (
             concatenate_results,
@@ -39,17 +53,23 @@ def register(app: typer.Typer) -> None:
         from rs3l_coffea.features.selection import JetSelection
 
         with user_errors():
+            check_output_path(out, option="--out")
+            files = [Path(f) for f in expand_input_directories(files)]  # a folder: its ROOT files
             chosen = JetSelection.named(selection)
             results = []
-            with Progress(disable=len(files) < 2, transient=True) as progress:
+            # Shown for one file too (a large file takes minutes): spinner, file, elapsed time.
+            columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=err_console, disable=quiet, transient=True) as progress:
                 task = progress.add_task("building features", total=len(files))
                 for path in files:
+                    progress.update(task, description=f"building features: {escape(path.name)}")
                     results.append(
                         features_from_file(
                             path,
                             source=source,
                             jets=jets,
-                            recluster_radius=recluster,
+                            recluster_radius=recluster_radius,
                             max_particles=max_particles,
                             selection=chosen,
                         )

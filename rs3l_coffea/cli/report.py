@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import user_errors
+from rs3l_coffea.cli._common import check_output_path, user_errors
 
 
 def report(
@@ -28,6 +28,9 @@ def report(
 ) -> None:
     """Generate, pretrain, fine-tune, evaluate: the whole RS3L study, cached stage by stage."""
     with user_errors():
+        check_output_path(out, option="--out", directory=True)
+        if export_model is not None:
+            check_output_path(export_model, option="--export-model")
         from rs3l_coffea.study import export_default_model, run_study
 
         command = "rs3l " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
@@ -40,7 +43,7 @@ def report(
 
 def evaluate(
     model: Path = typer.Option(..., "--model", "-m", help="Model stem or .safetensors file."),
-    test: Path = typer.Option(..., "--test", "-t", help="Test ntuple directory (a study's data/test-<task>)."),
+    test: Path = typer.Option(..., "--test", "-t", help="Test ntuple directory (a study's data/test-TASK)."),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
 ) -> None:
     """Re-score a classifier on a study's held-out test ntuple: AUC and 1/ε_B at ε_S 0.3/0.5/0.7 (JSON)."""

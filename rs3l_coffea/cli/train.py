@@ -1,7 +1,13 @@
 """``rs3l train pretrain|finetune|supervised``: the standalone trainer on the command line.
 
 Configuration: an optional YAML file (``--config``; schema ``rs3l_coffea.training.config``),
-then explicit options, then ``--set key.path=value`` overrides (applied last, YAML-parsed).
+then the explicit options (set as typed fields), then ``--set key.path=value`` overrides
+(applied last, YAML-parsed).
+
+``--resume`` continues from the last checkpoint in ``--out`` only when the configuration equals
+the checkpoint's (apart from ``epochs``, ``progress`` and ``threads``); otherwise it stops and
+lists the keys that differ. ``--resume-with-changes`` resumes anyway: the checkpoint's
+optimizer state is restored and then the new learning rate and weight decay are applied to it.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from rs3l_coffea.cli._common import user_errors
+from rs3l_coffea.cli._common import check_output_path, user_errors
 
 train_app = typer.Typer(
     help="Train RS3L models: contrastive pretraining, fine-tuning, supervised baseline.",
@@ -26,7 +32,12 @@ _LR = typer.Option(None, "--lr", help="Learning rate.")
 _SEED = typer.Option(None, "--seed", help="Random seed.")
 _AUG = typer.Option(None, "--augmentations", help="Re-simulated variants (seed,fsr_up,fsr_down,vincia,...) and/or, for pretrain, symmetry augmentations (rotate,translate,smear,split,dropout).")
 _SET = typer.Option(None, "--set", "-s", help="Override: key.path=value (repeatable), e.g. optimizer.lr=1e-3.")
-_RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out.")
+_RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out (same configuration).")
+_RESUME_CHANGED = typer.Option(
+    False,
+    "--resume-with-changes",
+    help="Resume although the configuration differs from the checkpoint's (the differing keys are printed).",
+)
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
 
 
@@ -43,44 +54,49 @@ def _run(
     overrides: list[str] | None,
     resume: bool,
     quiet: bool,
-    extra: dict | None = None,
+    extra: dict[str, object] | None = None,
+    resume_with_changes: bool = False,
 ) -> None:
     from rs3l_coffea.training.config import load_config
 
-    base: dict = {"task": task}
-    explicit: list[str] = []
-    if data:
-        explicit.append(f"data.files={list(data)!r}")
-    if out is not None:
-        explicit.append(f"out_dir={str(out)!r}")
-    for key, value in (("epochs", epochs), ("data.batch_size", batch_size), ("optimizer.lr", lr), ("seed", seed)):
-        if value is not None:
-            explicit.append(f"{key}={value!r}")
-    if augmentations is not None:  # re-simulation variants and/or symmetry augmentations
-        from rs3l_coffea.augment.registry import training_overrides
-        from rs3l_coffea.training.config import VARIANT_CODES
+    settings: dict[str, object] = {"task": task}
+    explicit = {
+        "data.files": list(data) if data else None,
+        "out_dir": None if out is None else str(out),
+        "epochs": epochs,
+        "data.batch_size": batch_size,
+        "optimizer.lr": lr,
+        "seed": seed,
+        **(extra or {}),
+    }
+    settings.update({key: value for key, value in explicit.items() if value is not None})
+    if quiet:
+        settings["progress"] = False
+    with user_errors():
+        if augmentations is not None:  # re-simulation variants and/or symmetry augmentations
+            from rs3l_coffea.augment.registry import training_settings
+            from rs3l_coffea.training.config import VARIANT_CODES
 
-        with user_errors():
             variants = [name for name in VARIANT_CODES if name != "nominal"]
             partner = (extra or {}).get("data.partner")
-            explicit.extend(training_overrides(augmentations, variants, task=task, partner=partner))
-    if quiet:
-        explicit.append("progress=false")
-    for key, value in (extra or {}).items():
-        if value is not None:
-            explicit.append(f"{key}={value!r}")
-    with user_errors():
-        cfg = load_config(config, [f"task={task}", *explicit, *(overrides or [])], base=base)
+            settings.update(training_settings(augmentations, variants, task=task, partner=partner))
+        cfg = load_config(config, overrides or [], base={"task": task}, settings=settings)
         if cfg.task != task:
             from rs3l_coffea.errors import ConfigError
 
             raise ConfigError(f"config key task: {cfg.task!r} conflicts with the command 'rs3l train {task}'")
+        check_output_path(cfg.out_dir, option="--out", directory=True)
         from rich.console import Console
 
         from rs3l_coffea.training.trainer import train
 
         console = Console(stderr=True)
-        result = train(cfg, resume=resume, log=None if quiet else console.print)
+        result = train(
+            cfg,
+            resume=resume or resume_with_changes,
+            allow_changed_config=resume_with_changes,
+            log=None if quiet else lambda line: console.print(line, markup=False),
+        )
         typer.echo(str(result.model_path))
 
 
@@ -99,16 +115,22 @@ def pretrain(
     partner: str | None = typer.Option(None, "--partner", help="resim, symmetry or resim+symmetry."),
     overrides: list[str] | None = _SET,
     resume: bool = _RESUME,
+    resume_with_changes: bool = _RESUME_CHANGED,
     quiet: bool = _QUIET,
 ) -> None:
     """Contrastive pretraining on nominal / re-simulated jet pairs (NT-Xent or VICReg)."""
     extra = {"loss.name": loss, "loss.temperature": temperature, "data.partner": partner}
-    _run("pretrain", config, data, out, epochs, batch_size, lr, seed, augmentations, overrides, resume, quiet, extra)
+    _run("pretrain", config, data, out, epochs, batch_size, lr, seed, augmentations, overrides, resume, quiet, extra,
+         resume_with_changes)
 
 
 @train_app.command("finetune")
 def finetune(
-    backbone: Path | None = typer.Option(None, "--backbone", help="Pretrained model (rs3l train pretrain output)."),
+    backbone: Path | None = typer.Option(
+        None,
+        "--backbone",
+        help="Pretrained model: the output directory of `rs3l train pretrain` or its model.safetensors / model.json.",
+    ),
     mode: str | None = typer.Option(None, "--mode", help="fixed (default), floating or lora."),
     config: Path | None = _CONFIG,
     data: list[str] | None = _DATA,
@@ -120,11 +142,13 @@ def finetune(
     augmentations: str | None = _AUG,
     overrides: list[str] | None = _SET,
     resume: bool = _RESUME,
+    resume_with_changes: bool = _RESUME_CHANGED,
     quiet: bool = _QUIET,
 ) -> None:
     """Train a classifier head on a pretrained backbone (frozen, floating or with LoRA adapters)."""
     extra = {"finetune.backbone": None if backbone is None else str(backbone), "finetune.mode": mode}
-    _run("finetune", config, data, out, epochs, batch_size, lr, seed, augmentations, overrides, resume, quiet, extra)
+    _run("finetune", config, data, out, epochs, batch_size, lr, seed, augmentations, overrides, resume, quiet, extra,
+         resume_with_changes)
 
 
 @train_app.command("supervised")
@@ -139,10 +163,12 @@ def supervised(
     augmentations: str | None = _AUG,
     overrides: list[str] | None = _SET,
     resume: bool = _RESUME,
+    resume_with_changes: bool = _RESUME_CHANGED,
     quiet: bool = _QUIET,
 ) -> None:
     """The fully supervised baseline: same architecture from scratch, same data and augmentation mix."""
-    _run("supervised", config, data, out, epochs, batch_size, lr, seed, augmentations, overrides, resume, quiet)
+    _run("supervised", config, data, out, epochs, batch_size, lr, seed, augmentations, overrides, resume, quiet,
+         None, resume_with_changes)
 
 
 def register(app: typer.Typer) -> None:

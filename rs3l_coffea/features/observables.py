@@ -38,8 +38,11 @@ def jet_observables(jets: Any, constituents: Any) -> dict[str, np.ndarray]:
     Returns a dict with ``pt, eta, phi, mass, msd, n2`` (float64), ``n_constituents`` (int64)
     and ``valid`` (bool, see module docstring).
     """
-    import fastjet
     import vector
+
+    from rs3l_coffea._fastjet import import_fastjet
+
+    fastjet = import_fastjet()  # banner off: it would go to standard output
 
     vector.register_awkward()
     jets, constituents = flatten_jets(jets, constituents)

@@ -32,7 +32,6 @@ import numpy as np
 
 from rs3l_coffea.errors import ConfigError, InputFileError
 
-HISTOGRAM_NAMES = ("embedding", "score", "n2", "mass", "msd", "pt")
 # Binning: (bins, low, high) per scalar histogram; the embedding direction lives in [-1, 1].
 DEFAULT_BINNING: dict[str, tuple[int, float, float]] = {
     "embedding": (100, -1.0, 1.0),
@@ -172,6 +171,38 @@ def make_histograms(
     return out
 
 
+def sorted_categories(histogram: Any) -> Any:
+    """``histogram`` with its ``dataset`` categories sorted by name and its ``variant``
+    categories in generator code order (``nominal``, ``seed``, ``fsr_up``, ... then unknown
+    labels by name), so that positions do not depend on which chunk finished first.
+
+    Growing category axes fill in order of arrival, which differs between executors and runs.
+    """
+    import warnings
+
+    from rs3l_coffea.generation.config import VARIANTS
+
+    def variant_key(name: str) -> tuple[int, str]:
+        return (VARIANTS[name][0], "") if name in VARIANTS else (len(VARIANTS) + 100, name)
+
+    index: dict[str, list[str]] = {}
+    for axis in histogram.axes:
+        if axis.name == "dataset":
+            order = sorted(axis)
+        elif axis.name == "variant":
+            order = sorted(axis, key=variant_key)
+        else:
+            continue
+        if list(axis) != order:
+            index[axis.name] = order
+    if not index:
+        return histogram
+    with warnings.catch_warnings():
+        # every category is kept, so nothing moves to overflow (what the warning is about)
+        warnings.filterwarnings("ignore", "List indexing selection is experimental")
+        return histogram[index]
+
+
 def fill_histograms(
     hists: dict[str, Any],
     table: Any,
@@ -257,7 +288,8 @@ def _fill_subset(
 
 
 def cutflow(events: Any, table: Any) -> dict[str, Any]:
-    """Counts per chunk: events, jets, jets with an RS3L record, selected and tagged jets."""
+    """Counts per chunk: events, jets, jets with an RS3L record, selected and tagged jets, and
+    (when the model records its training range) tagged jets outside it."""
     if _is_dask(table):
         import dask_awkward as dak
 
@@ -272,6 +304,8 @@ def cutflow(events: Any, table: Any) -> dict[str, Any]:
         "tagged_jets": lib.sum(tagged),
         "selected_tagged_jets": lib.sum(tagged & flat.selected),
     }
+    if "in_range" in flat.rs3l.fields:
+        counts["out_of_range_tagged_jets"] = lib.sum(tagged & ~lib.fill_none(flat.rs3l.in_range, True))
     if lib is ak:
         counts = {name: int(value) for name, value in counts.items()}
     return counts
@@ -285,8 +319,10 @@ def skim_path(
 ) -> Path:
     """``skim_dir/<dataset>/<file stem>-<8 hex of the full path>_<start>-<stop>.parquet``.
 
-    Deterministic: the same chunk always maps to the same file, so re-runs overwrite it; the
-    path hash keeps files of equal names in different directories apart.
+    Deterministic: the same chunk always maps to the same file; the path hash keeps files of
+    equal names in different directories apart. Under :func:`~rs3l_coffea.inference.runner.run_fileset`
+    (``rs3l process --skim-dir``) each run writes into a fresh folder that then replaces the
+    previous one, so the folder holds exactly the run's skims.
     """
     digest = hashlib.sha1(str(filename).encode()).hexdigest()[:8]
     stem = Path(str(filename)).name.removesuffix(".root")

@@ -23,8 +23,14 @@ at ~2.5x the CPU time (docs/clusters.md).
 
 Output: a record array with the event x jet structure of ``jets`` and fields ``embedding``
 (regular, ``embedding_dim`` float32) plus one float32 field per head score column (e.g.
-``score``). A jet without constituents (or a ``None`` jet) gets a ``None`` record: the model
-is undefined on an empty particle set.
+``score``), and, when the model card records the training range (``validity_range``), a
+boolean ``in_range``: False for a jet outside it (its score is an extrapolation). A jet
+without constituents (or a ``None`` jet) gets a ``None`` record: the model is undefined on an
+empty particle set.
+
+The per-process engine cache is keyed on the model files' identity (size, inode, ctime and
+mtime of both files), so a model replaced in place is reloaded even when its modification
+time was preserved (``cp -p``, ``rsync -a``).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES
 DEFAULT_PARTICLE_BUDGET = 4096
 FEATURE_BLOCK_JETS = 4096  # jets whose dense features exist at once inside one call
 EMBEDDING_FIELD = "embedding"
+IN_RANGE_FIELD = "in_range"
 DEFAULT_MODEL_NAME = "default"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 _REPOSITORY_ROOT = _PACKAGE_ROOT.parent
@@ -118,7 +125,7 @@ class RS3LTagger:
         backend: str = "torch",
         batch_invariant: bool = False,
     ) -> None:
-        from rs3l_coffea.nn.model_file import model_paths, read_card
+        from rs3l_coffea.nn.model_file import check_model_files, model_paths, validity_range
 
         weights, card_path = model_paths(model_path)
         for file in (weights, card_path):
@@ -132,16 +139,20 @@ class RS3LTagger:
             raise ConfigError(f"max_particles must be >= 1, got {max_particles}")
         if backend not in ("torch", "onnx"):
             raise ConfigError(f"backend {backend!r} is not one of ['torch', 'onnx']")
-        card = read_card(card_path)
+        # Card, architecture bounds, and the weights' header (names, shapes, dtypes) now, in the
+        # process that builds the graph: milliseconds, no tensor data read.
+        card, _config = check_model_files(weights, card_path)
         self.model_path = str(weights.with_suffix("").resolve())
         self.head_names: tuple[str, ...] = tuple(card.head_names)
         backbone = dict(card.config.get("backbone", {}))
         self.embedding_dim = int(backbone.get("output_dim", 8))
-        if EMBEDDING_FIELD in self.head_names:
-            raise ModelFormatError(
-                f"{card_path}: a head score column is called {EMBEDDING_FIELD!r}, which clashes "
-                "with the embedding field; rename the head"
-            )
+        self.validity = validity_range(card)
+        for reserved in (EMBEDDING_FIELD, IN_RANGE_FIELD):
+            if reserved in self.head_names:
+                raise ModelFormatError(
+                    f"{card_path}: a head score column is called {reserved!r}, which clashes "
+                    f"with the {reserved} field; rename the head"
+                )
         self.device = device
         self.threads = threads
         self.particle_budget = int(particle_budget)
@@ -149,6 +160,7 @@ class RS3LTagger:
         self.backend = backend
         self.batch_invariant = batch_invariant
         self._engine: Any = None
+        self._engine_key: tuple[Any, ...] | None = None
 
     # -- construction -----------------------------------------------------------------------
 
@@ -166,8 +178,9 @@ class RS3LTagger:
     ) -> RS3LTagger:
         """Tagger for a native model (``NAME``, ``NAME.safetensors`` or ``NAME.json``).
 
-        Only the card (JSON) is read here; the weights are loaded on first use, in the
-        process that uses them.
+        Only the card (JSON) and the weights' header are read and checked here; the weights
+        are loaded on first use, in the process that uses them (:meth:`check_model` loads
+        them once up front, finite-value check included).
         """
         return cls(
             path,
@@ -200,6 +213,7 @@ class RS3LTagger:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_engine"] = None
+        state["_engine_key"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -216,8 +230,18 @@ class RS3LTagger:
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """Output field names: ``embedding`` then the head score columns."""
-        return (EMBEDDING_FIELD, *self.head_names)
+        """Output field names: ``embedding``, the head score columns, ``in_range`` (when the
+        card records a training range)."""
+        extra = (IN_RANGE_FIELD,) if self.validity is not None else ()
+        return (EMBEDDING_FIELD, *self.head_names, *extra)
+
+    def check_model(self) -> None:
+        """Load the model once here (card, header, dtypes, finite weights) and drop it: a command
+        calls this before its long work so a bad model is reported as the model's fault, not
+        as a failure of the first data file a worker opens."""
+        from rs3l_coffea.nn.model_file import load_model
+
+        load_model(self.model_path)
 
     def effective_threads(self) -> int | None:
         """Threads used in this process (see class docstring)."""
@@ -228,15 +252,11 @@ class RS3LTagger:
     @property
     def engine(self) -> Any:
         """The :class:`InferenceEngine`, created (and cached per process) on first access."""
-        if self._engine is None:
-            from rs3l_coffea.nn.model_file import model_paths
-
-            model_path = self._local_model_path()
-            weights, _ = model_paths(model_path)
-            stamp = weights.stat().st_mtime_ns
-            threads = self.effective_threads()
-            key = (model_path, stamp, self.device, threads, self.particle_budget, self.backend,
-                   self.batch_invariant)
+        model_path = self._local_model_path()
+        threads = self.effective_threads()
+        key = (model_path, _file_identity(model_path), self.device, threads, self.particle_budget, self.backend,
+               self.batch_invariant)
+        if self._engine is None or self._engine_key != key:
             with _ENGINE_LOCK:
                 engine = _ENGINE_CACHE.get(key)
                 if engine is None:
@@ -255,8 +275,10 @@ class RS3LTagger:
                             f"{self.model_path}: head names {engine.head_names} differ from the "
                             f"card's {list(self.head_names)} (file changed under us?)"
                         )
+                    for stale in [k for k in _ENGINE_CACHE if k[0] == key[0] and k[1] != key[1]]:
+                        del _ENGINE_CACHE[stale]  # the file changed: its old engine is never used again
                     _ENGINE_CACHE[key] = engine
-            self._engine = engine
+            self._engine, self._engine_key = engine, key
         return self._engine
 
     def _local_model_path(self) -> str:
@@ -388,6 +410,10 @@ class RS3LTagger:
         columns: dict[str, Any] = {EMBEDDING_FIELD: ak.from_numpy(embedding, regulararray=True)}
         for column, name in enumerate(self.head_names):
             columns[name] = ak.from_numpy(np.ascontiguousarray(scores[:, column]))
+        if self.validity is not None:
+            pt = ak.to_numpy(ak.fill_none(flat_jets.pt, np.nan), allow_missing=False)
+            eta = ak.to_numpy(ak.fill_none(flat_jets.eta, np.nan), allow_missing=False)
+            columns[IN_RANGE_FIELD] = ak.from_numpy(self.validity.contains(pt, eta))
         record = ak.zip(columns, depth_limit=1, with_name=None)
         record = ak.mask(record, usable, valid_when=True)
         if nested:
@@ -414,6 +440,19 @@ class _TaggerPartition:
 
     def __call__(self, jets: ak.Array, constituents: ak.Array) -> ak.Array:
         return self.tagger(jets, constituents)
+
+
+def _file_identity(model_path: str) -> tuple[int, ...]:
+    """Size, inode, ctime and mtime of the weights and the card: a file replaced in place or by
+    a rename changes its ctime (which ``os.utime``, ``cp -p`` and ``rsync -a`` cannot set back)
+    or its inode, even when its mtime is preserved."""
+    from rs3l_coffea.nn.model_file import model_paths
+
+    identity: list[int] = []
+    for file in model_paths(model_path):
+        stat = os.stat(file)
+        identity += [stat.st_size, stat.st_ino, stat.st_dev, stat.st_ctime_ns, stat.st_mtime_ns]
+    return tuple(identity)
 
 
 def _is_dask(array: Any) -> bool:

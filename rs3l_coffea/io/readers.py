@@ -520,7 +520,7 @@ def _nano_stored_inputs(events: Any, source: str, jets: str, where: str) -> list
     if jets not in associations:
         raise ConfigError(
             f"stored jets {jets!r} not supported for {source}; valid: {', '.join(associations)} "
-            "(or recluster with recluster_radius=...)"
+            "(or recluster the candidates: --recluster-radius R on the command line, recluster_radius=R in Python)"
         )
     assoc_name, index_field, cand_name = associations[jets]
     coll = _collection(events, jets, where, "stored jets")
@@ -657,8 +657,11 @@ def recluster(
     Candidates with non-finite kinematics, pT <= 0 or |eta| >= 10 are dropped first (fastjet
     segfaults on Delphes' pT = 0, eta = 999.9 tracks).
     """
-    import fastjet
     import vector
+
+    from rs3l_coffea._fastjet import import_fastjet
+
+    fastjet = import_fastjet()  # banner off: it would go to standard output
 
     vector.register_awkward()
     candidates = candidates[_good(candidates)]

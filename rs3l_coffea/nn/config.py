@@ -1,33 +1,80 @@
-"""Architecture configurations: plain dataclasses that serialise to JSON and rebuild a model exactly.
+"""Architecture configurations: validated dataclasses that serialise to JSON and rebuild a model exactly.
 
 A model file stores ``ModelConfig.to_dict()``; :func:`rs3l_coffea.nn.build_model` turns that
-dictionary back into the same module tree, so weights load by name. Unknown keys are an error
-(a typo in a config must not silently fall back to a default).
+dictionary back into the same module tree, so weights load by name. The classes are pydantic
+dataclasses (:mod:`rs3l_coffea.typed_config`): unknown keys, wrong types, non-finite numbers and
+sizes outside the bounds below raise :class:`~rs3l_coffea.errors.ConfigError` naming the key,
+before any layer is built (a typo in a card must not silently fall back to a default, and a
+hand-edited card must not reach torch as a 10^9-wide allocation).
+
+Bounds on sizes. They are far above anything trained here or published (RS3L: width 128, k 24,
+3 EdgeConv layers, 8-d output; ParticleNet: width 256, k 16) and far below what crashes torch or
+takes minutes to build, so a value outside them is an error in the card, not a design choice:
+
+* feature and layer widths (``input_dim``, ``width``, ``d_model``, ``dim_feedforward``, hidden
+  sizes, ``output_dim``) at most ``MAX_WIDTH`` = 8192: one 8192x8192 float32 Linear is 268 MB;
+* ``k`` at most ``MAX_NEIGHBOURS`` = 1024 (jets are capped at 100 particles by default; the
+  neighbour tensor is jets x particles x k x width);
+* layer counts at most ``MAX_LAYERS`` = 64 (published models use 2-4);
+* ``n_heads`` at most 256, LoRA ``rank`` at most 1024, at most 4096 classes per head;
+* ``dropout`` in [0, 1); LoRA ``alpha`` and transformer ``beta`` finite.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import asdict, field
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator
 
 from rs3l_coffea.errors import ConfigError
 from rs3l_coffea.features.names import N_FEATURES
+from rs3l_coffea.typed_config import (
+    Finite,
+    PositiveInt,
+    StrictBool,
+    bounded_int,
+    config_dataclass,
+    validated,
+)
 
-_T = TypeVar("_T")
+MAX_WIDTH = 8192
+MAX_NEIGHBOURS = 1024
+MAX_LAYERS = 64
+MAX_HEADS = 256
+MAX_LORA_RANK = 1024
+MAX_CLASSES = 4096
+
+Width = bounded_int(1, MAX_WIDTH, f"at most {MAX_WIDTH}: one {MAX_WIDTH}x{MAX_WIDTH} Linear is 268 MB")
+Layers = bounded_int(1, MAX_LAYERS, f"published models use 2-4 layers; at most {MAX_LAYERS}")
+LayersOrNone = bounded_int(0, MAX_LAYERS, f"published models use 2-4 layers; at most {MAX_LAYERS}")
+Neighbours = bounded_int(1, MAX_NEIGHBOURS, f"published RS3L uses 24 neighbours; at most {MAX_NEIGHBOURS}")
+HeadCount = bounded_int(1, MAX_HEADS, f"at most {MAX_HEADS} attention heads")
+LoRARank = bounded_int(1, MAX_LORA_RANK, f"at most {MAX_LORA_RANK}")
+FeatureIndex = bounded_int(0, MAX_WIDTH - 1, "a position in the feature vector")
 
 
-def _from_mapping(cls: type[_T], values: Mapping[str, Any], what: str) -> _T:
-    """Build dataclass ``cls`` from ``values``, rejecting unknown keys with the valid ones listed."""
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{what} must be a mapping, got {type(values).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown {what} keys {unknown}; valid keys: {sorted(names)}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**converted)
+def _hidden_sizes(values: tuple[int, ...]) -> tuple[int, ...]:
+    if len(values) > MAX_LAYERS:
+        raise ValueError(f"has {len(values)} hidden layers; at most {MAX_LAYERS}")
+    return values
+
+
+def _dropout(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError("must be in [0, 1) (a probability of dropping a unit)")
+    return value
+
+
+def _class_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    if len(values) > MAX_CLASSES:
+        raise ValueError(f"lists {len(values)} classes; at most {MAX_CLASSES}")
+    return values
+
+
+HiddenSizes = Annotated[tuple[Width, ...], AfterValidator(_hidden_sizes)]
+Dropout = Annotated[Finite, AfterValidator(_dropout)]
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
@@ -35,12 +82,7 @@ def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{what} = {value!r} is not one of {list(choices)}")
 
 
-def _check_positive(what: str, value: int) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
-
-
-@dataclass(frozen=True)
+@config_dataclass(frozen=True)
 class DGCNNConfig:
     """Dynamic-graph CNN (ParticleNet/DGCNN-style) backbone as in the published RS3L code.
 
@@ -55,29 +97,21 @@ class DGCNNConfig:
     temporary neighbour tensor per chunk (memory control, not architecture).
     """
 
-    input_dim: int = N_FEATURES
-    width: int = 128
-    embed_layers: int = 2
-    conv_layers: int = 3
-    k: int = 24
-    output_hidden: tuple[int, ...] = (64, 32, 32)
-    output_dim: int = 8
-    pool: str = "sum"
-    pool_first: bool = True
-    aggregation: str = "max"
-    edge_path: str = "algebraic"
-    gather_budget: int = 1 << 23
+    input_dim: Width = N_FEATURES
+    width: Width = 128
+    embed_layers: Layers = 2
+    conv_layers: LayersOrNone = 3
+    k: Neighbours = 24
+    output_hidden: HiddenSizes = (64, 32, 32)
+    output_dim: Width = 8
+    pool: Literal["sum", "mean"] = "sum"
+    pool_first: StrictBool = True
+    aggregation: Literal["max", "mean"] = "max"
+    edge_path: Literal["algebraic", "general"] = "algebraic"
+    #: Memory control, not architecture: no upper bound.
+    gather_budget: PositiveInt = 1 << 23
 
     def __post_init__(self) -> None:
-        for name in ("input_dim", "width", "embed_layers", "k", "output_dim", "gather_budget"):
-            _check_positive(f"DGCNNConfig.{name}", getattr(self, name))
-        if not isinstance(self.conv_layers, int) or self.conv_layers < 0:
-            raise ConfigError(f"DGCNNConfig.conv_layers must be >= 0, got {self.conv_layers!r}")
-        for h in self.output_hidden:
-            _check_positive("DGCNNConfig.output_hidden entry", h)
-        _check_choice("DGCNNConfig.pool", self.pool, ("sum", "mean"))
-        _check_choice("DGCNNConfig.aggregation", self.aggregation, ("max", "mean"))
-        _check_choice("DGCNNConfig.edge_path", self.edge_path, ("algebraic", "general"))
         if self.edge_path == "algebraic" and self.aggregation != "max":
             raise ConfigError(
                 "DGCNNConfig.edge_path='algebraic' needs aggregation='max' "
@@ -86,12 +120,12 @@ class DGCNNConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (tuples become lists), with ``type: "dgcnn"``."""
-        out = {"type": "dgcnn", **dataclasses.asdict(self)}
+        out = {"type": "dgcnn", **asdict(self)}
         out["output_hidden"] = list(self.output_hidden)
         return out
 
 
-@dataclass(frozen=True)
+@config_dataclass(frozen=True)
 class TransformerConfig:
     """Particle-transformer encoder backbone (no positional encoding: particles are a set).
 
@@ -101,38 +135,35 @@ class TransformerConfig:
     ``pt_feature_index``.
     """
 
-    input_dim: int = N_FEATURES
-    d_model: int = 128
-    n_heads: int = 8
-    n_layers: int = 4
-    dim_feedforward: int = 256
-    dropout: float = 0.0
-    output_hidden: tuple[int, ...] = (64,)
-    output_dim: int = 8
-    pool: str = "mean"
-    ir_safe: bool = False
-    beta: float = 0.5
-    pt_feature_index: int = 0
+    input_dim: Width = N_FEATURES
+    d_model: Width = 128
+    n_heads: HeadCount = 8
+    n_layers: Layers = 4
+    dim_feedforward: Width = 256
+    dropout: Dropout = 0.0
+    output_hidden: HiddenSizes = (64,)
+    output_dim: Width = 8
+    pool: Literal["mean", "sum"] = "mean"
+    ir_safe: StrictBool = False
+    beta: Finite = 0.5
+    pt_feature_index: FeatureIndex = 0
 
     def __post_init__(self) -> None:
-        for name in ("input_dim", "d_model", "n_heads", "n_layers", "dim_feedforward", "output_dim"):
-            _check_positive(f"TransformerConfig.{name}", getattr(self, name))
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"TransformerConfig.d_model={self.d_model} is not divisible by n_heads={self.n_heads}"
             )
-        _check_choice("TransformerConfig.pool", self.pool, ("mean", "sum"))
         if not 0 <= self.pt_feature_index < self.input_dim:
             raise ConfigError(f"TransformerConfig.pt_feature_index={self.pt_feature_index} out of range")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary with ``type: "transformer"``."""
-        out = {"type": "transformer", **dataclasses.asdict(self)}
+        out = {"type": "transformer", **asdict(self)}
         out["output_hidden"] = list(self.output_hidden)
         return out
 
 
-@dataclass(frozen=True)
+@config_dataclass(frozen=True)
 class HeadConfig:
     """A classification head on the embedding.
 
@@ -142,14 +173,13 @@ class HeadConfig:
     """
 
     name: str
-    kind: str = "linear"
-    hidden: tuple[int, ...] = ()
-    classes: tuple[str, ...] = ()
+    kind: Literal["linear", "mlp"] = "linear"
+    hidden: HiddenSizes = ()
+    classes: Annotated[tuple[str, ...], AfterValidator(_class_names)] = ()
 
     def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
+        if not self.name:
             raise ConfigError(f"HeadConfig.name must be a non-empty string, got {self.name!r}")
-        _check_choice("HeadConfig.kind", self.kind, ("linear", "mlp"))
         if self.kind == "linear" and self.hidden:
             raise ConfigError(f"head {self.name!r}: kind='linear' takes no hidden layers")
         if self.kind == "mlp" and not self.hidden:
@@ -167,26 +197,23 @@ class HeadConfig:
         return {"name": self.name, "kind": self.kind, "hidden": list(self.hidden), "classes": list(self.classes)}
 
 
-@dataclass(frozen=True)
+@config_dataclass(frozen=True)
 class LoRAConfig:
     """Low-rank adapters on the backbone's Linear layers: ``W + (alpha/rank)·B·A``."""
 
-    rank: int = 4
-    alpha: float = 8.0
-
-    def __post_init__(self) -> None:
-        _check_positive("LoRAConfig.rank", self.rank)
+    rank: LoRARank = 4
+    alpha: Finite = 8.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
-        return dataclasses.asdict(self)
+        return asdict(self)
 
 
-@dataclass(frozen=True)
+@config_dataclass(frozen=True)
 class ModelConfig:
     """A whole :class:`~rs3l_coffea.nn.JetModel`: backbone, heads and optional LoRA adapters."""
 
-    backbone: DGCNNConfig | TransformerConfig = field(default_factory=DGCNNConfig)
+    backbone: DGCNNConfig | TransformerConfig = field(default_factory=lambda: DGCNNConfig())
     heads: tuple[HeadConfig, ...] = ()
     lora: LoRAConfig | None = None
 
@@ -216,8 +243,11 @@ class ModelConfig:
         backbone_classes = {"dgcnn": DGCNNConfig, "transformer": TransformerConfig}
         if kind not in backbone_classes:
             raise ConfigError(f"backbone type {kind!r} is not one of {sorted(backbone_classes)}")
-        backbone = _from_mapping(backbone_classes[kind], backbone_values, f"{kind} backbone config")
-        heads = tuple(_from_mapping(HeadConfig, h, "head config") for h in values.get("heads", ()))
+        backbone = validated(backbone_classes[kind], backbone_values, f"{kind} backbone config")
+        heads_values = values.get("heads", ())
+        if not isinstance(heads_values, list | tuple):
+            raise ConfigError(f"model config heads must be a list, got {heads_values!r}")
+        heads = tuple(validated(HeadConfig, h, "head config") for h in heads_values)
         lora_values = values.get("lora")
-        lora = None if lora_values is None else _from_mapping(LoRAConfig, lora_values, "lora config")
+        lora = None if lora_values is None else validated(LoRAConfig, lora_values, "lora config")
         return cls(backbone=backbone, heads=heads, lora=lora)

@@ -20,6 +20,8 @@ class LoRALinear(nn.Module):
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        if not math.isfinite(alpha):  # a NaN scale makes every output NaN
+            raise ValueError(f"LoRA alpha must be a finite number, got {alpha}")
         self.base = base
         for parameter in self.base.parameters():
             parameter.requires_grad_(False)

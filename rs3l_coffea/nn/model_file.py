@@ -7,7 +7,12 @@ the model: the architecture config (``build_model`` input), the per-particle fea
 free-form ``preprocessing``, ``training``, ``metrics`` dicts that the trainer fills.
 
 Weights are only ever read with safetensors: a pickle or ``torch.save`` file is rejected
-before any byte of it is interpreted as Python objects.
+before any byte of it is interpreted as Python objects. Loading checks, in this order and
+before any real layer is built: the card (architecture sizes bounded, numbers finite, see
+:mod:`rs3l_coffea.nn.config`), the safetensors header against the architecture (tensor names,
+shapes, and a floating dtype from :data:`WEIGHT_DTYPES`, compared with a parameter-free
+``meta``-device build), then every tensor finite. Saving refuses non-finite tensors too: a model
+whose scores would all be NaN is never written nor read.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,11 +37,61 @@ from rs3l_coffea.features.names import FEATURE_NAMES
 from rs3l_coffea.nn.build import build_model
 from rs3l_coffea.nn.config import ModelConfig
 from rs3l_coffea.nn.jet_model import JetModel
+from rs3l_coffea.typed_config import NonNegativeFinite, PositiveFinite, config_dataclass
 
 CARD_FORMAT = "rs3l-coffea-model"
 CARD_FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
 CARD_SUFFIX = ".json"
+#: safetensors dtypes a weight may have: the floating types torch computes in. Integer, bool and
+#: complex tensors are refused (loaded into float parameters they silently give constant scores
+#: or drop the imaginary part); 8-bit floats are not written by this code.
+WEIGHT_DTYPES = ("F64", "F32", "F16", "BF16")
+
+
+@config_dataclass(frozen=True)
+class ValidityRange:
+    """The jets a model was trained on; the tagger flags jets outside (``in_range = False``).
+
+    ``pt_min`` / ``pt_max`` in GeV and ``abs_eta_max`` bound the jet kinematics (``None``: no
+    bound); ``detector`` names the detector simulation or experiment the training jets came
+    from (recorded for the analyst; the tagger cannot check it per jet).
+    """
+
+    pt_min: NonNegativeFinite | None = None
+    pt_max: PositiveFinite | None = None
+    abs_eta_max: PositiveFinite | None = None
+    detector: str = ""
+
+    def __post_init__(self) -> None:
+        if self.pt_min is not None and self.pt_max is not None and self.pt_max <= self.pt_min:
+            raise ConfigError(f"ValidityRange.pt_max = {self.pt_max} must exceed pt_min = {self.pt_min}")
+
+    def contains(self, pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
+        """Boolean per jet: inside the range (NaN kinematics are outside)."""
+        pt = np.asarray(pt, dtype=np.float64)
+        eta = np.asarray(eta, dtype=np.float64)
+        inside = np.isfinite(pt) & np.isfinite(eta)
+        if self.pt_min is not None:
+            inside &= pt >= self.pt_min
+        if self.pt_max is not None:
+            inside &= pt <= self.pt_max
+        if self.abs_eta_max is not None:
+            inside &= np.abs(eta) <= self.abs_eta_max
+        return inside
+
+    def describe(self) -> str:
+        """``pT >= 450 GeV, |eta| <= 1.5, detector: ...``."""
+        parts = []
+        if self.pt_min is not None:
+            parts.append(f"pT >= {self.pt_min:g} GeV")
+        if self.pt_max is not None:
+            parts.append(f"pT <= {self.pt_max:g} GeV")
+        if self.abs_eta_max is not None:
+            parts.append(f"|eta| <= {self.abs_eta_max:g}")
+        if self.detector:
+            parts.append(f"detector: {self.detector}")
+        return ", ".join(parts) or "no range recorded"
 
 
 @dataclass
@@ -45,10 +101,12 @@ class ModelCard:
     ``preprocessing``, ``training`` and ``metrics`` are free-form JSON-serialisable dicts (the
     trainer fills them: feature scaling, data sets and augmentations, losses and AUCs).
     ``config``, ``feature_names`` and ``head_names`` are filled by :func:`save_model` from the
-    model; on load they are what the file says.
+    model; on load they are what the file says. ``validity_range`` (a :class:`ValidityRange` as
+    a JSON object; empty: none recorded) is where the model was trained.
     """
 
     description: str = ""
+    validity_range: dict[str, Any] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -90,11 +148,16 @@ def save_model(
     if card is None:
         card = ModelCard()
     elif not isinstance(card, ModelCard):
-        user_fields = {"description", "preprocessing", "training", "metrics"}
+        user_fields = {"description", "preprocessing", "training", "metrics", "validity_range"}
         unknown = sorted(set(card) - user_fields)
         if unknown:
             raise ConfigError(f"unknown model card keys {unknown}; valid: {sorted(user_fields)}")
         card = ModelCard(**dict(card))
+    if card.validity_range:
+        try:
+            ValidityRange(**card.validity_range)
+        except ConfigError as error:
+            raise ConfigError(f"model card validity_range: {error}") from None
     card = dataclasses.replace(
         card,
         config=model.config.to_dict(),
@@ -103,9 +166,10 @@ def save_model(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         versions=_versions(),
     )
-    text = json.dumps(card.to_dict(), indent=2, sort_keys=False)  # fails early if not JSON-able
+    text = json.dumps(card.to_dict(), indent=2, sort_keys=False, allow_nan=False)  # fails early if not JSON-able
     weights_path, card_path = model_paths(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    check_finite(state, weights_path, action="refusing to save")
     with atomic_path(weights_path) as tmp:
         save_file(state, str(tmp), metadata={"format": CARD_FORMAT})
     with atomic_open(card_path, "w", encoding="utf-8") as handle:
@@ -127,25 +191,86 @@ def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device
     for file in (weights_path, card_path):
         if not file.is_file():
             raise FileNotFoundError(f"model file {file} does not exist")
+    card, config = check_model_files(weights_path, card_path)
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelFormatError(f"{weights_path}: unreadable safetensors file: {error}") from error
+    check_finite(state, weights_path, action="refusing to load it")
+    model = build_model(config)
+    check_state_dict(model, state, weights_path)
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval(), card
+
+
+def check_model_files(weights_path: Path, card_path: Path) -> tuple[ModelCard, ModelConfig]:
+    """Validate a model's card and its weights' header without reading any tensor data.
+
+    Cheap (milliseconds): commands that use a model check it with this before any long work,
+    so a bad model is reported as such and not as a failure of the first data file.
+    """
     card = read_card(card_path)
     try:
         config = ModelConfig.from_dict(card.config)
     except (ValueError, TypeError) as error:  # ConfigError, or e.g. a string where a mapping belongs
         raise ModelFormatError(f"{card_path}: invalid architecture config: {error}") from error
     check_safetensors(weights_path)
-    try:
-        state = load_file(str(weights_path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ModelFormatError(f"{weights_path}: unreadable safetensors file: {error}") from error
-    model = build_model(config)
-    if tuple(card.head_names) != tuple(model.head_names):
+    header = read_safetensors_header(weights_path)
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+        skeleton = build_model(config)
+    if tuple(card.head_names) != tuple(skeleton.head_names):
         raise ModelFormatError(
             f"{card_path}: head_names {list(card.head_names)} differ from the heads of its config "
-            f"{list(model.head_names)}"
+            f"{list(skeleton.head_names)}"
         )
-    check_state_dict(model, state, weights_path)
-    model.load_state_dict(state, strict=True)
-    return model.to(map_location).eval(), card
+    expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+    check_header(expected, header, weights_path)
+    return card, config
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file: ``{tensor name: {"dtype", "shape", ...}}``."""
+    with open(path, "rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFormatError(f"{path}: not a safetensors file (header is not JSON: {error})") from error
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"{path}: not a safetensors file (header is not a JSON object)")
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list) or "dtype" not in entry:
+            raise ModelFormatError(f"{path}: not a safetensors file (bad header entry for {name!r})")
+        tensors[name] = entry
+    return tensors
+
+
+def check_header(expected: Mapping[str, tuple[int, ...]], header: Mapping[str, Any], source: Path) -> None:
+    """Compare a safetensors header with the architecture's tensor names and shapes, and refuse
+    weights whose dtype is not in :data:`WEIGHT_DTYPES`; the error names the first offending tensor."""
+    _check_names_and_shapes(expected, {name: tuple(entry["shape"]) for name, entry in header.items()}, source)
+    for name, entry in header.items():
+        if entry["dtype"] not in WEIGHT_DTYPES:
+            raise ModelFormatError(
+                f"{source}: tensor {name!r} has dtype {entry['dtype']}; model weights must be a "
+                f"floating type ({', '.join(WEIGHT_DTYPES)})"
+            )
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: Path, action: str) -> None:
+    """Refuse tensors holding NaN or infinity (every score of such a model would be NaN)."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise ModelFormatError(
+                    f"{source}: tensor {name!r} holds {bad} non-finite value(s) (NaN or inf) of "
+                    f"{tensor.numel()}; {action} (a diverged training? see the run's metrics.csv)"
+                )
 
 
 # JSON types of the card fields (a hand-edited card must fail here, not deep inside the code).
@@ -157,6 +282,7 @@ _CARD_FIELD_TYPES = (
     ("training", dict, "a JSON object"),
     ("metrics", dict, "a JSON object"),
     ("description", str, "a string"),
+    ("validity_range", dict, "a JSON object"),
 )
 
 
@@ -181,11 +307,21 @@ def read_card(card_path: Path) -> ModelCard:
     names = tuple(values.get("feature_names", ()))
     if names != FEATURE_NAMES:
         raise ModelFormatError(f"{card_path}: feature order mismatch: {_describe_mismatch(names)}")
+    if values.get("validity_range"):
+        try:
+            ValidityRange(**values["validity_range"])
+        except ConfigError as error:
+            raise ModelFormatError(f"{card_path}: card field 'validity_range': {error}") from None
     known = {f.name for f in dataclasses.fields(ModelCard)}
     fields = {k: v for k, v in values.items() if k in known}
     fields["feature_names"] = names
     fields["head_names"] = tuple(fields.get("head_names", ()))
     return ModelCard(**fields)
+
+
+def validity_range(card: ModelCard) -> ValidityRange | None:
+    """The card's training range (``None`` when the card records none)."""
+    return ValidityRange(**card.validity_range) if card.validity_range else None
 
 
 def _describe_mismatch(names: tuple[str, ...]) -> str:
@@ -215,17 +351,23 @@ def check_safetensors(path: Path) -> None:
 
 def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path) -> None:
     """Compare tensor names and shapes with the model; the error names the first offending key."""
-    expected = model.state_dict()
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    _check_names_and_shapes(expected, {name: tuple(tensor.shape) for name, tensor in state.items()}, source)
+
+
+def _check_names_and_shapes(
+    expected: Mapping[str, tuple[int, ...]], state: Mapping[str, tuple[int, ...]], source: Path
+) -> None:
     missing = [k for k in expected if k not in state]
     if missing:
         raise ModelFormatError(f"{source}: missing tensor {missing[0]!r} (and {len(missing) - 1} more) for this architecture")
     unexpected = [k for k in state if k not in expected]
     if unexpected:
         raise ModelFormatError(f"{source}: unexpected tensor {unexpected[0]!r} (and {len(unexpected) - 1} more) for this architecture")
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
+    for key, shape in expected.items():
+        if tuple(state[key]) != tuple(shape):
             raise ModelFormatError(
-                f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, the architecture needs {tuple(tensor.shape)}"
+                f"{source}: tensor {key!r} has shape {tuple(state[key])}, the architecture needs {tuple(shape)}"
             )
 
 

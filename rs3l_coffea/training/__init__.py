@@ -1,6 +1,6 @@
 """Standalone RS3L trainer: ntuples, streaming data, contrastive pretraining and fine-tuning.
 
-- :mod:`~rs3l_coffea.training.config`: the YAML/dataclass schema (:class:`TrainConfig`).
+- :mod:`~rs3l_coffea.training.config`: the typed schema (pydantic dataclasses, :class:`TrainConfig`), YAML and overrides.
 - :mod:`~rs3l_coffea.training.ntuple`: pairing of nominal and re-simulated jets, sharded ROOT
   ntuples, the published RS3L h5 reader.
 - :mod:`~rs3l_coffea.training.dataset`: :class:`JetStream`, the streaming ``IterableDataset``.

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from rs3l_coffea.atomic import atomic_open, atomic_path
 from rs3l_coffea.errors import ModelFormatError
+from rs3l_coffea.nn.model_file import check_finite
 
 LAST = "last.json"
 BEST = "best.json"
@@ -106,6 +107,7 @@ def save_checkpoint(
     directory = root / f"ckpt-e{progress.epoch:04d}-b{progress.batches_in_epoch:06d}-s{progress.global_step:08d}"
     directory.mkdir(exist_ok=True)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    check_finite(state_dict, directory / "model.safetensors", action="refusing to write the checkpoint")
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file(state_dict, str(tmp))
     with atomic_path(directory / "training_state.pt") as tmp:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rs3l_coffea.atomic import atomic_open
-from rs3l_coffea.errors import ConfigError, InputFileError, ModelFormatError
+from rs3l_coffea.errors import ConfigError, InputFileError, ModelFormatError, RS3LError
 from rs3l_coffea.training.checkpoint import (
     TrainingProgress,
     capture_rng_state,
@@ -44,6 +44,27 @@ from rs3l_coffea.training.losses import nt_xent, vicreg
 from rs3l_coffea.training.partners import PartnerFn, make_partner_fn
 
 MODEL_NAME = "model"  # -> model.safetensors + model.json (rs3l_coffea.nn.save_model)
+
+#: Keys that may change between a run and its ``--resume`` without changing what is computed:
+#: more epochs continue the same run, the rest only changes reporting or speed.
+RESUMABLE_CHANGES = ("epochs", "progress", "threads", "out_dir")
+
+
+class NonFiniteLossError(RS3LError, FloatingPointError):
+    """The training loss became NaN or infinite; the message names the step and epoch."""
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two nested configuration dicts: ``{key: (old, new)}``."""
+    differences: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        dotted = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            differences.update(config_differences(a, b, dotted + "."))
+        elif a != b:
+            differences[dotted] = (a, b)
+    return differences
 
 
 # --- models as the trainer sees them ------------------------------------------------------------
@@ -256,8 +277,10 @@ class Trainer:
         partner_fn: PartnerFn | None = None,
         on_step: Callable[[int, float], None] | None = None,
         log: Callable[[str], None] | None = None,
+        allow_changed_config: bool = False,
     ) -> None:
         self.config = config
+        self.allow_changed_config = allow_changed_config
         self.on_step = on_step
         self._log = log
         if config.threads is not None:
@@ -363,6 +386,14 @@ class Trainer:
             self.log(f"no checkpoint in {self.checkpoint_root}; starting from scratch")
             return None
         loaded = load_checkpoint(directory)
+        changed = self._config_changes(loaded.progress.config)
+        if changed and not self.allow_changed_config:
+            lines = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            raise ConfigError(
+                f"--resume: the configuration differs from the one checkpoint {directory} was "
+                f"written with ({lines}); rerun with the checkpoint's settings, use a new --out, "
+                "or pass --resume-with-changes (Python: allow_changed_config=True) to resume anyway"
+            )
         try:
             self.model.load_state_dict(loaded.model_state)
         except RuntimeError as error:
@@ -374,12 +405,43 @@ class Trainer:
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.progress = loaded.progress
+        if changed:
+            self._apply_optimizer_settings()
+            self.progress.config = self.config.to_dict()
+            self.log(f"resuming with a changed configuration: {', '.join(changed)}")
         self.log(
             f"resuming from {directory.name}: epoch {self.progress.epoch}, "
             f"{self.progress.batches_in_epoch} batches into it, step {self.progress.global_step}"
         )
         rng = state["rng"]
         return rng[self.world.rank] if isinstance(rng, list) else rng
+
+    def _config_changes(self, saved: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+        if not saved:  # a checkpoint that recorded no configuration: nothing to compare with
+            self.log("the checkpoint records no configuration; resuming without comparing it")
+            return {}
+        current = json.loads(json.dumps(self.config.to_dict()))
+        return {
+            key: values
+            for key, values in config_differences(saved, current).items()
+            if key.split(".")[0] not in RESUMABLE_CHANGES
+        }
+
+    def _apply_optimizer_settings(self) -> None:
+        """After a resume with changed settings: the new lr / weight decay / momentum, at the same
+        position of the learning-rate schedule (the restored optimizer state holds the old ones)."""
+        o = self.config.optimizer
+        base_lrs = getattr(self.scheduler, "base_lrs", None)
+        for i, group in enumerate(self.optimizer.param_groups):
+            old_base = base_lrs[i] if base_lrs is not None else group.get("initial_lr", group["lr"])
+            ratio = group["lr"] / old_base if old_base else 1.0
+            group["lr"] = o.lr * ratio
+            group["initial_lr"] = o.lr
+            group["weight_decay"] = o.weight_decay
+            if "momentum" in group:
+                group["momentum"] = o.momentum
+        if base_lrs is not None:
+            self.scheduler.base_lrs = [o.lr] * len(self.optimizer.param_groups)
 
     def _tensors_state(self) -> dict[str, Any]:
         rng = capture_rng_state()
@@ -511,9 +573,10 @@ class Trainer:
             else:
                 loss = classification_loss(self.view, batch, self.device)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss {loss.item()} at step {self.progress.global_step} "
-                f"(epoch {self.progress.epoch}); lower optimizer.lr or check the inputs"
+            raise NonFiniteLossError(
+                f"non-finite training loss {loss.item()} at step {self.progress.global_step + 1} "
+                f"(epoch {self.progress.epoch}, batch {self.progress.batches_in_epoch + 1}); nothing "
+                f"was written for this step: lower optimizer.lr (now {c.optimizer.lr!r}) or check the inputs"
             )
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -686,11 +749,7 @@ def build_task_model(config: TrainConfig) -> nn.Module:
     from rs3l_coffea.nn import load_model
     from rs3l_coffea.nn.lora import apply_lora
 
-    path = config.finetune.backbone
-    if not path:
-        raise ConfigError("config key finetune.backbone: fine-tuning needs a pretrained model file (--backbone)")
-    if not Path(path).is_file():
-        raise InputFileError(f"pretrained backbone file {path} does not exist")
+    path = pretrained_model_path(config.finetune.backbone)
     pretrained, _card = load_model(path)
     base_config = dataclasses.replace(pretrained.config, heads=heads, lora=None)
     model = build_model(base_config)
@@ -705,6 +764,36 @@ def build_task_model(config: TrainConfig) -> nn.Module:
         # Record the adapters in the model's config so the saved file rebuilds the same tree.
         model.config = dataclasses.replace(model.config, lora=lora)
     return model
+
+
+def pretrained_model_path(backbone: str | None) -> Path:
+    """The model stem that ``finetune.backbone`` names: a ``rs3l train pretrain`` output directory
+    (its ``model.safetensors`` + ``model.json``), either of those two files, or their stem."""
+    from rs3l_coffea.nn.model_file import model_paths
+
+    if not backbone:
+        raise ConfigError("config key finetune.backbone: fine-tuning needs a pretrained model file (--backbone)")
+    path = Path(backbone)
+    expected = (
+        "expected the output directory of `rs3l train pretrain` (holding model.safetensors and "
+        "model.json) or one of those two files"
+    )
+    if path.is_dir():
+        stem = path / MODEL_NAME
+        missing = [str(file) for file in model_paths(stem) if not file.is_file()]
+        if missing:
+            raise InputFileError(
+                f"pretrained backbone directory {path} holds no trained model: {', '.join(missing)} "
+                f"missing; {expected} (has `rs3l train pretrain --out {path}` finished?)"
+            )
+        return stem
+    weights, card = model_paths(path)
+    if not weights.is_file() and not card.is_file():
+        raise InputFileError(f"pretrained backbone file {path} does not exist; {expected}")
+    for file in (weights, card):
+        if not file.is_file():
+            raise InputFileError(f"pretrained backbone {path}: {file} is missing; {expected}")
+    return weights.with_suffix("")
 
 
 def _check_head(model: nn.Module, config: TrainConfig) -> None:
@@ -806,10 +895,18 @@ def train(
     partner_fn: PartnerFn | None = None,
     on_step: Callable[[int, float], None] | None = None,
     log: Callable[[str], None] | None = None,
+    allow_changed_config: bool = False,
 ) -> TrainResult:
-    """Validate everything, then train; the one entry point behind ``rs3l train``."""
+    """Validate everything, then train; the one entry point behind ``rs3l train``.
+
+    ``resume=True`` continues from the last checkpoint in ``config.out_dir`` and refuses (listing
+    the differing keys) when the configuration differs from the checkpoint's in anything but
+    :data:`RESUMABLE_CHANGES`, unless ``allow_changed_config`` (``--resume-with-changes``).
+    """
     start = time.perf_counter()
-    trainer = Trainer(config, model=model, partner_fn=partner_fn, on_step=on_step, log=log)
+    trainer = Trainer(
+        config, model=model, partner_fn=partner_fn, on_step=on_step, log=log, allow_changed_config=allow_changed_config
+    )
     result = trainer.fit(resume=resume)
     trainer.log(f"done in {time.perf_counter() - start:.1f} s; model: {result.model_path}")
     return result
