@@ -223,7 +223,7 @@ def wasserstein_permutation_test(
         vectorized=False,
         n_resamples=n_permutations,
         alternative="greater",
-        rng=rng,
+        random_state=rng,  # scipy >= 1.11 (pyproject); its ``rng`` keyword exists only from 1.15
     )
     null = np.asarray(result.null_distribution, dtype=np.float64)
     return W1PermutationTest(
