@@ -79,12 +79,12 @@ def test_one_name_per_option_across_commands():
     assert not mixed, f"one concept, several option names: {mixed}"
 
 
-def test_reader_hint_names_the_command_line_option():
-    from rs3l_coffea.errors import ConfigError
-    from rs3l_coffea.io import readers
+def test_reader_hint_names_the_command_line_option(coffea_sample):
+    from rs3l_coffea.errors import MissingConstituentsError
+    from rs3l_coffea.io import load_jets
 
-    with pytest.raises(ConfigError, match=r"--recluster-radius R on the command line"):
-        readers._nano_stored_inputs(None, "pfnano", "NoSuchJets", "x.root")
+    with pytest.raises(MissingConstituentsError, match=r"--recluster-radius R on the command line, recluster_radius=R in Python"):
+        load_jets(coffea_sample("pfnano.root"), source="pfnano", jets="SubJet")  # no SubJetPFCands table
 
 
 @pytest.mark.parametrize("name", sorted(all_commands()))

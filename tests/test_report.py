@@ -50,9 +50,13 @@ def test_tiny_study_report_has_every_table_and_figure(tiny_study) -> None:
     # Rejection table: N2 baseline plus every (model, labelled size) per task, ε_S 0.3/0.5/0.7, AUC.
     assert "| model | labelled jets | 1/ε_B @ ε_S=0.3 | 1/ε_B @ ε_S=0.5 | 1/ε_B @ ε_S=0.7 | AUC |" in report
     for task_title in ("H→bb vs QCD (in-domain)", "W→qq vs QCD (out-of-domain)"):
-        assert re.search(rf"\| {re.escape(task_title)}: N2 baseline \(score -?N2\) \| 0 \|", report)
+        assert re.search(rf"\| {re.escape(task_title)}: N2 baseline \(groomed, CMS n2b1\) \(score -?N2\) \| 0 \|", report)
         for model, size in itertools.product(("RS3L fixed", "RS3L floating", "supervised"), config.split.labelled_sizes):
             assert f"| {task_title}: {model} | {size} |" in report
+    # The N2 baseline is the groomed N2 (CMS n2b1); the ungroomed one is kept beside it.
+    n2 = np.load(out / "eval" / "n2-hbb.npz")
+    assert {"nominal", "partner", "nominal_ungroomed", "partner_ungroomed"} <= set(n2.files)
+    assert not np.allclose(n2["nominal"], n2["nominal_ungroomed"])
     # Wasserstein tables: per embedding dim, score and N2 for the fixed backbone and the supervised model.
     w_section = report.split("## Wasserstein-1 distance to nominal", 1)[1].split("##", 1)[0]
     header = w_section.strip().splitlines()[0]
@@ -209,6 +213,12 @@ def test_exported_model_card_and_re_evaluation(tiny_study, tmp_path: Path) -> No
     assert card.head_names == ("score",) and len(card.feature_names) == 15
     assert card.training["study_config"] == json.loads(json.dumps(config.to_dict()))
     assert card.training["trainer_config"]["finetune"]["mode"] == "floating"
+    # the validity range is the study's selection, so the tagger can flag jets outside it
+    from rs3l_coffea.features import JetSelection
+
+    cuts = JetSelection.named(config.split.selection)
+    assert card.validity_range["pt_min"] == pytest.approx(cuts.pt_min)
+    assert card.validity_range["abs_eta_max"] == pytest.approx(cuts.abs_eta_max)
     results = json.loads(result.results.read_text())
     row = next(r for r in results["rejection"]["hbb"]
                if r["model"].endswith("RS3L floating") and r["labelled_size"] == max(config.split.labelled_sizes))

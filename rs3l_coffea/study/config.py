@@ -31,7 +31,7 @@ MODEL_TITLES: dict[str, str] = {
     "fixed": "RS3L fixed",
     "floating": "RS3L floating",
     "supervised": "supervised",
-    "n2": "N2 baseline",
+    "n2": "N2 baseline (groomed, CMS n2b1)",
 }
 PRETRAIN_KINDS: dict[str, str] = {
     "resim": "re-simulation only",

@@ -42,6 +42,18 @@ def evaluate_model(model_path: PathLike, test_ntuple: PathLike, *, threads: int 
     }
 
 
+def _validity_range(selection: str) -> dict[str, Any]:
+    """The card's validity range: the kinematic cuts of the study's jet selection."""
+    from rs3l_coffea.features import JetSelection
+
+    cuts = JetSelection.named(selection)
+    return {
+        "pt_min": float(cuts.pt_min),
+        "abs_eta_max": float(cuts.abs_eta_max),
+        "detector": "rs3l_coffea.detector (parametric CMS-like, built-in); anti-kT R = 0.8 on its EFlow candidates",
+    }
+
+
 def _card(results: dict[str, Any], key: RunKey, row: dict[str, Any], this: dict[str, Any], test_dir: Path,
           trainer_config: dict[str, Any]) -> dict[str, Any]:
     study = results["reproduce"]["study"]
@@ -57,8 +69,9 @@ def _card(results: dict[str, Any], key: RunKey, row: dict[str, Any], this: dict[
             "max_particles": 100,
             "jets": "anti-kT R = 0.8 reclustered from Delphes-layout EFlow candidates of the "
                     "parametric CMS-like detector (rs3l_coffea.detector)",
-            "selection": f"JetSelection.named({study['split']['selection']!r}): pT > 450 GeV, m > 10 GeV, |eta| < 1.5",
+            "selection": f"JetSelection.named({study['split']['selection']!r})",
         },
+        "validity_range": _validity_range(study["split"]["selection"]),
         "training": {
             "study": results["name"],
             "study_command": results["command"],

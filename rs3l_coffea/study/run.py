@@ -22,7 +22,7 @@ from rs3l_coffea.study.layout import (
     pretrain_title,
 )
 from rs3l_coffea.study.samples import generate_to_ntuples
-from rs3l_coffea.study.scoring import compute_n2, embed_test_set, score_test_set
+from rs3l_coffea.study.scoring import N2_DEFINITION, compute_n2, embed_test_set, score_test_set
 from rs3l_coffea.study.splits import ntuple_shards, read_ntuple, split_ntuples
 from rs3l_coffea.study.stages import Log, Stages, file_digest, fingerprint
 from rs3l_coffea.study.trainings import (
@@ -187,7 +187,9 @@ def evaluation_stage(state: StudyState) -> None:
     config, layout, stages = state.config, state.layout, state.stages
     layout.eval.mkdir(parents=True, exist_ok=True)
     state.tests = {task: read_ntuple(layout.test_data(task)) for task in config.classifier.tasks}
-    stages.run("n2", state.split_depends, lambda: compute_n2(config, layout, state.tests))
+    # derived: a directory made with another N2 definition recomputes this stage, nothing else
+    stages.run("n2", {**state.split_depends, "n2_definition": N2_DEFINITION},
+               lambda: compute_n2(config, layout, state.tests), derived=True)
     for key, path in state.trained.items():
         stage = f"score:{key.task}:{key.model}:{key.labelled_size}:s{key.seed}"
         stages.run(stage, {"model": path, "weights": file_digest(path), "split": state.split_depends},

@@ -31,13 +31,19 @@ def run_model(model_path: str | Path, x: np.ndarray, mask: np.ndarray, config: S
     return engine.run(x, mask)
 
 
-def n2_from_features(features: np.ndarray, mask: np.ndarray) -> np.ndarray:
+N2_DEFINITION = "n2_groomed: beta 1 on the soft-drop (z_cut 0.1, beta 0) groomed jet, as CMS's n2b1"
+
+
+def n2_from_features(features: np.ndarray, mask: np.ndarray, *, groomed: bool = True) -> np.ndarray:
     """N2 (``e3^(2)/(e2^(1))^2``, beta = 1) of jets given by their stored constituents.
 
+    ``groomed=True`` (the study's baseline): N2 of the soft-drop groomed jet, the definition of
+    CMS's ``FatJet_n2b1`` that the RS3L paper compares with (docs/observables.md); jets whose
+    groomed jet has < 3 particles get 0. ``groomed=False``: the ungroomed N2 (< 2 particles: 0).
     Constituents are rebuilt as massless four-vectors from ``log_pt``, ``deta``, ``dphi`` (the
     jet axis shift does not change the angular distances N2 uses) and handed to
-    :func:`rs3l_coffea.features.jet_observables` (fastjet's energy correlator). Uses the same
-    (at most ``MAX_PARTICLES`` leading) particles the networks see. Jets with < 2 particles: 0.
+    :func:`rs3l_coffea.features.jet_observables` (fastjet). Uses the same (at most
+    ``MAX_PARTICLES`` leading) particles the networks see.
     """
     import awkward as ak
     import vector
@@ -63,18 +69,27 @@ def n2_from_features(features: np.ndarray, mask: np.ndarray) -> np.ndarray:
         },
         with_name="Momentum4D",
     )
-    return np.asarray(jet_observables(jets, parts)["n2"], dtype=np.float64)
+    observables = jet_observables(jets, parts)
+    if not groomed:
+        return np.asarray(observables["n2"], dtype=np.float64)
+    valid = np.asarray(observables["n2_groomed_valid"], dtype=bool)
+    return np.where(valid, np.asarray(observables["n2_groomed"], dtype=np.float64), 0.0)
 
 
 def compute_n2(config: StudyConfig, layout: StudyLayout, tests: TestSets) -> dict[str, Any]:
-    """N2 of every test jet and partner, and of the largest labelled set's training jets."""
+    """N2 of every test jet and partner, and of the largest labelled set's training jets.
+
+    ``nominal``/``partner``/``n2`` hold the baseline (groomed) N2; ``*_ungroomed`` the ungroomed one.
+    """
     from rs3l_coffea.training.dataset import assign_split
 
     sp = config.split
     largest = max(sp.labelled_sizes)
     for task, t in tests.items():
         save_npz(layout.n2_file(task), nominal=n2_from_features(t["features"], t["mask"]),
-                 partner=n2_from_features(t["partner_features"], t["partner_mask"]))
+                 partner=n2_from_features(t["partner_features"], t["partner_mask"]),
+                 nominal_ungroomed=n2_from_features(t["features"], t["mask"], groomed=False),
+                 partner_ungroomed=n2_from_features(t["partner_features"], t["partner_mask"], groomed=False))
         # The N2 cut direction is chosen on labelled training jets, never on the test set.
         labelled = read_ntuple(layout.labelled_data(task, largest),
                                ["features", "mask", "label", "pair_rank", "hard_event_id"])
@@ -84,7 +99,7 @@ def compute_n2(config: StudyConfig, layout: StudyLayout, tests: TestSets) -> dic
         save_npz(layout.n2_file(task, labelled=True),
                  n2=n2_from_features(labelled["features"][train_rows], labelled["mask"][train_rows]),
                  label=labelled["label"][train_rows])
-    return {"tasks": list(tests)}
+    return {"tasks": list(tests), "definition": N2_DEFINITION}
 
 
 def score_test_set(config: StudyConfig, layout: StudyLayout, tests: TestSets, key: RunKey, path: str) -> dict[str, Any]:
