@@ -427,7 +427,7 @@ def open_events(
                 f"{association_name(source, jets)!r} not found in {origin}: jets {jets!r} need a "
                 f"candidate-index table named <jets>{cand_name} (fields jetIdx and a candidate "
                 f"index); such tables in the file: {', '.join(tables) or 'none'}. Pick the jets "
-                "of one of them or recluster (recluster_radius=0.8)"
+                "of one of them or recluster (--recluster-radius R on the command line, recluster_radius=R in Python)"
             )
 
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory, PFNanoAODSchema
@@ -960,7 +960,7 @@ class _DelphesStoredBuilder:
             raise InputFileError(
                 f"{int(np.sum(~matched))} constituent reference(s) of {self.name} do not point to "
                 f"EFlowTrack/EFlowPhoton/EFlowNeutralHadron (first in event {bad_event}); use a "
-                "particle-flow jet collection or recluster (recluster_radius=0.8)"
+                "particle-flow jet collection or recluster (--recluster-radius R on the command line, recluster_radius=R in Python)"
             )
         flat = ak.flatten(cands)[order[position]] if len(ref_keys) else ak.flatten(cands)[:0]
         constituents = ak.unflatten(ak.unflatten(flat, refs_per_jet), jets_per_event)
