@@ -30,8 +30,11 @@ test: $(VENV)/.installed-test
 demo: $(VENV)/.installed-demo
 	$(BIN)/rs3l demo --out demo-output
 
+# Static checks: ruff, then mypy on the package and processors/ ([tool.mypy] in pyproject.toml).
+# mypy stays out of `make test`, which is what CI runs: CI is kept to ruff and the tests.
 lint: $(VENV)/.installed-test
 	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
 
 # Benchmarks are scripts that print markdown tables (never timed asserts); each takes --help.
 BENCHMARKS := features generation inference training processor memory bench_augment bench_evaluation

@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, cast, get_args, get_origin, overload
 
 import pydantic
 import yaml
@@ -30,6 +30,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
 )
+from typing_extensions import dataclass_transform
 
 from rs3l_coffea.errors import ConfigError
 
@@ -39,12 +40,13 @@ __all__ = [
     "NonNegativeInt",
     "PositiveFinite",
     "PositiveInt",
+    "SplitCommas",
     "StrictBool",
-    "bounded_int",
-    "comma_list",
+    "StrictInt",
     "config_dataclass",
     "deep_merge",
     "describe_validation_error",
+    "int_between",
     "parse_override",
     "read_yaml_mapping",
     "set_dotted",
@@ -101,8 +103,13 @@ PositiveFinite = Annotated[Finite, AfterValidator(_positive)]
 NonNegativeFinite = Annotated[Finite, AfterValidator(_non_negative)]
 
 
-def bounded_int(low: int, high: int, why: str) -> Any:
-    """An integer in ``[low, high]``; ``why`` (shown in the error) says where the bound comes from."""
+def int_between(low: int, high: int, why: str) -> AfterValidator:
+    """Validator for ``Annotated[StrictInt, int_between(low, high, why)]``: an integer in
+    ``[low, high]``; ``why`` (shown in the error) says where the bound comes from.
+
+    The bound is metadata inside a literal ``Annotated[...]`` (not a function returning a type)
+    so that a type checker reads the alias as ``int``.
+    """
 
     def check(value: int) -> int:
         if value < low:
@@ -111,28 +118,41 @@ def bounded_int(low: int, high: int, why: str) -> Any:
             raise ValueError(f"must be at most {high} ({why})")
         return value
 
-    return Annotated[StrictInt, AfterValidator(check)]
+    return AfterValidator(check)
 
 
-def comma_list(item: Any) -> Any:
-    """``list[item]`` that also accepts ``"a,b"`` (as ``--set key=a,b`` on the command line)."""
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
-    def split(value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, tuple):
-            return list(value)
-        return value
 
-    return Annotated[list[item], BeforeValidator(split)]
+#: Metadata for ``Annotated[list[X], SplitCommas]``: a list that also accepts ``"a,b"`` (as
+#: ``--set key=a,b`` on the command line).
+SplitCommas = BeforeValidator(_split_commas)
 
 
 _PYDANTIC_CONFIG = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
 
 
+@overload
+def config_dataclass(cls: type[_T], /) -> type[_T]: ...
+
+
+@overload
 def config_dataclass(
-    cls: type[_T] | None = None, *, frozen: bool = False, key_prefix: str | None = None
-) -> Any:
+    *, frozen: bool = False, key_prefix: str | None = None
+) -> Callable[[type[_T]], type[_T]]: ...
+
+
+# dataclass_transform tells a type checker that decorated classes are dataclasses (typed
+# constructors, ``frozen`` honoured, ``dataclasses.asdict/replace`` accepted).
+@dataclass_transform(field_specifiers=(dataclasses.field, pydantic.Field))
+def config_dataclass(
+    cls: type[_T] | None = None, /, *, frozen: bool = False, key_prefix: str | None = None
+) -> type[_T] | Callable[[type[_T]], type[_T]]:
     """Decorate a class as a validated configuration dataclass.
 
     ``key_prefix``: how error messages name keys: ``None`` gives ``ClassName.key`` (model
@@ -142,7 +162,12 @@ def config_dataclass(
     """
 
     def wrap(target: type[_T]) -> type[_T]:
-        built = pydantic.dataclasses.dataclass(frozen=frozen, config=_PYDANTIC_CONFIG)(target)
+        # pydantic's stub types the result as ``type[PydanticDataclass]``; at runtime it is
+        # ``target`` itself, decorated in place.
+        built = cast(
+            "type[_T]",
+            pydantic.dataclasses.dataclass(frozen=frozen, config=_PYDANTIC_CONFIG)(target),
+        )
         pydantic_init = built.__init__
 
         @functools.wraps(pydantic_init)
@@ -152,6 +177,7 @@ def config_dataclass(
             except ValidationError as error:
                 raise ConfigError(describe_validation_error(error, built, key_prefix)) from None
 
+        # Wrapping the constructor of the class is the point here; mypy refuses method assignment.
         built.__init__ = __init__  # type: ignore[method-assign]
         return built
 

@@ -34,8 +34,9 @@ from rs3l_coffea.typed_config import (
     Finite,
     PositiveInt,
     StrictBool,
-    bounded_int,
+    StrictInt,
     config_dataclass,
+    int_between,
     validated,
 )
 
@@ -46,13 +47,25 @@ MAX_HEADS = 256
 MAX_LORA_RANK = 1024
 MAX_CLASSES = 4096
 
-Width = bounded_int(1, MAX_WIDTH, f"at most {MAX_WIDTH}: one {MAX_WIDTH}x{MAX_WIDTH} Linear is 268 MB")
-Layers = bounded_int(1, MAX_LAYERS, f"published models use 2-4 layers; at most {MAX_LAYERS}")
-LayersOrNone = bounded_int(0, MAX_LAYERS, f"published models use 2-4 layers; at most {MAX_LAYERS}")
-Neighbours = bounded_int(1, MAX_NEIGHBOURS, f"published RS3L uses 24 neighbours; at most {MAX_NEIGHBOURS}")
-HeadCount = bounded_int(1, MAX_HEADS, f"at most {MAX_HEADS} attention heads")
-LoRARank = bounded_int(1, MAX_LORA_RANK, f"at most {MAX_LORA_RANK}")
-FeatureIndex = bounded_int(0, MAX_WIDTH - 1, "a position in the feature vector")
+Width = Annotated[
+    StrictInt,
+    int_between(1, MAX_WIDTH, f"at most {MAX_WIDTH}: one {MAX_WIDTH}x{MAX_WIDTH} Linear is 268 MB"),
+]
+Layers = Annotated[
+    StrictInt, int_between(1, MAX_LAYERS, f"published models use 2-4 layers; at most {MAX_LAYERS}")
+]
+LayersOrNone = Annotated[
+    StrictInt, int_between(0, MAX_LAYERS, f"published models use 2-4 layers; at most {MAX_LAYERS}")
+]
+Neighbours = Annotated[
+    StrictInt,
+    int_between(1, MAX_NEIGHBOURS, f"published RS3L uses 24 neighbours; at most {MAX_NEIGHBOURS}"),
+]
+HeadCount = Annotated[StrictInt, int_between(1, MAX_HEADS, f"at most {MAX_HEADS} attention heads")]
+LoRARank = Annotated[StrictInt, int_between(1, MAX_LORA_RANK, f"at most {MAX_LORA_RANK}")]
+FeatureIndex = Annotated[
+    StrictInt, int_between(0, MAX_WIDTH - 1, "a position in the feature vector")
+]
 
 
 def _hidden_sizes(values: tuple[int, ...]) -> tuple[int, ...]:

@@ -22,8 +22,8 @@ from rs3l_coffea.typed_config import (
     NonNegativeInt,
     PositiveFinite,
     PositiveInt,
+    SplitCommas,
     StrictBool,
-    comma_list,
     config_dataclass,
     deep_merge,
     parse_override,
@@ -67,9 +67,9 @@ class DataConfig:
     """Where the training ntuples are and how they are streamed."""
 
     #: Ntuple shard paths or glob patterns (ROOT files written by ``rs3l ntuple``).
-    files: comma_list(str) = field(default_factory=list)
+    files: Annotated[list[str], SplitCommas] = field(default_factory=list)
     #: Re-simulated variants used as positive partners / augmentation mix.
-    augmentations: comma_list(AugmentationName) = field(
+    augmentations: Annotated[list[AugmentationName], SplitCommas] = field(
         default_factory=lambda: [name for name in VARIANT_CODES if name != "nominal"]
     )
     #: Jets per batch for classification, pairs per batch (P) for pretraining (paper: 100).
@@ -94,7 +94,7 @@ class DataConfig:
     #: How a pretraining jet's positive partner is made (see ``training.partners``).
     partner: Literal["resim", "symmetry", "resim+symmetry"] = "resim"
     #: Symmetry augmentations (``rs3l_coffea.augment``) for ``symmetry`` partners.
-    symmetry_augmentations: comma_list(str) = field(default_factory=list)
+    symmetry_augmentations: Annotated[list[str], SplitCommas] = field(default_factory=list)
     symmetry_params: dict[str, Any] = field(default_factory=dict)
     #: Number of classes (truth labels 0..n_classes-1); others are dropped.
     n_classes: PositiveInt = 2
