@@ -110,7 +110,8 @@ def _label_event(
     def pair_inside(flavour: int) -> np.ndarray:
         quark = later_quark & (pdg == flavour)
         antiquark = later_quark & (pdg == -flavour)
-        return inside[:, quark].any(axis=1) & inside[:, antiquark].any(axis=1)
+        # asarray: numpy's stubs type ``any(axis=...)`` as possibly a scalar.
+        return np.asarray(inside[:, quark].any(axis=1) & inside[:, antiquark].any(axis=1))
 
     light_pair = pair_inside(1) | pair_inside(2) | pair_inside(3)
     gluon_labels = np.where(

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torch import nn
-
+from rs3l_coffea.nn.backbone import Backbone
 from rs3l_coffea.nn.config import DGCNNConfig, ModelConfig, TransformerConfig
 from rs3l_coffea.nn.dgcnn import DGCNN
 from rs3l_coffea.nn.heads import ClassificationHead
@@ -15,7 +14,7 @@ from rs3l_coffea.nn.lora import apply_lora
 from rs3l_coffea.nn.transformer import ParticleTransformer
 
 
-def build_backbone(config: DGCNNConfig | TransformerConfig) -> nn.Module:
+def build_backbone(config: DGCNNConfig | TransformerConfig) -> Backbone:
     """The backbone module for a backbone config."""
     if isinstance(config, DGCNNConfig):
         return DGCNN(config)

@@ -86,6 +86,8 @@ def _class_names(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+#: EdgeConv implementation: the max-aggregation shortcut or explicit edge messages.
+EdgePath = Literal["algebraic", "general"]
 HiddenSizes = Annotated[tuple[Width, ...], AfterValidator(_hidden_sizes)]
 Dropout = Annotated[Finite, AfterValidator(_dropout)]
 
@@ -120,7 +122,7 @@ class DGCNNConfig:
     pool: Literal["sum", "mean"] = "sum"
     pool_first: StrictBool = True
     aggregation: Literal["max", "mean"] = "max"
-    edge_path: Literal["algebraic", "general"] = "algebraic"
+    edge_path: EdgePath = "algebraic"
     #: Memory control, not architecture: no upper bound.
     gather_budget: PositiveInt = 1 << 23
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from rs3l_coffea.features.names import FEATURE_NAMES
+from rs3l_coffea.nn.backbone import Backbone
 from rs3l_coffea.nn.config import DGCNNConfig
 from rs3l_coffea.nn.edge_conv import DenseDynamicEdgeConv
 from rs3l_coffea.nn.mlp import elu_mlp
@@ -27,7 +28,7 @@ def masked_pool(h: torch.Tensor, mask: torch.Tensor, mean: bool) -> torch.Tensor
     return total
 
 
-class DGCNN(nn.Module):
+class DGCNN(Backbone):
     """Embedding MLP → dynamic EdgeConv layers → pool and output MLP (order per config).
 
     ``forward(x (B, P, F) float, mask (B, P) bool) -> (B, output_dim)``. Padded particles

@@ -20,6 +20,7 @@ shapes must not depend on a Python loop over a symbolic size).
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import torch
 from torch import nn
@@ -169,7 +170,7 @@ class _GatherMaxFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, flat: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, flat: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         if flat.dtype == torch.float32 and flat.shape[0] <= _ROW_MASK:
             best, rows = _tagged_gather_max(flat, slots)
         else:
@@ -179,7 +180,7 @@ class _GatherMaxFunction(torch.autograd.Function):
         return best
 
     @staticmethod
-    def backward(ctx, grad_best: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad_best: torch.Tensor) -> tuple[torch.Tensor, None]:
         (rows,) = ctx.saved_tensors
         grad_flat = grad_best.new_zeros((ctx.n_table_rows, grad_best.shape[1]))
         grad_flat.scatter_add_(0, rows, grad_best)
@@ -285,11 +286,15 @@ class DenseDynamicEdgeConv(nn.Module):
         return torch.where(mask.unsqueeze(-1), out, torch.zeros_like(out))
 
     def _forward_algebraic(self, x: torch.Tensor, mask: torch.Tensor, rows: int) -> torch.Tensor:
-        linear = self.message[0]
-        weight_center = linear.weight[:, : self.in_dim]
-        weight_neighbour = linear.weight[:, self.in_dim :]
+        linear = self.message[0]  # nn.Linear, or LoRALinear (same weight and bias) before merging
+        # torch types a submodule's attributes as ``Tensor | Module``; annotate states the types
+        # (for TorchScript as well as for the type checker).
+        weight = torch.jit.annotate(torch.Tensor, linear.weight)
+        bias = torch.jit.annotate(torch.Tensor | None, linear.bias)
+        weight_center = weight[:, : self.in_dim]
+        weight_neighbour = weight[:, self.in_dim :]
         # Per-node projections, once per layer: W [x_i, x_j − x_i] = (W_a − W_b) x_i + W_b x_j.
-        center = nn.functional.linear(x, weight_center - weight_neighbour, linear.bias)
+        center = nn.functional.linear(x, weight_center - weight_neighbour, bias)
         neighbour = nn.functional.linear(x, weight_neighbour)
         # Sentinel row P holds -inf: a missing neighbour never wins the max.
         sentinel = torch.full(

@@ -95,9 +95,9 @@ def onnx_model_proto(model: nn.Module, *, opset: int = 18):
         "feature_names": json.dumps(list(FEATURE_NAMES)),
         "head_names": json.dumps(list(getattr(model, "head_names", []))),
     }
-    config = getattr(model, "config", None)
-    if hasattr(config, "to_dict"):
-        metadata["config"] = json.dumps(config.to_dict())
+    config_to_dict = getattr(getattr(model, "config", None), "to_dict", None)
+    if config_to_dict is not None:
+        metadata["config"] = json.dumps(config_to_dict())
     convention = getattr(model, "input_convention", None)
     if convention:
         metadata["input_convention"] = json.dumps(convention)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from rs3l_coffea.nn.backbone import Backbone
 from rs3l_coffea.nn.config import LoRAConfig, ModelConfig
 from rs3l_coffea.nn.heads import ClassificationHead
 from rs3l_coffea.nn.lora import LoRALinear
 
 
-def _lora_config(backbone: nn.Module) -> LoRAConfig | None:
+def _lora_config(backbone: Backbone) -> LoRAConfig | None:
     adapters = [m for m in backbone.modules() if isinstance(m, LoRALinear)]
     if not adapters:
         return None
@@ -26,10 +29,11 @@ class JetModel(nn.Module):
     classes; ``head_names[i]`` names column ``i``. Without heads ``scores`` has shape ``(B, 0)``.
     ``config`` is the :class:`ModelConfig` that rebuilds this model (``build_model``); when not
     given it is derived from the backbone's and heads' configs (LoRA rank/alpha included).
+    ``input_convention`` is ``None`` except for published checkpoints.
     """
 
     def __init__(
-        self, backbone: nn.Module, heads: list[ClassificationHead] | None = None, config: ModelConfig | None = None
+        self, backbone: Backbone, heads: list[ClassificationHead] | None = None, config: ModelConfig | None = None
     ) -> None:
         super().__init__()
         heads = list(heads or [])
@@ -43,6 +47,9 @@ class JetModel(nn.Module):
         self.head_names = [c for h in config.heads for c in h.column_names]
         self.embedding_dim = int(config.backbone.output_dim)
         self.input_dim = int(config.backbone.input_dim)
+        #: How the inputs map to what the backbone was trained on (published checkpoints,
+        #: see ``nn.published``); written next to the feature names on export.
+        self.input_convention: dict[str, Any] | None = None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = self.backbone(x, mask)

@@ -44,8 +44,9 @@ from torch import nn
 
 from rs3l_coffea.errors import InputFileError, ModelFormatError
 from rs3l_coffea.features.names import FEATURE_INDEX, FEATURE_NAMES
+from rs3l_coffea.nn.backbone import Backbone
 from rs3l_coffea.nn.build import build_model
-from rs3l_coffea.nn.config import DGCNNConfig, ModelConfig
+from rs3l_coffea.nn.config import DGCNNConfig, EdgePath, ModelConfig
 from rs3l_coffea.nn.jet_model import JetModel
 
 PUBLISHED_FEATURE_NAMES: tuple[str, ...] = (
@@ -114,7 +115,7 @@ def from_published_features(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return out
 
 
-class PublishedBackbone(nn.Module):
+class PublishedBackbone(Backbone):
     """A published DGCNN behind :class:`PublishedInputAdapter`: takes our features.
 
     ``forward(x, mask) = dgcnn(adapter(x, mask), mask)``; ``config``, ``input_dim`` and
@@ -122,7 +123,7 @@ class PublishedBackbone(nn.Module):
     exporters treat it like any backbone.
     """
 
-    def __init__(self, dgcnn: nn.Module) -> None:
+    def __init__(self, dgcnn: Backbone) -> None:
         super().__init__()
         self.adapter = PublishedInputAdapter()
         self.dgcnn = dgcnn
@@ -153,7 +154,7 @@ def _rename(key: str) -> str | None:
 
 
 def load_published_rs3l(
-    path: str | os.PathLike[str], *, edge_path: str = "algebraic", adapt_inputs: bool = True
+    path: str | os.PathLike[str], *, edge_path: EdgePath = "algebraic", adapt_inputs: bool = True
 ) -> JetModel:
     """Load a published RS3L backbone checkpoint (``{"model": state_dict, ...}``) as a JetModel.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rs3l_coffea.nn.backbone import Backbone
 from rs3l_coffea.nn.config import TransformerConfig
 from rs3l_coffea.nn.dgcnn import feature_count_message, masked_pool
 from rs3l_coffea.nn.mlp import elu_mlp
@@ -44,7 +45,7 @@ class EncoderBlock(nn.Module):
         return h + self.dropout(self.feed_forward(self.norm2(h)))
 
 
-class ParticleTransformer(nn.Module):
+class ParticleTransformer(Backbone):
     """Linear embedding → pre-norm encoder blocks → pool over real particles → MLP.
 
     ``forward(x (B, P, F), mask (B, P) bool) -> (B, output_dim)``. Padded particles are masked

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator
 
@@ -70,7 +70,7 @@ class DataConfig:
     files: Annotated[list[str], SplitCommas] = field(default_factory=list)
     #: Re-simulated variants used as positive partners / augmentation mix.
     augmentations: Annotated[list[AugmentationName], SplitCommas] = field(
-        default_factory=lambda: [name for name in VARIANT_CODES if name != "nominal"]
+        default_factory=lambda: list(get_args(AugmentationName))
     )
     #: Jets per batch for classification, pairs per batch (P) for pretraining (paper: 100).
     batch_size: PositiveInt = 100
