@@ -34,6 +34,7 @@ from rs3l_coffea.evaluation.roc import RocCurve, background_efficiency_at
 
 if TYPE_CHECKING:
     import pandas as pd
+    from hist import Hist
 
 PathLike = str | os.PathLike[str]
 History = Union["pd.DataFrame", str, os.PathLike[str], Sequence[Mapping[str, object]]]
@@ -97,7 +98,7 @@ def _per_bin_label(edges: NDArray[np.float64], xlabel: str) -> str:
 
 
 def variant_ratio_figure(
-    histograms: Mapping[str, object],
+    histograms: Mapping[str, Hist],
     nominal: str = "nominal",
     variant_axis: str = "variant",
     variant_labels: Mapping[str, str] | None = None,
@@ -153,7 +154,7 @@ def variant_ratio_figure(
         top.tick_params(labelbottom=False)
         top.set_xlim(*_filled_range(edges, counts.sum(axis=0)))
         centres = 0.5 * (edges[1:] + edges[:-1])
-        width = np.diff(edges)
+        bin_widths = np.diff(edges)
         filled = counts[variants.index(nominal)] >= RATIO_MIN_NOMINAL
         with np.errstate(divide="ignore", invalid="ignore"):
             band = np.where(filled, errors[variants.index(nominal)] / reference, np.nan)
@@ -168,7 +169,7 @@ def variant_ratio_figure(
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.where(filled, fractions[i] / reference, np.nan)
                 ratio_error = np.where(filled, errors[i] / reference, np.nan)
-            shift = (k - (len(others) - 1) / 2) * 0.12 * width  # keep the variants' points apart
+            shift = (k - (len(others) - 1) / 2) * 0.12 * bin_widths  # keep the variants' points apart
             inside = np.isfinite(ratio) & (ratio >= low) & (ratio <= high)
             bottom.errorbar(
                 centres[inside] + shift[inside], ratio[inside], yerr=ratio_error[inside],
@@ -200,7 +201,7 @@ def variant_ratio_figure(
 
 
 def plot_variant_ratios(
-    histograms: Mapping[str, object],
+    histograms: Mapping[str, Hist],
     path: PathLike,
     nominal: str = "nominal",
     variant_axis: str = "variant",
@@ -234,7 +235,7 @@ def plot_variant_ratios(
 
 
 def distributions_figure(
-    panels: Mapping[str, Mapping[str, object]],
+    panels: Mapping[str, Mapping[str, Hist]],
     xlabel: str,
     *,
     title: str | None = None,
@@ -281,7 +282,7 @@ def distributions_figure(
 
 
 def plot_distributions(
-    panels: Mapping[str, Mapping[str, object]],
+    panels: Mapping[str, Mapping[str, Hist]],
     path: PathLike,
     xlabel: str,
     *,
@@ -351,7 +352,7 @@ def plot_corner(
             ax.tick_params(labelsize=5)
             ax.locator_params(nbins=3)
             if i == j:
-                bins = np.linspace(*limits[i], 31)
+                bins = np.linspace(limits[i, 0], limits[i, 1], 31)
                 for colour, c in zip(colours, classes.tolist(), strict=True):
                     ax.hist(x[y == c, i], bins=bins, density=True, histtype="step", color=colour)
                 ax.set_xlim(*limits[i])
@@ -633,7 +634,7 @@ def _history_columns(history: History) -> dict[str, NDArray[np.float64]]:
 
 
 def _variant_counts(
-    histogram: object, quantity: str, nominal: str, variant_axis: str
+    histogram: Hist, quantity: str, nominal: str, variant_axis: str
 ) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64]]:
     """``(variants, edges, counts[variant, bin])``; every variant must have entries."""
     axes = list(getattr(histogram, "axes", ()))
@@ -672,7 +673,8 @@ def _pearson_matrix(x: NDArray[np.float64]) -> NDArray[np.float64]:
     if x.shape[0] < 2:
         return np.full((x.shape[1], x.shape[1]), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.corrcoef(x, rowvar=False)
+        # asarray: numpy's stubs allow corrcoef a scalar result (not for a 2-D input).
+        return np.asarray(np.corrcoef(x, rowvar=False))
 
 
 def petroff10(n: int) -> list[str]:

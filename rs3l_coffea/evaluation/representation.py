@@ -14,6 +14,7 @@ standardised with statistics of the training split only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -26,6 +27,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from rs3l_coffea.evaluation._validation import EvaluationInputError, finite_2d, matching_labels
+
+
+class _FittedClassifier(Protocol):
+    """What :func:`_evaluate` reads from a fitted scikit-learn classifier or pipeline."""
+
+    classes_: NDArray[Any]
+
+    def predict(self, x: NDArray[np.float64]) -> NDArray[Any]: ...
+
+    def predict_proba(self, x: NDArray[np.float64]) -> NDArray[np.float64]: ...
 
 
 @dataclass(frozen=True)
@@ -191,7 +202,7 @@ def _split(
 
 
 def _evaluate(
-    model: object, x_test: NDArray[np.float64], y_test: NDArray[np.int64], n_train: int
+    model: _FittedClassifier, x_test: NDArray[np.float64], y_test: NDArray[np.int64], n_train: int
 ) -> ProbeResult:
     probabilities = model.predict_proba(x_test)
     if probabilities.shape[1] == 2:

@@ -42,11 +42,15 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import wasserstein_distance
+
+if TYPE_CHECKING:
+    from boost_histogram.axis import Axis
+    from hist import Hist
 
 from rs3l_coffea.evaluation._validation import (
     EvaluationInputError,
@@ -259,7 +263,7 @@ def wasserstein_estimate_table(
 
 
 def wasserstein_table(
-    histograms: object,
+    histograms: Hist | Mapping[str, Hist],
     nominal: str = "nominal",
     variant_axis: str = "variant",
     relative: bool = False,
@@ -277,6 +281,7 @@ def wasserstein_table(
     Under/overflow entries are outside W1; an :class:`EvaluationWarning` names every histogram
     slice with more than ``max_flow_fraction`` of its entries there.
     """
+    items: list[tuple[str | None, Hist]]
     if isinstance(histograms, Mapping):
         items = list(histograms.items())
     else:
@@ -342,7 +347,7 @@ def _nominal_spread(values: ArrayLike, weights: ArrayLike | None, name: str) -> 
 
 
 def _table_of_one(
-    histogram: object,
+    histogram: Hist,
     quantity: str | None,
     nominal: str,
     variant_axis: str,
@@ -441,7 +446,7 @@ def _relative(distance: float, spread: float, quantity: str) -> float:
     return distance / spread
 
 
-def _is_categorical(axis: object) -> bool:
+def _is_categorical(axis: Axis) -> bool:
     # StrCategory/IntCategory are the unordered axes; Regular/Variable/Integer are observables.
     return not axis.traits.ordered
 

@@ -9,6 +9,7 @@ Public API::
     export_torchscript(model, path) / export_onnx(model, path)
 """
 
+from rs3l_coffea.nn.backbone import Backbone
 from rs3l_coffea.nn.build import build_backbone, build_model
 from rs3l_coffea.nn.config import (
     DGCNNConfig,
@@ -29,6 +30,7 @@ from rs3l_coffea.nn.transformer import ParticleTransformer
 
 __all__ = [
     "DGCNN",
+    "Backbone",
     "ClassificationHead",
     "DGCNNConfig",
     "DenseDynamicEdgeConv",

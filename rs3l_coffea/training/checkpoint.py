@@ -58,6 +58,7 @@ class TrainingProgress:
 def capture_rng_state() -> dict[str, Any]:
     """Global RNG states (torch CPU, CUDA if present, numpy legacy, python) as weights-only data."""
     numpy_state = np.random.get_state()  # noqa: NPY002 - third-party code may use the global state
+    assert isinstance(numpy_state, tuple)  # the legacy form, which get_state() returns by default
     python_state = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

@@ -92,10 +92,10 @@ def expand_files(patterns: Sequence[str]) -> list[Path]:
         else:
             path = Path(pattern)
             if path.is_dir():
-                matched = sorted(path.glob("shard_*.root"))
-                if not matched:
+                shards = sorted(path.glob("shard_*.root"))
+                if not shards:
                     raise InputFileError(f"ntuple directory {path} holds no shard_*.root files")
-                files.extend(matched)
+                files.extend(shards)
             elif not path.is_file():
                 raise InputFileError(f"ntuple file {path} does not exist")
             else:
@@ -371,7 +371,9 @@ class JetStream(IterableDataset):
             while all(b is not None and len(b["label"]) >= per_class for b in buffers):
                 parts = []
                 for c in range(self.n_classes):
-                    buffers[c], part = _draw(buffers[c], per_class, rng)
+                    buffer = buffers[c]
+                    assert buffer is not None  # the loop condition
+                    buffers[c], part = _draw(buffer, per_class, rng)
                     parts.append(part)
                 batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
                 perm = rng.permutation(len(batch["label"]))

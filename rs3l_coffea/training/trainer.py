@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import torch
@@ -39,9 +39,12 @@ from rs3l_coffea.training.checkpoint import (
     save_checkpoint,
 )
 from rs3l_coffea.training.config import TrainConfig
-from rs3l_coffea.training.dataset import JetStream, expand_files, inspect_shards
+from rs3l_coffea.training.dataset import JetStream, Split, expand_files, inspect_shards
 from rs3l_coffea.training.losses import nt_xent, vicreg
 from rs3l_coffea.training.partners import PartnerFn, make_partner_fn
+
+if TYPE_CHECKING:  # the nn stack is imported where it is used (it is heavy)
+    from rs3l_coffea.nn.jet_model import JetModel
 
 MODEL_NAME = "model"  # -> model.safetensors + model.json (rs3l_coffea.nn.save_model)
 
@@ -191,6 +194,33 @@ def gather_with_grad(tensor: torch.Tensor, world: World) -> torch.Tensor:
 # --- losses per task ----------------------------------------------------------------------------
 
 
+@overload
+def contrastive_loss(
+    view: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    partner_fn: PartnerFn,
+    generator: torch.Generator,
+    config: TrainConfig,
+    world: World = ...,
+    device: torch.device | None = ...,
+    return_embeddings: Literal[False] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def contrastive_loss(
+    view: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    partner_fn: PartnerFn,
+    generator: torch.Generator,
+    config: TrainConfig,
+    world: World = ...,
+    device: torch.device | None = ...,
+    *,
+    return_embeddings: Literal[True],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
 def contrastive_loss(
     view: nn.Module,
     batch: Mapping[str, torch.Tensor],
@@ -220,6 +250,25 @@ def contrastive_loss(
     if return_embeddings:
         return loss, z_a.detach(), z_b.detach()
     return loss
+
+
+@overload
+def classification_loss(
+    view: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    device: torch.device | None = ...,
+    return_logits: Literal[False] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def classification_loss(
+    view: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    device: torch.device | None = ...,
+    *,
+    return_logits: Literal[True],
+) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def classification_loss(
@@ -273,7 +322,7 @@ class Trainer:
     def __init__(
         self,
         config: TrainConfig,
-        model: nn.Module | None = None,
+        model: JetModel | None = None,
         partner_fn: PartnerFn | None = None,
         on_step: Callable[[int, float], None] | None = None,
         log: Callable[[str], None] | None = None,
@@ -307,7 +356,9 @@ class Trainer:
         if config.task != "pretrain":
             _check_head(self.model, config)
         self.model.to(self.device)
-        self.view: nn.Module = TrainingView(self.model, config.bucket_jets)
+        # The bare view serves validation (no DDP gradient hooks); ``view`` is what trains.
+        self.bare_view = TrainingView(self.model, config.bucket_jets)
+        self.view: nn.Module = self.bare_view
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -330,13 +381,13 @@ class Trainer:
 
     # -- construction helpers --
 
-    def _stream(self, split: str) -> JetStream:
+    def _stream(self, split: Split) -> JetStream:
         c = self.config
         data = c.data
         pretrain = c.task == "pretrain"
         # The supervised baseline sees exactly the fine-tuning data (same pool, same splits), so
         # the two compare on equal terms and the fine-tuning test split stays unseen by both.
-        pool = "pretrain" if pretrain else "finetune"
+        pool: Literal["pretrain", "finetune"] = "pretrain" if pretrain else "finetune"
         return JetStream(
             self.shards,
             mode="pairs" if pretrain else "jets",
@@ -431,7 +482,8 @@ class Trainer:
         """After a resume with changed settings: the new lr / weight decay / momentum, at the same
         position of the learning-rate schedule (the restored optimizer state holds the old ones)."""
         o = self.config.optimizer
-        base_lrs = getattr(self.scheduler, "base_lrs", None)
+        scheduler = self.scheduler
+        base_lrs = scheduler.base_lrs if scheduler is not None else None
         for i, group in enumerate(self.optimizer.param_groups):
             old_base = base_lrs[i] if base_lrs is not None else group.get("initial_lr", group["lr"])
             ratio = group["lr"] / old_base if old_base else 1.0
@@ -440,11 +492,11 @@ class Trainer:
             group["weight_decay"] = o.weight_decay
             if "momentum" in group:
                 group["momentum"] = o.momentum
-        if base_lrs is not None:
-            self.scheduler.base_lrs = [o.lr] * len(self.optimizer.param_groups)
+        if scheduler is not None:
+            scheduler.base_lrs = [o.lr] * len(self.optimizer.param_groups)
 
     def _tensors_state(self) -> dict[str, Any]:
-        rng = capture_rng_state()
+        rng: dict[str, Any] | list[Any] = capture_rng_state()
         if self.world.distributed:
             import torch.distributed as dist
 
@@ -531,7 +583,8 @@ class Trainer:
         task = bar.add_task(f"epoch {epoch}", total=limit) if bar is not None else None
         while limit is None or self.progress.batches_in_epoch < limit:
             batch = next(batches, None)
-            if not self._all_ranks_have(batch is not None):
+            # Every rank takes part in the collective; ``batch is None`` then only narrows the type.
+            if not self._all_ranks_have(batch is not None) or batch is None:
                 break
             loss = self._train_step(batch)
             self.progress.global_step += 1
@@ -567,6 +620,7 @@ class Trainer:
         with self._autocast():
             if c.task == "pretrain":
                 generator = step_generator(c.seed, 1, self.world.rank, self.progress.global_step)
+                assert self.partner_fn is not None  # set in __init__ for pretraining
                 loss = contrastive_loss(
                     self.view, batch, self.partner_fn, generator, c, self.world, self.device
                 )
@@ -595,7 +649,7 @@ class Trainer:
         c = self.config
         self.view.eval()
         # Validation runs the bare view: no DDP gradient hooks, every rank its own shard of data.
-        view = self.view.module if self.world.distributed else self.view
+        view = self.bare_view
         losses, weights = [], []
         labels, z_as, z_bs, scores = [], [], [], []
         # The same validation batches every epoch (NT-Xent depends on the batch composition),
@@ -609,6 +663,7 @@ class Trainer:
             with self._autocast():
                 if c.task == "pretrain":
                     generator = step_generator(c.seed, 2, self.world.rank, i)
+                    assert self.partner_fn is not None  # set in __init__ for pretraining
                     loss, z_a, z_b = contrastive_loss(
                         view, batch, self.partner_fn, generator, c, World(), self.device, return_embeddings=True
                     )
@@ -734,7 +789,7 @@ def default_head(config: TrainConfig) -> Any:
     return HeadConfig(name="score", classes=classes)
 
 
-def build_task_model(config: TrainConfig) -> nn.Module:
+def build_task_model(config: TrainConfig) -> JetModel:
     """Model for the task: fresh for pretrain/supervised, pretrained backbone + head for finetune."""
     from rs3l_coffea.nn import build_model
     from rs3l_coffea.nn.config import LoRAConfig, ModelConfig
@@ -891,7 +946,7 @@ def _tensorboard_log(out_dir: Path, record: Mapping[str, Any]) -> None:
 def train(
     config: TrainConfig,
     resume: bool = False,
-    model: nn.Module | None = None,
+    model: JetModel | None = None,
     partner_fn: PartnerFn | None = None,
     on_step: Callable[[int, float], None] | None = None,
     log: Callable[[str], None] | None = None,
