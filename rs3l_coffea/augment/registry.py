@@ -49,7 +49,9 @@ def _valid_names_message() -> str:
 
 def _split_top_level(spec: str) -> list[str]:
     """Split on commas outside parentheses."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in spec:
         if char == "(":
             depth += 1

@@ -55,7 +55,6 @@ class Augmentation(ABC):
         *,
         jet_eta: torch.Tensor | np.ndarray | None = None,
     ) -> tuple[ArrayT, ArrayT]:
-        was_numpy = isinstance(x, np.ndarray)
         x_tensor = _as_tensor(x, "x")
         mask_tensor = _as_tensor(mask, "mask")
         if not torch.is_floating_point(x_tensor):
@@ -65,7 +64,7 @@ class Augmentation(ABC):
         batch = decode_features(x_tensor, mask_tensor, jet_eta)
         batch = self.apply(batch, RandomSource(generator, x_tensor.device))
         x_out, mask_out = encode_features(batch, x_tensor.dtype)
-        if was_numpy:
+        if isinstance(x, np.ndarray):
             return x_out.numpy(), mask_out.numpy()
         return x_out, mask_out
 
@@ -186,6 +185,7 @@ class Translate(Augmentation):
     def apply(self, batch: JetBatch, random: RandomSource) -> JetBatch:
         n_jets = batch.pt.shape[0]
         if self.width is None:
+            assert self.max_shift is not None  # __init__ sets exactly one of width, max_shift
             shift = random.uniform((n_jets, 2), -self.max_shift, self.max_shift)
             return batch.with_angles(batch.deta + shift[:, :1], batch.dphi + shift[:, 1:])
         low_eta, high_eta, low_phi, high_phi = jetclr_translation_bounds(

@@ -99,6 +99,7 @@ class TwoViewAugmentation(Augmentation):
         if x_partner is None:
             partner = self.partner.apply(common, random)
         else:
+            assert mask_partner is not None  # both or neither, checked above
             xp, mp = _as_tensor(x_partner, "x_partner"), _as_tensor(mask_partner, "mask_partner")
             partner_common = self.shared.apply(decode_features(xp, mp, None), random)
             partner = self.partner.apply(partner_common, random)

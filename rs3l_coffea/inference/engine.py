@@ -32,12 +32,15 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rs3l_coffea.errors import ConfigError, ModelFormatError
 from rs3l_coffea.features.names import FEATURE_NAMES
+
+if TYPE_CHECKING:
+    from rs3l_coffea.nn.model_file import ModelCard
 
 _PRECISIONS = ("float32", "bfloat16", "float16")
 _BACKENDS = ("torch", "onnx")
@@ -146,8 +149,10 @@ class InferenceEngine:
         # A fixed thread count is part of the bit-identity guarantee (see batch_invariant).
         self.threads = 1 if threads is None and self.batch_invariant else threads
         self.max_jets_per_batch = max_jets_per_batch
-        self._session = None
-        self._model = None
+        self._session: Any = None  # onnxruntime.InferenceSession (onnxruntime has no type hints)
+        self._model: torch.nn.Module | None = None
+        #: The model card, for an engine made by :meth:`from_path` from a native model file.
+        self.card: ModelCard | None = None
         if backend == "onnx":
             self._init_onnx(model)
         else:
@@ -233,6 +238,7 @@ class InferenceEngine:
                 xt = xt.clone()
             xt = xt.to(device=self.device, dtype=self._dtype, non_blocking=True)
             mt = torch.from_numpy(mask).to(device=self.device, non_blocking=True)
+            assert self._model is not None  # the torch backend sets it in __init__
             embedding, scores = self._model(xt, mt)
             return (
                 embedding.to(dtype=torch.float32).cpu().numpy(),
