@@ -41,7 +41,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -562,7 +562,8 @@ def _plots(
     head = head_names[0] if head_names else None
     written: list[Path] = []
     present = {str(d) for d in hists["pt"].axes["dataset"]}
-    keys = [("", sum, "both processes: " + " and ".join(
+    # (file suffix, hist index of the dataset axis: ``sum`` or one dataset, title)
+    keys: list[tuple[str, str | Callable[..., Any], str]] = [("", sum, "both processes: " + " and ".join(
         PROCESS_TITLES.get(p, p) for p in processes if p in present))]
     keys += [(f"_{p}", p, PROCESS_TITLES.get(p, p)) for p in processes if p in present]
     for suffix, select, process_title in keys:
@@ -629,7 +630,7 @@ def _pass_fail_plot(
         rows = usable & (jets["dataset"] == process) & np.isfinite(score)
         for target, passed in zip(panels.values(), (True, False), strict=True):
             keep = rows & ((score > SCORE_CUT) if passed else (score <= SCORE_CUT))
-            h = hist.Hist(hist.axis.Regular(bins // PLOT_REBIN["msd"], low, high, name="msd"))
+            h: hist.Hist = hist.Hist(hist.axis.Regular(bins // PLOT_REBIN["msd"], low, high, name="msd"))
             h.fill(jets["msd"][keep])
             target[PROCESS_TITLES.get(process, process)] = h
     return plot_distributions(

@@ -109,7 +109,9 @@ def write_compact_inputs(
     arrays["provenance"] = np.array(json.dumps(dict(provenance or {}), sort_keys=True))
     target = Path(out)
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+        # Plain arrays only (the readers load with allow_pickle=False); naming the flag also
+        # tells the type checker that **arrays does not supply it.
+        np.savez_compressed(handle, allow_pickle=False, **arrays)
     return target
 
 

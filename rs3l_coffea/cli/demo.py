@@ -12,6 +12,7 @@ Wasserstein table with each W1's statistical floor, and lists the files written 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ def _wasserstein_table(result: Any, key: str) -> Any:
     sizes = {
         v: min((cell["n_variant"] for cell in rows[v].values()), default=0) for v in variants
     }
-    first = next(iter(rows.values()), {})
+    first: Mapping[str, Any] = next(iter(rows.values()), {})
     n_nominal = min((cell["n_nominal"] for cell in first.values()), default=0)
     table = Table(
         title=(

@@ -55,8 +55,11 @@ def register(app: typer.Typer) -> None:
             from rs3l_coffea.inference.tagger import RS3LTagger
             from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
 
-            options = {"device": device, "threads": threads}
-            tagger = RS3LTagger.default(**options) if model is None else RS3LTagger.load(model, **options)
+            tagger = (
+                RS3LTagger.default(device=device, threads=threads)
+                if model is None
+                else RS3LTagger.load(model, device=device, threads=threads)
+            )
             tagger.check_model()  # a bad model must not be reported as "Failed processing file"
             processor_class = VariantProcessor if processor_name is ProcessorChoice.variants else TaggingProcessor
             processor_instance = processor_class(

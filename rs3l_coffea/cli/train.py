@@ -12,6 +12,7 @@ optimizer state is restored and then the new learning rate and weight decay are 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import typer
@@ -54,8 +55,9 @@ def _run(
     overrides: list[str] | None,
     resume: bool,
     quiet: bool,
-    extra: dict[str, object] | None = None,
+    extra: Mapping[str, object] | None = None,
     resume_with_changes: bool = False,
+    partner: str | None = None,
 ) -> None:
     from rs3l_coffea.training.config import load_config
 
@@ -78,7 +80,6 @@ def _run(
             from rs3l_coffea.training.config import VARIANT_CODES
 
             variants = [name for name in VARIANT_CODES if name != "nominal"]
-            partner = (extra or {}).get("data.partner")
             settings.update(training_settings(augmentations, variants, task=task, partner=partner))
         cfg = load_config(config, overrides or [], base={"task": task}, settings=settings)
         if cfg.task != task:
@@ -121,7 +122,7 @@ def pretrain(
     """Contrastive pretraining on nominal / re-simulated jet pairs (NT-Xent or VICReg)."""
     extra = {"loss.name": loss, "loss.temperature": temperature, "data.partner": partner}
     _run("pretrain", config, data, out, epochs, batch_size, lr, seed, augmentations, overrides, resume, quiet, extra,
-         resume_with_changes)
+         resume_with_changes, partner=partner)
 
 
 @train_app.command("finetune")

@@ -427,7 +427,7 @@ def plot_tsne(
     coordinates: ArrayLike,
     colourings: Mapping[str, ArrayLike],
     path: PathLike,
-    names: Mapping[str, Mapping[object, str]] | None = None,
+    names: Mapping[str, Mapping[Any, str]] | None = None,
 ) -> list[Path]:
     """One t-SNE panel per colouring, e.g. ``{"class": truth, "shower model": variant}``.
 

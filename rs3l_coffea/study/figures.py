@@ -21,10 +21,10 @@ def _variant_hist(values_by_variant: Mapping[str, np.ndarray], name: str) -> Any
     low, high = np.quantile(nominal, [0.005, 0.995])
     if not high > low:
         low, high = float(nominal.min()) - 0.5, float(nominal.max()) + 0.5
-    h = hist.Hist(hist.axis.StrCategory(list(values_by_variant), name="variant"),
-                  hist.axis.Regular(30, float(low), float(high), name=name))
+    h: hist.Hist = hist.Hist(hist.axis.StrCategory(list(values_by_variant), name="variant"),
+                             hist.axis.Regular(30, float(low), float(high), name=name))
     for variant, values in values_by_variant.items():
-        h.fill(variant=variant, **{name: values})
+        h.fill(variant, values)  # in axis order: variant, then the observable
     return h
 
 

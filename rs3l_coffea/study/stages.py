@@ -39,7 +39,9 @@ def fingerprint(value: Any) -> str:
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+        # Plain arrays only (the readers load with allow_pickle=False); naming the flag also
+        # tells the type checker that **arrays does not supply it.
+        np.savez(handle, allow_pickle=False, **arrays)
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
