@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def _validity_range(selection: str) -> dict[str, Any]:
     }
 
 
-def _card(results: dict[str, Any], key: RunKey, row: dict[str, Any], this: dict[str, Any], test_dir: Path,
+def _card(results: dict[str, Any], key: RunKey, row: Mapping[str, Any], this: dict[str, Any], test_dir: Path,
           trainer_config: dict[str, Any]) -> dict[str, Any]:
     study = results["reproduce"]["study"]
     return {

@@ -74,7 +74,8 @@ def rejection_tables(
         results["n2_direction"][task] = direction
         n2_key = RowKey(task, "n2", 0)
         rocs[n2_key] = [roc_curve(sign * load_npz(layout.n2_file(task))["nominal"][nominal], is_signal)]
-        keyed = [(n2_key, [None], rejection_row(f"{n2_key.title} (score {direction['score']})", 0, rocs[n2_key],
+        # (row, seeds behind it (None: the seedless N2 baseline), table row)
+        keyed: list[tuple[RowKey, Sequence[int | None], Any]] = [(n2_key, [None], rejection_row(f"{n2_key.title} (score {direction['score']})", 0, rocs[n2_key],
                                                 SIGNAL_EFFICIENCIES))]
         for size in config.split.labelled_sizes:
             for model in cls.models:
@@ -156,7 +157,7 @@ def _steps_text(steps: Sequence[int | None]) -> str:
     return "/".join(str(s) for s in known) if known else "?"
 
 
-def background_efficiency_stats(rocs: Sequence[RocCurve], efficiency: float) -> dict[str, float]:
+def background_efficiency_stats(rocs: Sequence[RocCurve], efficiency: float) -> dict[str, Any]:
     """Run-averaged ε_B (step rule) at ``efficiency`` with its standard uncertainty.
 
     ``uncertainty`` adds in quadrature half the 68% Clopper-Pearson width (test-set statistics;
