@@ -6,6 +6,7 @@ the configuration and the layout, cached by :class:`~rs3l_coffea.study.stages.St
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,7 +142,7 @@ def pretrain_stage(state: StudyState) -> None:
         depends = {"split": state.split_depends, "model": config.model, "pretrain": state.pretrain_settings,
                    "kind": kind}
         state.pretrained[kind] = state.stages.run(f"pretrain:{kind}", depends,
-                                                  lambda tc=tc: train_model(tc, state.log))
+                                                  functools.partial(train_model, tc, state.log))
 
 
 def run_keys(config: StudyConfig) -> list[RunKey]:
@@ -164,7 +165,7 @@ def classifier_stage(state: StudyState) -> None:
             run.append({"fixed_lr": cls.fixed_lr})
         depends = {"split": state.split_depends, "model": config.model, "classifier": settings, "run": run,
                    "backbone": state.pretrain_settings if key.model != "supervised" else None}
-        record = state.stages.run(key.stage, depends, lambda tc=tc: train_model(tc, state.log))
+        record = state.stages.run(key.stage, depends, functools.partial(train_model, tc, state.log))
         state.trained[key] = record["model"]
 
 
@@ -193,7 +194,7 @@ def evaluation_stage(state: StudyState) -> None:
     for key, path in state.trained.items():
         stage = f"score:{key.task}:{key.model}:{key.labelled_size}:s{key.seed}"
         stages.run(stage, {"model": path, "weights": file_digest(path), "split": state.split_depends},
-                   lambda key=key, path=path: score_test_set(config, layout, state.tests, key, path), derived=True)
+                   functools.partial(score_test_set, config, layout, state.tests, key, path), derived=True)
     # Embeddings of the backbones (nominal + partner jets of the in-domain test set, W jets).
     state.embed_task = "hbb" if "hbb" in state.tests else config.classifier.tasks[0]
     state.embeddings = embedding_sources(state)
@@ -201,7 +202,7 @@ def evaluation_stage(state: StudyState) -> None:
         depends = {"name": source.name, "model": source.path, "split": state.split_depends,
                    "weights": None if source.path is None else file_digest(source.path), "model_cfg": config.model}
         stages.run(f"embed:{source.slug}", depends,
-                   lambda source=source: embed_test_set(config, layout, state.tests, state.embed_task, source),
+                   functools.partial(embed_test_set, config, layout, state.tests, state.embed_task, source),
                    derived=True)
 
 
