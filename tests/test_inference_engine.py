@@ -147,6 +147,10 @@ def test_from_path_native(model, tmp_path):
     assert_rel_close(scores, expected[1])
 
 
+def test_card_only_for_an_engine_made_from_a_model_file(model):
+    assert InferenceEngine(model).card is None
+
+
 def test_engine_does_not_modify_callers_model(model):
     model.train()
     try:

@@ -116,3 +116,14 @@ def test_lora_linear_effective_weight():
     expected = x @ (layer.weight + 3.0 * lora.lora_b @ lora.lora_a).T + layer.bias
     torch.testing.assert_close(lora(x), expected)
     torch.testing.assert_close(lora.merged()(x), expected)
+
+
+@pytest.mark.parametrize("backbone", [DGCNNConfig(width=8, k=4), TransformerConfig(d_model=8, n_heads=2)])
+def test_built_backbones_carry_the_attributes_jet_model_reads(backbone) -> None:
+    from rs3l_coffea.nn import Backbone
+
+    model = build_model(ModelConfig(backbone=backbone))
+    assert isinstance(model.backbone, Backbone)
+    assert model.backbone.config == backbone
+    assert (model.backbone.input_dim, model.backbone.output_dim) == (backbone.input_dim, backbone.output_dim)
+    assert model.input_convention is None  # set only by load_published_rs3l

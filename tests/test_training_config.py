@@ -19,6 +19,15 @@ def test_defaults_follow_the_paper() -> None:
     assert (config.scheduler.name, config.scheduler.step_size, config.scheduler.gamma) == ("step", 50, 0.5)
 
 
+def test_default_augmentations_are_every_variant_but_nominal_in_code_order() -> None:
+    # The default comes from the AugmentationName literal; VARIANT_CODES is the list of variants.
+    from rs3l_coffea.training.config import VARIANT_CODES
+
+    expected = [name for name in VARIANT_CODES if name != "nominal"]
+    assert load_config().data.augmentations == expected
+    assert load_config().data.augmentations is not load_config().data.augmentations
+
+
 def test_yaml_then_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("task: finetune\noptimizer: {lr: 0.01}\ndata: {augmentations: [seed]}\n")
