@@ -4,6 +4,7 @@ Public API::
 
     build_model(config) -> JetModel          # config: ModelConfig or its to_dict() form
     JetModel.forward(x (B,P,15), mask (B,P) bool) -> (embedding (B,D), scores (B,H))
+    Backbone                                 # base of DGCNN / ParticleTransformer: config, input_dim, output_dim
     save_model(path, model, card) / load_model(path) -> (model, card)   # NAME.safetensors + NAME.json
     load_published_rs3l(path) -> JetModel    # published RS3L checkpoints
     export_torchscript(model, path) / export_onnx(model, path)
