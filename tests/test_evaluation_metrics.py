@@ -141,7 +141,7 @@ def test_table_with_extra_category_axis_and_several_quantities() -> None:
 
 
 def test_table_from_processor_layout_dataset_variant_dim_value() -> None:
-    # rs3l_coffea.inference.analysis.make_histograms: [dataset, variant, dim, value] (growing axes).
+    # rs3l_coffea.coffea_processing.analysis.make_histograms: [dataset, variant, dim, value] (growing axes).
     h = hist.Hist(
         hist.axis.StrCategory([], growth=True, name="dataset"),
         hist.axis.StrCategory([], growth=True, name="variant"),

@@ -227,8 +227,8 @@ def test_model_files(tmp_path, monkeypatch):
 def test_processor_output_and_skim(tmp_path, monkeypatch):
     import coffea.util
 
-    from rs3l_coffea.inference import analysis
-    from rs3l_coffea.inference.runner import save_output
+    from rs3l_coffea.coffea_processing import analysis
+    from rs3l_coffea.coffea_processing.runner import save_output
 
     out = tmp_path / "out.coffea"
     save_output({"cutflow": {"a": 1}}, out)

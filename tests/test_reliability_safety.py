@@ -228,7 +228,7 @@ def test_a_model_replaced_with_its_mtime_preserved_is_reloaded(tmp_path, pfnano_
 
 
 def test_in_range_flag_and_out_of_range_cutflow_follow_the_card(tmp_path, pfnano_jets):
-    from rs3l_coffea.inference import analysis
+    from rs3l_coffea.coffea_processing import analysis
     from rs3l_coffea.inference.tagger import RS3LTagger
 
     jets, constituents = pfnano_jets
