@@ -25,8 +25,9 @@ Outputs in the output directory:
   :func:`read_histograms_json`, no unpickling): sets ``variants`` (compact inputs),
   ``bundled_root`` (coffea on the bundled ROOT files), ``coffea_samples`` (coffea's files);
 * ``wasserstein.json`` -- unbinned W1 between the nominal and each variant per embedding
-  direction component, head score, N2 and soft-drop mass, with its statistical floor
-  (:func:`w1_with_floor`) for both processes together and for each process;
+  direction component, head score, N2 and soft-drop mass, with its statistical floor and
+  p-value from a permutation test (:func:`w1_cell`), for both processes together and for
+  each process;
 * ``variant_ratios*.png``, ``embedding_directions*.png`` (all 8 directions),
   ``score_distributions.png``, ``msd_pass_fail.png``;
 * ``features_delphes.parquet``/``features_pfnano.parquet`` (RS3L feature parquet);
@@ -55,6 +56,7 @@ from rs3l_coffea.demo_inputs import (
     compact_inputs_path,
     load_compact_inputs,
 )
+from rs3l_coffea.evaluation.wasserstein import wasserstein_permutation_test
 from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
 from rs3l_coffea.samples import BUNDLED_PROCESSES, BUNDLED_VARIANTS, bundled_fileset
@@ -215,43 +217,22 @@ def _tag_compact(
 # --------------------------------------------------------------------------------------------
 # Wasserstein distances with their statistical floor
 # --------------------------------------------------------------------------------------------
-def w1_with_floor(
-    nominal: np.ndarray,
-    variant: np.ndarray,
-    *,
-    permutations: int = W1_PERMUTATIONS,
-    rng: np.random.Generator | None = None,
+W1_CELL_KEYS = ("w1", "floor_median", "floor_q95", "p_value")
+
+
+def w1_cell(
+    nominal: np.ndarray, variant: np.ndarray, permutations: int, rng: np.random.Generator
 ) -> dict[str, float]:
-    """Unbinned W1 between two samples and what statistical noise alone gives at these sizes.
+    """:func:`~rs3l_coffea.evaluation.wasserstein_permutation_test` of the finite entries.
 
-    The floor comes from a permutation test: the pooled jets are split at random into groups
-    of the two sizes ``permutations`` times, and W1 is recomputed. Returns ``w1``,
-    ``floor_median`` and ``floor_q95`` (median and 95% quantile of the permuted W1) and
-    ``p_value`` (fraction of permutations with W1 >= the observed, with the +1 correction);
-    ``p_value < 0.05`` says the variant differs beyond statistical noise. NaN everywhere when
-    a sample has fewer than 2 entries.
+    A quantity may be undefined for some jets (N2 of jets with too few constituents is NaN);
+    those jets are left out. With fewer than 2 entries on a side every number is NaN (``null``
+    in ``wasserstein.json``, ``-`` in the printed table).
     """
-    from scipy.stats import wasserstein_distance
-
-    a = np.asarray(nominal, dtype=np.float64)
-    b = np.asarray(variant, dtype=np.float64)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    nan = float("nan")
+    a, b = nominal[np.isfinite(nominal)], variant[np.isfinite(variant)]
     if a.size < 2 or b.size < 2:
-        return {"w1": nan, "floor_median": nan, "floor_q95": nan, "p_value": nan}
-    rng = rng if rng is not None else np.random.default_rng(0)
-    observed = float(wasserstein_distance(a, b))
-    pooled = np.concatenate([a, b])
-    permuted = np.empty(permutations)
-    for i in range(permutations):
-        order = rng.permutation(pooled.size)
-        permuted[i] = wasserstein_distance(pooled[order[: a.size]], pooled[order[a.size :]])
-    return {
-        "w1": observed,
-        "floor_median": float(np.median(permuted)),
-        "floor_q95": float(np.quantile(permuted, 0.95)),
-        "p_value": float((1 + np.sum(permuted >= observed)) / (1 + permutations)),
-    }
+        return dict.fromkeys(W1_CELL_KEYS, float("nan"))
+    return wasserstein_permutation_test(a, b, n_permutations=permutations, rng=rng).as_dict()
 
 
 def _quantities(jets: Mapping[str, np.ndarray], rows: np.ndarray, head_names: Sequence[str]):
@@ -274,7 +255,7 @@ def wasserstein_tables(
     permutations: int = W1_PERMUTATIONS,
     seed: int = 0,
 ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """``{"all" | process: {variant: {quantity: w1_with_floor + w1_relative, n_*}}}``.
+    """``{"all" | process: {variant: {quantity: w1_cell + *_relative, n_*}}}``.
 
     Selected, tagged jets of the compact inputs; ``w1_relative`` divides W1 (and the floors)
     by the nominal standard deviation of the quantity.
@@ -296,7 +277,7 @@ def wasserstein_tables(
             varied = _quantities(jets, np.flatnonzero(in_key & (jets["variant"] == variant)), head_names)
             row = {}
             for quantity, values in nominal.items():
-                result = w1_with_floor(values, varied[quantity], permutations=permutations, rng=rng)
+                result = w1_cell(values, varied[quantity], permutations, rng)
                 spread = float(np.nanstd(values)) if np.isfinite(values).sum() > 1 else 0.0
                 for name in ("w1", "floor_median", "floor_q95"):
                     result[f"{name}_relative"] = result[name] / spread if spread > 0 else float("nan")
@@ -371,7 +352,7 @@ def run_demo(
         jets_per_variant: use only this many compact-input jets per process and variant
             (``None``: all, >= 1,000); for quick runs and the test suite.
         compact_inputs: another compact-input file (default: the bundled one).
-        permutations: permutations behind each W1 floor (:func:`w1_with_floor`).
+        permutations: random splits behind each W1 floor and p-value (:func:`w1_cell`).
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -571,7 +552,7 @@ def _plots(
 ) -> list[Path]:
     import hist
 
-    from rs3l_coffea.evaluation.plots import plot_distributions, plot_variant_ratios
+    from rs3l_coffea.evaluation import plot_distributions, plot_variant_ratios
 
     hists = hist_sets["variants"]
     datasets = list(dict.fromkeys(
@@ -636,7 +617,7 @@ def _pass_fail_plot(
     """Soft-drop mass of selected nominal jets passing / failing ``score > SCORE_CUT``."""
     import hist
 
-    from rs3l_coffea.evaluation.plots import plot_distributions
+    from rs3l_coffea.evaluation import plot_distributions
 
     bins, low, high = analysis.DEFAULT_BINNING["msd"]
     usable = (jets["input"] == "compact") & jets["selected"].astype(bool) & (jets["variant"] == NOMINAL)

@@ -19,8 +19,10 @@ from rs3l_coffea.augment import (
     Rotate,
     Smear,
     Translate,
+    TwoViewAugmentation,
     build_augmentation,
     estimate_jet_eta,
+    jetclr_translation_bounds,
     partition_spec,
     training_overrides,
 )
@@ -300,8 +302,10 @@ def test_unknown_names_and_bad_parameters_list_the_valid_ones():
         build_augmentation("dropout(p=1.5)")
     with pytest.raises(ConfigError, match=r"lambda_soft must be a number"):
         build_augmentation("smear", smear={"lambda_soft": -0.1})
-    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) width; valid: max_shift"):
-        build_augmentation(["translate(width=2)"])
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) extent; valid: max_shift, width"):
+        build_augmentation(["translate(extent=2)"])
+    with pytest.raises(ConfigError, match=r"either max_shift .* or width"):
+        build_augmentation(["translate(max_shift=0.5, width=1.0)"])
     with pytest.raises(ConfigError, match="choice must be one of random, hardest"):
         build_augmentation("split(choice=softest)")
     with pytest.raises(ConfigError, match=r"split: fraction must be a number in \(0.0, 1.0\)"):
@@ -408,3 +412,157 @@ def test_rotation_angles_and_translation_shifts_are_uniform():
     out_x, _ = Translate(max_shift=1.0)(x, mask, np.random.default_rng(2), jet_eta=jet_eta)
     shift = out_x[:, 0, FI["deta"]] - x[:, 0, FI["deta"]]
     assert kstest(shift, "uniform", args=(-1.0, 2.0)).pvalue > 1e-3
+
+
+# --- JetCLR's recipe (bmdillon/JetCLR, scripts/modules/jet_augs.py and scripts/run_jetclr.py) ---
+
+
+def jetclr_translate_reference(batch: np.ndarray, width: float, rng: np.random.Generator):
+    """JetCLR's ``translate_jets`` re-written here in plain numpy, on its own layout.
+
+    ``batch`` is (N, 3, P): pT, η, φ per slot, zero padded (pT = 0 marks padding). The range
+    is the peak-to-peak over *all* slots (padding included, as np.ptp in JetCLR), the φ range
+    clipped so that shifted φ stays in [-π, π]. Returns (shifted batch, shift_eta, shift_phi).
+    """
+    valid = batch[:, 0] > 0
+    ptp_eta = batch[:, 1].max(axis=1) - batch[:, 1].min(axis=1)
+    ptp_phi = batch[:, 2].max(axis=1) - batch[:, 2].min(axis=1)
+    low_phi = np.maximum(-width * ptp_phi, -np.pi - batch[:, 2].min(axis=1))
+    high_phi = np.minimum(width * ptp_phi, np.pi - batch[:, 2].max(axis=1))
+    shift_eta = rng.uniform(-width * ptp_eta, width * ptp_eta)
+    shift_phi = rng.uniform(low_phi, high_phi)
+    out = batch.copy()
+    out[:, 1] += valid * shift_eta[:, None]
+    out[:, 2] += valid * shift_phi[:, None]
+    return out, shift_eta, shift_phi, (-width * ptp_eta, width * ptp_eta, low_phi, high_phi)
+
+
+def jetclr_layout(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Our padded features as JetCLR's (N, 3, P) pT, η, φ array (axis-relative, zero padded)."""
+    pt = np.where(mask, np.exp(x[..., FI["log_pt"]]), 0.0)
+    return np.stack((pt, x[..., FI["deta"]], x[..., FI["dphi"]]), axis=1)
+
+
+@pytest.mark.parametrize("width", [0.3, 1.0, 3.0])
+def test_translate_width_bounds_match_jetclr_reference(width):
+    # Jets with free (zero-padded) slots, wide spreads so that for width 3 the φ clip is active.
+    x, mask, _ = make_batch(seed=21, n_jets=200, width=30, spread=0.35)
+    reference = jetclr_translate_reference(jetclr_layout(x, mask), width, np.random.default_rng(0))[3]
+    ours = jetclr_translation_bounds(
+        torch.from_numpy(x[..., FI["deta"]]), torch.from_numpy(x[..., FI["dphi"]]),
+        torch.from_numpy(mask), width,
+    )
+    for got, expected in zip(ours, reference, strict=True):
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
+    if width == 3.0:
+        assert np.any(reference[3] < width * (x[..., FI["dphi"]].max(1) - x[..., FI["dphi"]].min(1)) - 1e-6), (
+            "the φ clip was never active: the test does not exercise it"
+        )
+
+
+def test_translate_width_shift_distribution_matches_jetclr_and_differs_from_fixed():
+    from scipy.stats import ks_2samp
+
+    # One narrow and one wide jet type, many copies each: per-jet ranges matter.
+    base_x, base_mask, base_eta = make_batch(seed=22, n_jets=40, width=20, spread=0.15)
+    reps = 50
+    x, mask = np.repeat(base_x, reps, axis=0), np.repeat(base_mask, reps, axis=0)
+    jet_eta = np.repeat(base_eta, reps)
+    out_x, out_mask = Translate(width=1.0)(x, mask, np.random.default_rng(3), jet_eta=jet_eta)
+    assert np.array_equal(out_mask, mask)
+    # Translation keeps pT, so slot 0 is the same particle before and after.
+    ours_eta = out_x[:, 0, FI["deta"]] - x[:, 0, FI["deta"]]
+    ours_phi = out_x[:, 0, FI["dphi"]] - x[:, 0, FI["dphi"]]
+    _, ref_eta, ref_phi, _ = jetclr_translate_reference(jetclr_layout(x, mask), 1.0, np.random.default_rng(4))
+    assert ks_2samp(ours_eta, ref_eta).pvalue > 1e-3
+    assert ks_2samp(ours_phi, ref_phi).pvalue > 1e-3
+    # Every shifted Δφ stays inside [-π, π] (JetCLR clips the range instead of wrapping).
+    assert np.all(np.abs(out_x[..., FI["dphi"]][mask]) <= np.pi + 1e-12)
+    # The fixed ±1 range is a different distribution on the same jets: the comparison has power.
+    fixed_x, _ = Translate()(x, mask, np.random.default_rng(3), jet_eta=jet_eta)
+    assert ks_2samp(fixed_x[:, 0, FI["deta"]] - x[:, 0, FI["deta"]], ref_eta).pvalue < 1e-6
+
+
+def test_translate_default_stays_the_fixed_range():
+    augmentation = build_augmentation("translate")
+    assert augmentation.width is None and augmentation.max_shift == 1.0
+    assert build_augmentation("translate(width=0.5)").max_shift is None
+
+
+def _collinear_pairs(x_jet: np.ndarray, n: int) -> int:
+    """Number of particle pairs with exactly the same direction (both halves of a split)."""
+    directions = np.round(x_jet[:n, [FI["deta"], FI["dphi"]]], 12)
+    _, counts = np.unique(directions, axis=0, return_counts=True)
+    return int(np.sum(counts * (counts - 1) // 2))
+
+
+def test_jetclr_preset_reproduces_order_double_split_and_both_views():
+    preset = build_augmentation("jetclr")
+    assert isinstance(preset, TwoViewAugmentation)
+    width = 100
+    x, mask, jet_eta = make_batch(seed=23, n_jets=200, width=width, spread=0.1,
+                                  multiplicities=np.full(200, 12))
+    xa, ma, xb, mb = preset.views(x, mask, np.random.default_rng(5), jet_eta=jet_eta)
+    n = mask.sum(axis=1)
+    # Anchor: rotated and translated only (JetCLR's x_i): same particles, same pairwise ΔR and
+    # pT, but moved relative to the input.
+    assert np.array_equal(ma, mask)
+    np.testing.assert_allclose(xa[..., FI["log_pt"]], x[..., FI["log_pt"]], rtol=1e-12)
+    for j in range(20):
+        np.testing.assert_allclose(pairwise_dr(xa[j], n[j]), pairwise_dr(x[j], n[j]), atol=1e-9)
+    moved = np.abs(xa[:, 0, FI["deta"]] - x[:, 0, FI["deta"]]) > 1e-6
+    assert moved.mean() > 0.95
+    # The anchor's rotation is uniform: the direction from the hardest to the second particle.
+    from scipy.stats import kstest
+
+    def heading(values):
+        return np.arctan2(values[:, 1, FI["dphi"]] - values[:, 0, FI["dphi"]],
+                          values[:, 1, FI["deta"]] - values[:, 0, FI["deta"]])
+
+    turned = np.mod(heading(xa) - heading(x), 2 * np.pi)
+    assert kstest(turned, "uniform", args=(0, 2 * np.pi)).pvalue > 1e-3
+    # Partner: two collinear splits (12 -> 24 -> 48 particles with 100 slots), pT shared so the
+    # total pT of the particles is kept ...
+    np.testing.assert_array_equal(mb.sum(axis=1), 4 * n)
+    np.testing.assert_allclose(
+        np.where(mb, np.exp(xb[..., FI["log_pt"]]), 0).sum(1),
+        np.where(mask, np.exp(x[..., FI["log_pt"]]), 0).sum(1), rtol=1e-9,
+    )
+    # ... and smeared *after* splitting (JetCLR's order): the halves of a split particle get
+    # their own noise, so no two particles share a direction. Smearing *before* splitting (our
+    # plain spec "rotate,translate,smear,split") leaves exactly collinear halves.
+    assert sum(_collinear_pairs(xb[j], mb[j].sum()) for j in range(len(xb))) == 0
+    plain_x, plain_mask = build_augmentation("rotate,translate,smear,split")(x, mask, np.random.default_rng(5))
+    assert all(_collinear_pairs(plain_x[j], plain_mask[j].sum()) == n[j] for j in range(len(x)))
+    # Translation comes last: the partner's shift range is set by its own (split, smeared)
+    # constituents, so every partner stays inside JetCLR's φ bounds, and the anchor's shift is
+    # independent of the partner's.
+    assert np.all(np.abs(xb[..., FI["dphi"]][mb]) <= np.pi + 1e-12)
+    shift_a = xa[:, :, FI["deta"]].sum(1) / n
+    shift_b = np.where(mb, xb[..., FI["deta"]], 0).sum(1) / mb.sum(1)
+    assert abs(np.corrcoef(shift_a, shift_b)[0, 1]) < 0.25
+
+
+def test_jetclr_preset_in_training_routes_both_views():
+    from rs3l_coffea.training.partners import make_partner_fn
+
+    variants = ["seed", "fsr_up"]
+    assert training_overrides("jetclr", variants) == [
+        "data.symmetry_augmentations=[jetclr]", "data.partner=symmetry",
+    ]
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        build_augmentation("jetclr,rotate")
+    with pytest.raises(ConfigError, match="takes no parameters"):
+        build_augmentation("jetclr(width=2)")
+    x, mask, _ = make_batch(seed=24, n_jets=8, width=60, multiplicities=np.full(8, 10))
+    batch = {"x": torch.from_numpy(x).float(), "mask": torch.from_numpy(mask)}
+    batch.update(x_partner=batch["x"].clone(), mask_partner=batch["mask"].clone())
+    for kind in ("symmetry", "resim+symmetry"):
+        fn = make_partner_fn(kind, augmentation_names=["jetclr"])
+        xa, ma, _, mb = fn(batch, torch.Generator().manual_seed(0))
+        # JetCLR augments the anchor too (rotation + translation), the partner is split twice.
+        assert torch.equal(ma, batch["mask"]) and not torch.allclose(xa, batch["x"])
+        assert torch.equal(mb.sum(1), 4 * batch["mask"].sum(1))
+    # A single-view spec still leaves the anchor untouched.
+    xa, _, _, _ = make_partner_fn("symmetry", augmentation_names=["rotate"])(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(xa, batch["x"])

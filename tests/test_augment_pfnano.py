@@ -187,8 +187,10 @@ def write_nominal_only_ntuple(jets: ak.Array, constituents: ak.Array, out) -> No
     write_shards(rows, out, shard_size=1000)
 
 
-def test_pretraining_on_pfnano_jets_with_symmetry_augmentations_only(pfnano_jets, tmp_path):
-    """``rs3l train pretrain --augmentations rotate,...`` on PFNano jets: no re-simulated partner."""
+@pytest.mark.parametrize("spec", ["rotate,translate,smear(lambda_soft=0.2),split", "jetclr"])
+def test_pretraining_on_pfnano_jets_with_symmetry_augmentations_only(pfnano_jets, tmp_path, spec):
+    """``rs3l train pretrain --augmentations rotate,...`` (or the ``jetclr`` two-view preset)
+    on PFNano jets: no re-simulated partner."""
     from typer.testing import CliRunner
 
     from rs3l_coffea.cli import app
@@ -198,7 +200,7 @@ def test_pretraining_on_pfnano_jets_with_symmetry_augmentations_only(pfnano_jets
     write_nominal_only_ntuple(*pfnano_jets, tmp_path / "ntuple")
     result = CliRunner().invoke(app, [
         "train", "pretrain", "--data", str(tmp_path / "ntuple"), "--out", str(tmp_path / "run"),
-        "--augmentations", "rotate,translate,smear(lambda_soft=0.2),split", "--epochs", "1",
+        "--augmentations", spec, "--epochs", "1",
         "--batch-size", "4", "--quiet",
         "--set", "data.pretrain_fraction=1.0", "--set", "data.val_fraction=0.2",
         "--set", "data.test_fraction=0.0", "--set", "threads=1", "--set", TINY_MODEL,

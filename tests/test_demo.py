@@ -201,19 +201,20 @@ def test_compact_inputs_bad_names_and_bad_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 # W1 with its statistical floor
 # ------------------------------------------------------------------------------------------
-def test_w1_floor_identical_samples_sit_at_the_floor_and_a_shift_is_found() -> None:
-    from rs3l_coffea.demo import w1_with_floor
+def test_demo_w1_cell_leaves_out_undefined_jets() -> None:
+    """The statistics are tested with wasserstein_permutation_test (test_evaluation_metrics);
+    the demo's cell drops jets whose quantity is undefined (NaN N2) and is NaN below 2 jets."""
+    from rs3l_coffea.demo import w1_cell
+    from rs3l_coffea.evaluation import wasserstein_permutation_test
 
     rng = np.random.default_rng(7)
-    same = w1_with_floor(rng.normal(size=1000), rng.normal(size=1000), rng=rng)
-    assert same["p_value"] > 0.05
-    assert same["w1"] < same["floor_q95"]
-    sample = rng.normal(size=1000)
-    shifted = w1_with_floor(sample, sample + 0.5, rng=rng)
-    assert shifted["w1"] == pytest.approx(0.5, rel=1e-9)  # W1 of a translated copy is the shift
-    assert shifted["p_value"] == pytest.approx(1 / 101)  # no permutation reaches it
-    assert shifted["floor_q95"] < 0.15  # noise of 2 x 1000 unit-width samples
-    empty = w1_with_floor(np.array([1.0]), rng.normal(size=10))
+    a, b = rng.normal(size=50), rng.normal(size=40) + 0.3
+    with_nan = w1_cell(np.append(a, np.nan), np.insert(b, 3, np.inf), 50, np.random.default_rng(1))
+    assert with_nan == pytest.approx(
+        wasserstein_permutation_test(a, b, 50, np.random.default_rng(1)).as_dict(), rel=1e-12
+    )
+    empty = w1_cell(np.array([1.0, np.nan]), rng.normal(size=10), 50, rng)
+    assert set(empty) == {"w1", "floor_median", "floor_q95", "p_value"}
     assert all(np.isnan(v) for v in empty.values())
 
 

@@ -103,7 +103,8 @@ def test_variant_ratio_figure_has_errors_labels_title_and_out_of_range_markers()
 def test_distributions_keep_a_dataset_colour_across_panels(tmp_path: Path) -> None:
     from matplotlib.container import ErrorbarContainer
 
-    from rs3l_coffea.evaluation.plots import distributions_figure, plot_distributions
+    from rs3l_coffea.evaluation import plot_distributions  # exported next to the other plots
+    from rs3l_coffea.evaluation.plots import distributions_figure
 
     def one(shift: float) -> hist.Hist:
         h = hist.Hist(hist.axis.Regular(20, 0, 300, name="msd"))

@@ -114,6 +114,13 @@ def test_cli_features_writes_parquet(tmp_path, coffea_sample):
     assert set(table["label"].tolist()) <= {int(v) for v in JetLabel}
     assert np.all(table["hard_event_id"] == -1)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # atomic: no temporaries
+    # --puppi: the PUPPI-weighted candidates of load_jets(puppi=True)
+    weighted = tmp_path / "puppi.parquet"
+    result = CliRunner().invoke(app, ["features", str(path), "--out", str(weighted), "--puppi"])
+    assert result.exit_code == 0, result.output
+    x_puppi, _ = build_features(*load_jets(path, puppi=True))
+    np.testing.assert_array_equal(read_features_parquet(weighted)["features"], x_puppi)
+    assert not np.array_equal(x_puppi, build_features(*load_jets(path))[0])
 
 
 def test_cli_features_keeps_generator_event_ids(tmp_path):

@@ -58,7 +58,7 @@ def ragged_batch(multiplicities, generator, pad_to=None, dtype=torch.float64):
 def published(published_checkpoint):
     state = torch.load(published_checkpoint, map_location="cpu", weights_only=True)["model"]
     state64 = {k: v.double() for k, v in state.items()}
-    return state64, load_published_rs3l(published_checkpoint).double()
+    return state64, load_published_rs3l(published_checkpoint, adapt_inputs=False).double()
 
 
 def test_published_parity_ragged_jets(published):
@@ -79,7 +79,7 @@ def test_published_128_dim_variant(published_checkpoint):
     path = published_checkpoint.with_name("mar20_run0_128outputdims.pt")
     if not path.is_file():
         pytest.skip("128-d checkpoint absent")
-    model = load_published_rs3l(path).double()
+    model = load_published_rs3l(path, adapt_inputs=False).double()
     state = {k: v.double() for k, v in torch.load(path, map_location="cpu", weights_only=True)["model"].items()}
     x, mask = ragged_batch([7, 30], torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -235,8 +235,8 @@ def test_gradients_finite_with_empty_jets_and_nan_padding():
 def test_float32_published_model_matches_float64(published_checkpoint):
     # float32 kNN distances use the float64 expansion (edge_conv.pairwise_sq_distances);
     # the float64 model (exact differences) is checked against the per-jet reference above.
-    model32 = load_published_rs3l(published_checkpoint)
-    model64 = load_published_rs3l(published_checkpoint).double()
+    model32 = load_published_rs3l(published_checkpoint, adapt_inputs=False)
+    model64 = load_published_rs3l(published_checkpoint, adapt_inputs=False).double()
     generator = torch.Generator().manual_seed(12)
     multiplicities = torch.randint(1, 101, (48,), generator=generator).tolist()
     x, mask = ragged_batch(multiplicities, generator, dtype=torch.float32)

@@ -112,6 +112,7 @@ def _write_published_h5(path: Path, n_pairs: int, rng: np.random.Generator) -> d
     counts = rng.integers(3, 30, size=2 * n_pairs)
     for i, c in enumerate(counts):
         features[i, :c] = rng.normal(size=(c, N_FEATURES)) + 0.1
+        features[i, :c, 5] = rng.uniform(0.01, 0.5, size=c)  # published column 5: linear E / E_jet
     vartype = np.empty(2 * n_pairs, np.int32)
     vartype[0::2] = -1
     vartype[1::2] = rng.integers(0, 4, size=n_pairs)
@@ -128,8 +129,12 @@ def _write_published_h5(path: Path, n_pairs: int, rng: np.random.Generator) -> d
 def test_read_published_h5_layout(tmp_path: Path) -> None:
     written = _write_published_h5(tmp_path / "rs3l.h5", 6, np.random.default_rng(1))
     rows = read_published_h5(tmp_path / "rs3l.h5")
-    np.testing.assert_array_equal(rows["features"], written["features"][0::2])
-    np.testing.assert_array_equal(rows["partner_features"], written["features"][1::2])
+    expected = written["features"].copy()
+    real = expected[..., 5] != 0
+    expected[..., 5][real] = np.log(expected[..., 5][real])  # published E / E_jet -> our log_e_rel
+    for got, want in ((rows["features"], expected[0::2]), (rows["partner_features"], expected[1::2])):
+        np.testing.assert_allclose(got[..., 5], want[..., 5], rtol=1e-6)
+        np.testing.assert_array_equal(np.delete(got, 5, axis=2), np.delete(want, 5, axis=2))
     assert rows["mask"].sum(axis=1).tolist() == written["counts"][0::2].tolist()
     assert rows["partner_mask"].sum(axis=1).tolist() == written["counts"][1::2].tolist()
     assert rows["variant"].tolist() == written["vartype"][1::2].tolist()
@@ -219,3 +224,16 @@ def test_unpaired_pfnano_ntuple_pretrains_with_symmetry_partners(tmp_path: Path,
     _model, card = load_model(tmp_path / "pre" / "model.safetensors")
     assert card.training["config"]["data"]["partner"] == "symmetry"
     assert card.training["config"]["data"]["symmetry_augmentations"] == ["rotate", "split"]
+
+
+def test_read_published_h5_refuses_rows_already_in_our_convention(tmp_path: Path) -> None:
+    """Our log_e_rel is negative; the published E / E_jet is positive: such a file is named, not misread."""
+    written = _write_published_h5(tmp_path / "ours.h5", 2, np.random.default_rng(4))
+    import h5py
+
+    features = written["features"].copy()
+    features[0, 0, 5] = -2.3  # a log(E / E_jet) value in the published column
+    with h5py.File(tmp_path / "ours.h5", "r+") as handle:
+        handle["features"][...] = features
+    with pytest.raises(InputFileError, match=r"ours\.h5: published features: e_rel = -2\.29.* at jet 0, particle 0"):
+        read_published_h5(tmp_path / "ours.h5")

@@ -167,6 +167,12 @@ def test_skim_columns_equal_backbone_on_build_features(iterative_run, small_mode
     assert output["hists"]["mass"][{"dataset": dataset}].sum(flow=True) == selected.sum()
     expected = JetSelection.permissive().mask(jets, constituents)
     np.testing.assert_array_equal(ak.to_numpy(flat.selected), ak.to_numpy(ak.flatten(expected)))
+    # the groomed N2 column (CMS n2b1 convention) travels with the skims
+    from rs3l_coffea.features import jet_observables
+
+    observables = jet_observables(jets, constituents)
+    np.testing.assert_allclose(ak.to_numpy(flat.n2_groomed), observables["n2_groomed"], rtol=1e-12)
+    np.testing.assert_array_equal(ak.to_numpy(flat.n2_groomed_valid), observables["n2_groomed_valid"])
 
 
 def test_rerun_replaces_the_skim_folder(small_model, fileset, tmp_path):

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from rs3l_coffea.errors import ConfigError
+from rs3l_coffea.study.layout import RowKey, RunKey
 
 pytest.importorskip("pythia8mc")
 
@@ -140,6 +141,37 @@ def test_tiny_study_records_what_reproduces_it(tiny_study) -> None:
     split = json.loads((out / "stages" / "split.json").read_text())["result"]
     for size in config.split.labelled_sizes:
         assert split[f"hbb-{size}"]["train_nominal_jets"] == size
+
+
+@pytest.mark.slow
+def test_tiny_study_explains_rows_that_repeat_a_smaller_labelled_size(tiny_study) -> None:
+    """A row identical (per seed) to the next smaller labelled size is named with the reason.
+
+    In the tiny study the fixed backbone's linear head gets 1 (10 jets) vs 2 (20 jets) Adam
+    steps: the scores move by ~1e-3 and the test ROC does not change, so the rows coincide."""
+    out, config, result, _ = tiny_study
+    results = json.loads(result.results.read_text())
+    report = result.report.read_text()
+    explained = {(r["task"], r["model"], tuple(r["labelled_sizes"])) for r in results["unchanged_between_sizes"]}
+    sizes = sorted(config.split.labelled_sizes)
+    for task, entries in results["rejection"].items():
+        by_key = {(e["key"]["model"], e["key"]["labelled_size"]): e for e in entries}
+        for model in config.classifier.models:
+            for smaller, larger in itertools.pairwise(sizes):
+                a, b = by_key[(model, smaller)]["per_seed"], by_key[(model, larger)]["per_seed"]
+                repeated = [x["seed"] for x in a] == [y["seed"] for y in b] and all(
+                    x["auc"] == y["auc"] and x["rejection"] == y["rejection"] for x, y in zip(a, b, strict=True))
+                # Identical per-seed numbers <=> listed as unchanged, with the steps from the markers.
+                assert repeated == ((task, model, (smaller, larger)) in explained), (task, model, smaller, larger)
+    for record in results["unchanged_between_sizes"]:
+        for size in record["labelled_sizes"]:
+            for seed, steps in zip(record["seeds"], record["optimizer_steps"][str(size)], strict=True):
+                run = RunKey(record["task"], record["model"], size, seed)
+                marker = json.loads((out / "stages" / (run.stage.replace(":", "__") + ".json")).read_text())
+                assert steps == marker["result"]["steps"]
+        title = RowKey(record["task"], record["model"], 0).title
+        smaller, larger = record["labelled_sizes"]
+        assert f"| {title} | {larger} repeats {smaller} |" in report
 
 
 @pytest.mark.slow

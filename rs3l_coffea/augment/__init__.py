@@ -1,7 +1,9 @@
 """JetCLR symmetry augmentations for RS3L positive pairs.
 
-Rotations about the jet axis, η-φ translations, soft (collinear-safe) smearing, collinear
-splitting and constituent dropout, vectorised over padded ``(x, mask)`` batches (torch or
+Rotations about the jet axis, η-φ translations (fixed range or JetCLR's per-jet width),
+soft (collinear-safe) smearing, collinear splitting and constituent dropout, and two-view
+recipes (the ``jetclr`` preset: both views rotated and translated, the partner split twice and
+smeared, in JetCLR's order), vectorised over padded ``(x, mask)`` batches (torch or
 numpy, seeded by the generator passed in) and over awkward jets + constituents. Every
 derived feature is recomputed from the changed kinematics. Physics and conventions:
 ``docs/augmentations.md``.
@@ -38,12 +40,15 @@ from rs3l_coffea.augment.symmetry import (
     Rotate,
     Smear,
     Translate,
+    jetclr_translation_bounds,
 )
+from rs3l_coffea.augment.views import PRESETS, TwoViewAugmentation, jetclr_recipe
 
 __all__ = [
     "AUGMENTATIONS",
     "CARRIED_FEATURES",
     "KINEMATIC_FEATURES",
+    "PRESETS",
     "Augmentation",
     "CollinearSplit",
     "Compose",
@@ -53,12 +58,15 @@ __all__ = [
     "Rotate",
     "Smear",
     "Translate",
+    "TwoViewAugmentation",
     "augment_constituents",
     "augmented_features",
     "build_augmentation",
     "decode_features",
     "encode_features",
     "estimate_jet_eta",
+    "jetclr_recipe",
+    "jetclr_translation_bounds",
     "parse_spec",
     "partition_spec",
     "training_overrides",

@@ -24,6 +24,7 @@ from rs3l_coffea.augment.symmetry import (
     Smear,
     Translate,
 )
+from rs3l_coffea.augment.views import PRESETS
 from rs3l_coffea.errors import ConfigError
 
 AUGMENTATIONS: dict[str, type[Augmentation]] = {
@@ -40,7 +41,10 @@ def _valid_names_message() -> str:
         params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
         described = ", ".join(f"{p.name}={p.default!r}" for p in params)
         lines.append(f"{name}({described})" if described else name)
-    return "valid augmentations: " + "; ".join(lines)
+    return (
+        "valid augmentations: " + "; ".join(lines)
+        + "; presets (alone): " + ", ".join(PRESETS)
+    )
 
 
 def _split_top_level(spec: str) -> list[str]:
@@ -125,6 +129,16 @@ def build_augmentation(spec: str | Iterable[str], **params: Mapping[str, Any]) -
     if not parsed:
         raise ConfigError(f"empty augmentation spec {spec!r}; {_valid_names_message()}")
     names = [name for name, _ in parsed]
+    presets = [name for name in names if name in PRESETS]
+    if presets:
+        if len(names) > 1:
+            raise ConfigError(
+                f"preset {presets[0]!r} is a complete two-view recipe and cannot be combined with "
+                f"other augmentations, got {names}; list the single augmentations instead"
+            )
+        if parsed[0][1] or params:
+            raise ConfigError(f"preset {presets[0]!r} takes no parameters")
+        return PRESETS[presets[0]]()
     for key, value in params.items():
         if key not in names:
             raise ConfigError(
@@ -155,7 +169,7 @@ def partition_spec(
             if params:
                 raise ConfigError(f"re-simulation variant {name!r} takes no parameters")
             variants.append(name)
-        elif name in AUGMENTATIONS or name in _ALIASES:
+        elif name in AUGMENTATIONS or name in _ALIASES or name in PRESETS:
             inner = ", ".join(f"{k}={v!r}" for k, v in params.items())
             symmetry.append(f"{name}({inner})" if params else name)
         else:

@@ -148,21 +148,74 @@ class Rotate(Augmentation):
 
 
 class Translate(Augmentation):
-    """Shift all constituents of each jet by one (δη, δφ), each uniform in ``[-max_shift, max_shift]``.
+    """Shift all constituents of each jet by one (δη, δφ) per jet.
+
+    Two ranges for the shift (one of the two is used):
+
+    * ``max_shift`` (the default, 1.0 when ``width`` is not given): δη and δφ each uniform in
+      ``[-max_shift, max_shift]``, the same for every jet; Δφ is wrapped to ``[-π, π)``.
+    * ``width`` (JetCLR's ``translate_jets``): per jet, δη uniform in ``± width × (max Δη − min Δη)``
+      and δφ in ``± width × (max Δφ − min Δφ)``, the extents of that jet's own constituents; the
+      δφ range is clipped so that every shifted Δφ stays inside ``[-π, π]`` (no wrapping
+      needed). A jet's extent is taken over its constituents and its axis (Δη = Δφ = 0), which
+      is what JetCLR's peak-to-peak over zero-padded slots gives for axis-centred jets.
 
     Δη and Δφ stay relative to the original jet axis, so they gain a constant offset per jet
-    (ΔR to the axis is recomputed; Δφ is wrapped). Pairwise separations and the narrow-jet mass
-    are unchanged. pT is kept; energies follow the new η.
+    (ΔR to the axis is recomputed). Pairwise separations and the narrow-jet mass are
+    unchanged. pT is kept; energies follow the new η.
     """
 
     name = "translate"
+    DEFAULT_MAX_SHIFT: ClassVar[float] = 1.0
 
-    def __init__(self, max_shift: float = 1.0) -> None:
-        self.max_shift = _check_range("translate", "max_shift", max_shift, 0.0, math.pi)
+    def __init__(self, max_shift: float | None = None, width: float | None = None) -> None:
+        if max_shift is not None and width is not None:
+            raise ConfigError(
+                f"translate: give either max_shift (a fixed range) or width (JetCLR's per-jet "
+                f"range), not both; got max_shift={max_shift!r}, width={width!r}"
+            )
+        self.width = None if width is None else _check_range("translate", "width", width, 0.0, 10.0)
+        self.max_shift = (
+            None if self.width is not None
+            else _check_range(
+                "translate", "max_shift",
+                self.DEFAULT_MAX_SHIFT if max_shift is None else max_shift, 0.0, math.pi,
+            )
+        )
 
     def apply(self, batch: JetBatch, random: RandomSource) -> JetBatch:
-        shift = random.uniform((batch.pt.shape[0], 2), -self.max_shift, self.max_shift)
-        return batch.with_angles(batch.deta + shift[:, :1], batch.dphi + shift[:, 1:])
+        n_jets = batch.pt.shape[0]
+        if self.width is None:
+            shift = random.uniform((n_jets, 2), -self.max_shift, self.max_shift)
+            return batch.with_angles(batch.deta + shift[:, :1], batch.dphi + shift[:, 1:])
+        low_eta, high_eta, low_phi, high_phi = jetclr_translation_bounds(
+            batch.deta, batch.dphi, batch.mask, self.width
+        )
+        unit = random.uniform((n_jets, 2))
+        shift_eta = low_eta + (high_eta - low_eta) * unit[:, 0]
+        shift_phi = low_phi + (high_phi - low_phi) * unit[:, 1]
+        return batch.with_angles(batch.deta + shift_eta[:, None], batch.dphi + shift_phi[:, None])
+
+
+def jetclr_translation_bounds(
+    deta: torch.Tensor, dphi: torch.Tensor, mask: torch.Tensor, width: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-jet ``(low_eta, high_eta, low_phi, high_phi)`` of JetCLR's translation (``(N,)`` each).
+
+    Extents and the Δφ clip use the constituents and the axis (0), see :class:`Translate`.
+    Jets without particles get an empty range (no shift).
+    """
+    zero = torch.zeros((), dtype=deta.dtype, device=deta.device)
+    inf = torch.tensor(math.inf, dtype=deta.dtype, device=deta.device)
+    eta_max = torch.clamp(torch.where(mask, deta, -inf).amax(dim=1), min=zero)
+    eta_min = torch.clamp(torch.where(mask, deta, inf).amin(dim=1), max=zero)
+    phi_max = torch.clamp(torch.where(mask, dphi, -inf).amax(dim=1), min=zero)
+    phi_min = torch.clamp(torch.where(mask, dphi, inf).amin(dim=1), max=zero)
+    eta_range = width * (eta_max - eta_min)
+    phi_range = width * (phi_max - phi_min)
+    low_phi = torch.maximum(-phi_range, -math.pi - phi_min)
+    high_phi = torch.minimum(phi_range, math.pi - phi_max)
+    return -eta_range, eta_range, low_phi, high_phi
 
 
 class Smear(Augmentation):

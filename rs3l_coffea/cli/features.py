@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
             "permissive", help="Jet selection preset: permissive | generated | paper."
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+        puppi: bool = typer.Option(
+            False, "--puppi", help="PFNano/NanoAOD: weight candidates by puppiWeight, drop weight 0."
+        ),
     ) -> None:
         """Build the 15 RS3L particle features for every selected jet and write parquet."""
         from rich.markup import escape
@@ -72,6 +75,7 @@ def register(app: typer.Typer) -> None:
                             recluster_radius=recluster_radius,
                             max_particles=max_particles,
                             selection=chosen,
+                            puppi=puppi,
                         )
                     )
                     progress.advance(task)

@@ -5,7 +5,8 @@ One chunk of NanoEvents (eager/virtual under ``processor.Runner``, or dask-awkwa
 
 1. :func:`rs3l_coffea.io.jets_from_events` -> jets and uniform constituents;
 2. :func:`jet_table` -> events x jets records: ``pt, eta, phi, mass`` (reader), ``msd, n2,
-   n2_valid, n_constituents`` (:func:`~rs3l_coffea.features.jet_observables`), ``selected``
+   n2_valid, n2_groomed, n2_groomed_valid, n_constituents``
+   (:func:`~rs3l_coffea.features.jet_observables`), ``selected``
    (:class:`~rs3l_coffea.features.JetSelection`) and ``rs3l`` (:class:`RS3LTagger`: embedding and
    head scores, ``None`` for jets without constituents);
 3. :func:`fill_histograms` -> ``hist`` histograms with a ``dataset`` StrCategory axis (and a
@@ -101,6 +102,8 @@ class _TableBuilder:
             "msd": observables["msd"],
             "n2": observables["n2"],
             "n2_valid": observables["valid"],
+            "n2_groomed": observables["n2_groomed"],
+            "n2_groomed_valid": observables["n2_groomed_valid"],
             "n_constituents": observables["n_constituents"],
             "selected": selected.astype(bool),
         }

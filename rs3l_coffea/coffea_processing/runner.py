@@ -166,11 +166,15 @@ def read_fileset(fileset: str | os.PathLike[str] | Mapping[str, Any]) -> dict[st
     return out
 
 
-def check_file(path: str, tree: str | None = None) -> tuple[str, str, int]:
-    """``(source, tree, n_entries)`` of a file, or an :class:`InputFileError` naming it."""
+def check_file(path: str, tree: str | None = None, source: str = "auto") -> tuple[str, str, int]:
+    """``(source, tree, n_entries)`` of a file, or an :class:`InputFileError` naming it.
+
+    Without ``tree``, a requested ``source`` picks its own tree (:func:`rs3l_coffea.io.select_tree`:
+    a file holding both a Delphes and an Events tree gives ``pfnano`` the Events tree).
+    """
     import uproot
 
-    from rs3l_coffea.io import source_from_branches
+    from rs3l_coffea.io import select_tree, source_from_branches
 
     if os.path.isdir(path):
         raise InputFileError(f"input {path} is a directory, not a ROOT file")
@@ -187,6 +191,8 @@ def check_file(path: str, tree: str | None = None) -> tuple[str, str, int]:
                     f"{path} contains no TTree at all (keys: {keys}): not a readable "
                     "Delphes/NanoAOD ROOT file (truncated or corrupt?)"
                 )
+            if tree is None and source != "auto":
+                tree = select_tree(trees, source, str(path))
             if tree is None:
                 tree = "Delphes" if "Delphes" in trees else "Events" if "Events" in trees else None
             if tree is None or tree not in trees:
@@ -430,7 +436,9 @@ def run_fileset(
     for dataset, entry in datasets.items():
         for path, tree in entry["files"].items():
             try:
-                source, tree_name, _ = check_file(path, tree)
+                source, tree_name, _ = check_file(
+                    path, tree, source=getattr(processor_instance, "source", None) or "auto"
+                )
             except InputFileError as error:
                 if not skip_bad_files:
                     raise

@@ -9,7 +9,9 @@ TorchScript model (:func:`rs3l_coffea.nn.export_torchscript`) runs on them, and
 
 Differences to :class:`RS3LTagger`, inherited from coffea's design: the whole partition goes
 through the model in ONE call on the full ``max_particles`` padding (no multiplicity sorting,
-no batching: memory grows with the chunk), and TorchScript files are required. Prefer
+no batching: memory grows with the chunk), and TorchScript files are required. A TorchScript
+file carries code that ``torch.jit.load`` compiles and runs: pass only files you made
+(:meth:`RS3LTorchWrapper.from_model` exports one from a safetensors model). Prefer
 :class:`RS3LTagger` for production.
 
 Two pitfalls of coffea's base class are fixed here (both resolved on the worker, like the tagger):

@@ -54,10 +54,12 @@ from rs3l_coffea.evaluation.roc import (
 )
 from rs3l_coffea.evaluation.wasserstein import (
     W1Estimate,
+    W1PermutationTest,
     WassersteinTable,
     wasserstein_1d,
     wasserstein_binned,
     wasserstein_estimate_table,
+    wasserstein_permutation_test,
     wasserstein_table,
     wasserstein_unbinned_table,
     wasserstein_with_floor,
@@ -66,6 +68,7 @@ from rs3l_coffea.evaluation.wasserstein import (
 _PLOTS = (
     "plot_convergence",
     "plot_corner",
+    "plot_distributions",
     "plot_roc_bands",
     "plot_tsne",
     "plot_variant_ratios",
@@ -84,6 +87,7 @@ __all__ = [
     "RejectionRow",
     "RocCurve",
     "W1Estimate",
+    "W1PermutationTest",
     "WassersteinRow",
     "WassersteinTable",
     "WorkingPointRule",
@@ -103,6 +107,7 @@ __all__ = [
     "wasserstein_1d",
     "wasserstein_binned",
     "wasserstein_estimate_table",
+    "wasserstein_permutation_test",
     "wasserstein_rows",
     "wasserstein_table",
     "wasserstein_unbinned_table",

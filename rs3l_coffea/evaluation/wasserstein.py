@@ -23,6 +23,15 @@ W1 is the standard deviation over ``n_resamples`` bootstrap resamples of both sa
 is established when ``W1 − floor`` exceeds a few ``sqrt(uncertainty² + floor_spread²)``
 (:attr:`W1Estimate.excess_significance`).
 
+Permutation test (:func:`wasserstein_permutation_test`): a different question, *is this
+variant distinguishable from the nominal at these sample sizes at all?* The pooled jets of both
+samples are split at random into groups of the two sizes (``scipy.stats.permutation_test``,
+exact over all splits when there are fewer than ``n_permutations``); the W1s of those splits are
+the null distribution. It gives the p-value of the observed W1 and the median and 95% quantile
+of the null W1 (the demo's "floor"). Use :func:`wasserstein_with_floor` to quote *how large* a
+shift is with an uncertainty and to compare W1s across models; use the permutation p-value to
+flag a single comparison as beyond statistical noise. docs/evaluation.md says the same.
+
 A *table* is a plain nested dict ``{variant: {quantity: W1}}`` that the report writer and plot
 code consume directly.
 """
@@ -31,8 +40,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -166,6 +176,66 @@ def wasserstein_with_floor(
                       float(np.std(halves, ddof=1)) * scale)
 
 
+@dataclass(frozen=True)
+class W1PermutationTest:
+    """The W1 of two samples against W1s of random splits of their pooled entries."""
+
+    w1: float
+    floor_median: float
+    """Median W1 over the random splits: what noise alone typically gives at these sizes."""
+    floor_q95: float
+    """95% quantile of that null W1: a W1 above it is rarer than 5% under the null."""
+    p_value: float
+    """Fraction of splits with W1 >= the observed (``+1`` in numerator and denominator when the
+    splits are drawn at random rather than enumerated); ``< 0.05``: beyond statistical noise."""
+    n_a: int
+    n_b: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"w1": self.w1, "floor_median": self.floor_median, "floor_q95": self.floor_q95,
+                "p_value": self.p_value}
+
+
+def wasserstein_permutation_test(
+    a: ArrayLike,
+    b: ArrayLike,
+    n_permutations: int = 100,
+    rng: np.random.Generator | int | None = 0,
+) -> W1PermutationTest:
+    """Permutation test of ``W1(a, b)`` (unweighted): is ``b`` distinguishable from ``a``?
+
+    See the module docstring for how this differs from :func:`wasserstein_with_floor`. Both
+    samples need at least 2 finite entries; ``rng`` is a seed or a ``numpy`` generator.
+    """
+    from scipy.stats import permutation_test
+
+    a_values, b_values = finite_1d(a, "a"), finite_1d(b, "b")
+    if a_values.size < 2 or b_values.size < 2:
+        raise EvaluationInputError(
+            f"a W1 permutation test needs >= 2 entries per sample, got {a_values.size} and {b_values.size}"
+        )
+    if n_permutations < 1:
+        raise EvaluationInputError(f"n_permutations must be >= 1, got {n_permutations}")
+    result = permutation_test(
+        (a_values, b_values),
+        lambda x, y: wasserstein_distance(x, y),
+        permutation_type="independent",
+        vectorized=False,
+        n_resamples=n_permutations,
+        alternative="greater",
+        random_state=rng,  # scipy >= 1.11 (pyproject); its ``rng`` keyword exists only from 1.15
+    )
+    null = np.asarray(result.null_distribution, dtype=np.float64)
+    return W1PermutationTest(
+        w1=float(result.statistic),
+        floor_median=float(np.median(null)),
+        floor_q95=float(np.quantile(null, 0.95)),
+        p_value=float(result.pvalue),
+        n_a=int(a_values.size),
+        n_b=int(b_values.size),
+    )
+
+
 def wasserstein_estimate_table(
     samples: Mapping[str, Mapping[str, ArrayLike]],
     nominal: str = "nominal",
@@ -177,24 +247,14 @@ def wasserstein_estimate_table(
 
     With ``relative`` every number is divided by the nominal standard deviation.
     """
-    if nominal not in samples:
-        raise EvaluationInputError(f"nominal variant {nominal!r} not among the samples {sorted(samples)}")
-    reference = samples[nominal]
     table: dict[str, dict[str, W1Estimate]] = {}
-    for variant, quantities in samples.items():
-        if variant == nominal:
-            continue
-        row: dict[str, W1Estimate] = {}
-        for quantity, values in quantities.items():
-            if quantity not in reference:
-                continue
-            estimate = wasserstein_with_floor(reference[quantity], values, n_resamples=n_resamples, seed=seed)
-            if relative:
-                spread = float(np.std(finite_1d(reference[quantity], f"{nominal}/{quantity}")))
-                _relative(1.0, spread, quantity)  # refuses a zero spread, naming the quantity
-                estimate = estimate.scaled(spread)
-            row[quantity] = estimate
-        table[variant] = row
+    for variant, quantity, reference, values in _comparisons(samples, nominal, table):
+        estimate = wasserstein_with_floor(reference, values, n_resamples=n_resamples, seed=seed)
+        if relative:
+            spread = _nominal_spread(reference, None, f"{nominal}/{quantity}")
+            _relative(1.0, spread, quantity)  # refuses a zero spread, naming the quantity
+            estimate = estimate.scaled(spread)
+        table[variant][quantity] = estimate
     return table
 
 
@@ -245,32 +305,40 @@ def wasserstein_unbinned_table(
     embedding dimensions, head scores and N2 (different units and spreads) comparable: a
     variant that shifts a quantity by δ without changing its shape then scores δ/σ_nominal.
     """
-    if nominal not in samples:
-        raise EvaluationInputError(
-            f"nominal variant {nominal!r} not among the samples {sorted(samples)}"
-        )
     weights = weights or {}
-    reference = samples[nominal]
     table: WassersteinTable = {}
+    for variant, quantity, reference, values in _comparisons(samples, nominal, table):
+        distance = wasserstein_1d(reference, values, weights.get(nominal), weights.get(variant))
+        if relative:
+            spread = _nominal_spread(reference, weights.get(nominal), f"{nominal}/{quantity}")
+            distance = _relative(distance, spread, quantity)
+        table[variant][quantity] = distance
+    return table
+
+
+def _comparisons(
+    samples: Mapping[str, Mapping[str, ArrayLike]], nominal: str, table: dict[str, dict[str, Any]]
+) -> Iterator[tuple[str, str, ArrayLike, ArrayLike]]:
+    """``(variant, quantity, nominal values, variant values)`` of every quantity a variant
+    shares with ``nominal``; adds an empty row to ``table`` for every variant."""
+    if nominal not in samples:
+        raise EvaluationInputError(f"nominal variant {nominal!r} not among the samples {sorted(samples)}")
+    reference = samples[nominal]
     for variant, quantities in samples.items():
         if variant == nominal:
             continue
-        row: dict[str, float] = {}
+        table[variant] = {}
         for quantity, values in quantities.items():
-            if quantity not in reference:
-                continue
-            distance = wasserstein_1d(
-                reference[quantity], values, weights.get(nominal), weights.get(variant)
-            )
-            if relative:
-                nominal_values = finite_1d(reference[quantity], f"{nominal}/{quantity}")
-                w = optional_weights(weights.get(nominal), nominal_values.size, "weights")
-                mean = np.average(nominal_values, weights=w)
-                spread = float(np.sqrt(np.average((nominal_values - mean) ** 2, weights=w)))
-                distance = _relative(distance, spread, quantity)
-            row[quantity] = distance
-        table[variant] = row
-    return table
+            if quantity in reference:
+                yield variant, quantity, reference[quantity], values
+
+
+def _nominal_spread(values: ArrayLike, weights: ArrayLike | None, name: str) -> float:
+    """(Weighted) standard deviation of the nominal distribution, the unit of a relative W1."""
+    nominal_values = finite_1d(values, name)
+    w = optional_weights(weights, nominal_values.size, "weights")
+    mean = np.average(nominal_values, weights=w)
+    return float(np.sqrt(np.average((nominal_values - mean) ** 2, weights=w)))
 
 
 def _table_of_one(
@@ -380,10 +448,12 @@ def _is_categorical(axis: object) -> bool:
 
 __all__ = [
     "W1Estimate",
+    "W1PermutationTest",
     "WassersteinTable",
     "wasserstein_1d",
     "wasserstein_binned",
     "wasserstein_estimate_table",
+    "wasserstein_permutation_test",
     "wasserstein_table",
     "wasserstein_unbinned_table",
     "wasserstein_with_floor",

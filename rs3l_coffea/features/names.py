@@ -1,8 +1,12 @@
 """The 15 per-particle RS3L input features, in the fixed order every model expects.
 
-The order follows the published RS3L code (jeffkrupa/deepjet-geometric ROOT loader) so that
-published backbones can be used on our features without a permutation:
-pt, relpt, eta, phi, e, rele, charge, d0, dz, dr, isPhoton, isMuon, isElectron, isCH, isNH.
+The order follows the published RS3L training data (the h5 ``features`` of
+jeffkrupa/deepjet-geometric, written by their merge script): pt, relpt, eta, phi, e, rele,
+charge, d0, dz, dr, isPhoton, isMuon (|pdg| == 13), isElectron (|pdg| == 11), isCH, isNH.
+Their ROOT inference loader (``CLV1ROOT``) names and fills the two lepton flags the other way
+round; the published checkpoints were trained on the h5 order, which is ours. They saw the
+energy ratio linear (E / E_jet), not as a log: ``rs3l_coffea.nn.published`` adapts our
+features for them (``docs/published.md``).
 Kinematic features are relative to the jet axis; energies and momenta in GeV, logs natural.
 """
 

@@ -4,8 +4,10 @@ Parquet layout (one row per selected jet, jets in file and event order):
 
 * ``file`` (string), ``event`` (int64, entry number in the file), ``jet`` (int64, index of the
   jet in its event as returned by the reader, before selection)
-* ``pt, eta, phi, mass, msd, n2`` (float64), ``n_constituents`` (int64), ``valid`` (bool):
-  see :func:`~rs3l_coffea.features.jet_observables`
+* ``pt, eta, phi, mass, msd, n2, n2_groomed`` (float64), ``n_constituents`` (int64),
+  ``valid``, ``n2_groomed_valid`` (bool): see :func:`~rs3l_coffea.features.jet_observables`
+* ``impact_parameters`` (bool): True where the file stored d0/dz for the candidates, False
+  where the reader set them to 0 (e.g. NanoAOD v15; see :mod:`rs3l_coffea.io`)
 * ``label`` (int64, :class:`~rs3l_coffea.features.JetLabel`)
 * ``hard_event_id`` (int64) and ``variant_code`` (int64): ``Event.HardEventID`` and
   ``Event.VariantCode`` of our generated files (jets of re-simulated variants of the same hard
@@ -35,7 +37,12 @@ from rs3l_coffea.features.observables import jet_observables
 from rs3l_coffea.features.selection import JetSelection
 from rs3l_coffea.features.truth import truth_labels
 
-_SCALAR_COLUMNS = ("pt", "eta", "phi", "mass", "msd", "n2", "n_constituents", "valid")
+_SCALAR_COLUMNS = (
+    "pt", "eta", "phi", "mass", "msd", "n2", "n2_groomed", "n_constituents", "valid",
+    "n2_groomed_valid", "impact_parameters",
+)
+# Columns added after the first release: files written before lack them and read without them.
+_OPTIONAL_COLUMNS = frozenset({"n2_groomed", "n2_groomed_valid", "impact_parameters"})
 _EVENT_COLUMNS = ("hard_event_id", "variant_code")
 VARIANT_UNKNOWN = -100  # variant codes of the generator start at -1 (nominal)
 
@@ -48,15 +55,27 @@ def features_from_file(
     recluster_radius: float | None = None,
     max_particles: int = DEFAULT_MAX_PARTICLES,
     selection: JetSelection | None = None,
+    puppi: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Read a file, select jets and return features, mask, observables and labels (numpy)."""
+    """Read a file, select jets and return features, mask, observables and labels (numpy).
+
+    ``puppi``: PUPPI-weighted candidates (PFNano/NanoAOD, see :func:`rs3l_coffea.io.jets_from_events`).
+    """
     from rs3l_coffea.io import gen_particles_from_events, jets_from_events, open_events
 
     selection = selection or JetSelection.permissive()
-    events, source, origin = open_events(path, source=source, jets=jets)
-    jet_array, constituents = jets_from_events(
-        events, source=source, jets=jets, recluster_radius=recluster_radius, origin=origin
+    events, source, origin = open_events(
+        path, source=source, jets=None if recluster_radius is not None else jets
     )
+    jet_array, constituents = jets_from_events(
+        events,
+        source=source,
+        jets=jets,
+        recluster_radius=recluster_radius,
+        origin=origin,
+        puppi=puppi,
+    )
+    stored = ak.parameters(jet_array).get("rs3l_impact_parameters") == "stored"
     keep = selection.mask(jet_array, constituents)
     n_events = len(jet_array)
     jet_index = ak.local_index(jet_array, axis=1)
@@ -67,6 +86,7 @@ def features_from_file(
     jet_array, constituents = jet_array[keep], constituents[keep]
     x, mask = build_features(jet_array, constituents, max_particles=max_particles)
     result: dict[str, np.ndarray] = dict(jet_observables(jet_array, constituents))
+    result["impact_parameters"] = np.full(len(x), stored, dtype=bool)
     result.update(
         features=x,
         mask=mask,
@@ -155,9 +175,11 @@ def read_features_parquet(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
     n = table.num_rows
     features = table.column("features").combine_chunks()
     max_particles = features.type.list_size
+    present = set(table.column_names)
     out = {
         name: table.column(name).to_numpy()
         for name in ("file", "event", "jet", *_SCALAR_COLUMNS, "label", *_EVENT_COLUMNS)
+        if name in present or name not in _OPTIONAL_COLUMNS
     }
     out["features"] = (
         features.flatten().flatten().to_numpy().reshape(n, max_particles, N_FEATURES)

@@ -10,6 +10,8 @@ Public API (see :mod:`rs3l_coffea.io.readers` for the full contract):
 * :func:`gen_particles_from_events` -- generator particles for truth labelling.
 * :func:`needed_branches` -- branch filter so coffea builds only the needed columns.
 * :func:`recluster` -- anti-kT reclustering of uniform candidates with fastjet.
+* :func:`select_tree` -- the TTree of a requested source in a file holding several.
+* :func:`association_name` -- ``<Jets>PFCands`` / ``<Jets>PFCand`` for a jet collection.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from __future__ import annotations
 from rs3l_coffea.io.readers import (
     DEFAULT_RECLUSTER_MIN_PT,
     DEFAULT_RECLUSTER_RADIUS,
+    MAX_ABS_CHARGE,
     SOURCES,
+    MissingImpactParametersWarning,
+    association_name,
     detect_source,
     gen_particles_from_events,
     jets_from_events,
@@ -25,6 +30,7 @@ from rs3l_coffea.io.readers import (
     needed_branches,
     open_events,
     recluster,
+    select_tree,
     source_from_branches,
 )
 
@@ -41,8 +47,11 @@ def __getattr__(name: str):
 __all__ = [
     "DEFAULT_RECLUSTER_MIN_PT",
     "DEFAULT_RECLUSTER_RADIUS",
+    "MAX_ABS_CHARGE",
     "SOURCES",
     "FlatDelphesSchema",
+    "MissingImpactParametersWarning",
+    "association_name",
     "detect_source",
     "gen_particles_from_events",
     "jets_from_events",
@@ -50,5 +59,6 @@ __all__ = [
     "needed_branches",
     "open_events",
     "recluster",
+    "select_tree",
     "source_from_branches",
 ]

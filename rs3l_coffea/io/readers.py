@@ -8,8 +8,29 @@ Every reader returns ``(jets, constituents)``:
   ``rs3l_jets`` (the stored collection name, or ``"antikt:R"`` for reclustered jets).
 * ``constituents``: events x jets x particles records with the uniform fields
   ``pt, eta, phi, energy`` (float64, GeV), ``charge`` (int32, units of e), ``pdg_id`` (int32),
-  ``d0, dz`` (float64, **mm**; PFNano stores cm and is converted, NanoAOD v15 ``PFCand`` has
-  no impact parameters and gets 0).
+  ``d0, dz`` (float64, **mm**; PFNano/NanoAOD store cm (``d0`` or ``dxy``, ``dz``) and are
+  converted, NanoAOD v15 ``PFCand`` has no impact parameters and gets 0).
+
+Impact-parameter convention ("no track" -> 0). The models are trained on Delphes and on our
+built-in detector, where neutral candidates (towers) carry ``d0 = dz = 0``. PFNano writes
+``d0 = dz = -1`` (cm) as a placeholder for every candidate without track details (all neutrals
+and low-pT / forward charged candidates, recognisable by ``d0Err = dzErr = -1``); taken at face
+value that is -10 mm, ``tanh = -1``, the most displaced value a feature can have. The reader
+maps it to 0: PFNano/NanoAOD candidates with ``charge == 0`` or with ``d0 == dz == -1`` exactly
+get ``d0 = dz = 0``; every other charged candidate keeps its stored value (converted to mm).
+Delphes ``EFlowTrack.D0/DZ`` are stored as measured (no placeholder; towers get 0). Files
+without impact-parameter branches (NanoAOD v15, some PFNano productions, truth-level
+generator files) get 0 for every candidate; a :class:`MissingImpactParametersWarning` says
+so once per source and the jets carry the parameter ``rs3l_impact_parameters = "absent"``
+(``"stored"`` otherwise).
+
+Integer fields are validated before the int32 cast: a charge that is not finite, not an
+integer or outside ``[-MAX_ABS_CHARGE, MAX_ABS_CHARGE]`` (and a pdgId that is not a finite
+int32 integer) raises :class:`InputFileError` naming the file, branch and entry (a float
+charge of NaN or 1e10 would otherwise become -2147483648).
+
+Jets carry the parameter ``rs3l_constituents`` naming the tables used, e.g.
+``"FatJetAK15PFCands.pFCandsIdx -> PFCands"``.
 
 Candidates with non-finite kinematics, pT <= 0 or |eta| >= 10 (Delphes writes tracks with
 pT = 0 and eta = 999.9; fastjet segfaults on them) are removed before anything else.
@@ -22,6 +43,7 @@ already-opened NanoEvents (eager, virtual, or ``mode="dask"`` through ``map_part
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,27 +54,32 @@ import numpy as np
 
 from rs3l_coffea.errors import ConfigError, InputFileError, MissingConstituentsError
 
+
+class MissingImpactParametersWarning(UserWarning):
+    """The candidates have no d0/dz branches: every candidate gets d0 = dz = 0."""
+
+
 SOURCES: tuple[str, ...] = ("auto", "delphes", "pfnano", "nanoaod")
 DEFAULT_RECLUSTER_RADIUS = 0.8
 DEFAULT_RECLUSTER_MIN_PT = 20.0
 MAX_ABS_ETA = 10.0
 DELPHES_NEUTRAL_HADRON_PDG = 130  # EFlowNeutralHadron has no PID; K0L is CMS PF's convention
 _DELPHES_UID_MASK = 0xFFFFFF
+_DELPHES_CANDIDATES = ("EFlowTrack", "EFlowPhoton", "EFlowNeutralHadron")
 _CM_TO_MM = 10.0
 _CONSTITUENT_FIELDS = ("pt", "eta", "phi", "energy", "charge", "pdg_id", "d0", "dz")
+MAX_ABS_CHARGE = 2  # PF candidates and Delphes tracks carry +-1; 2 leaves room, 1e10 does not
+PFNANO_NO_TRACK = -1.0  # PFNano's d0/dz (cm) for candidates without track details
+_INT32_MAX = 2**31 - 1
 
-_NANO_ASSOCIATIONS = {
-    # source -> {jet collection: (association collection, candidate index field, candidates)}
-    "pfnano": {
-        "FatJet": ("FatJetPFCands", "pFCandsIdx", "PFCands"),
-        "Jet": ("JetPFCands", "pFCandsIdx", "PFCands"),
-    },
-    "nanoaod": {
-        "FatJet": ("FatJetPFCand", "pfCandIdx", "PFCand"),
-        "Jet": ("JetPFCand", "pfCandIdx", "PFCand"),
-    },
-}
+# Candidate collection and the association's candidate-index field per source. The association
+# of a jet collection ``<Jets>`` is ``<Jets>PFCands`` (PFNano) / ``<Jets>PFCand`` (NanoAOD v15)
+# with fields ``jetIdx`` and the candidate index; any jet collection following that pattern
+# works (FatJet, Jet, FatJetAK15, ...).
 _NANO_CANDIDATES = {"pfnano": "PFCands", "nanoaod": "PFCand"}
+_NANO_INDEX_FIELDS = ("pFCandsIdx", "pfCandIdx", "candIdx", "pFCandIdx")
+_DEFAULT_NANO_JETS = ("FatJet", "Jet")
+_warned_missing_impact: set[str] = set()
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,6 +131,8 @@ def jets_from_events(
     recluster_radius: float | None = None,
     recluster_min_pt: float = DEFAULT_RECLUSTER_MIN_PT,
     origin: str | None = None,
+    puppi: bool = False,
+    entry_offset: int | None = None,
 ) -> tuple[Any, Any]:
     """Jets and uniform constituents from already-opened NanoEvents (coffea integration point).
 
@@ -119,6 +148,12 @@ def jets_from_events(
             with anti-kT of this radius (fastjet). Delphes default: 0.8.
         recluster_min_pt: minimum pT (GeV) of reclustered jets.
         origin: file name used in error messages.
+        puppi: PFNano/NanoAOD only: scale each candidate's four-momentum by its ``puppiWeight``
+            and drop candidates of weight 0 (CMS's PUPPI jets are built that way). Off by
+            default: the models are trained on unweighted Delphes-style candidates without
+            pileup. Weights must be finite and in ``[0, 1]``.
+        entry_offset: entry number of the first event (for error messages); defaults to
+            ``events.metadata["entrystart"]`` when coffea provides it, else 0.
 
     Returns:
         ``(jets, constituents)`` as described in the module docstring. With dask input both are
@@ -141,17 +176,29 @@ def jets_from_events(
         recluster_radius = DEFAULT_RECLUSTER_RADIUS
     if source in ("pfnano", "nanoaod") and jets is None and recluster_radius is None:
         jets = "FatJet"
+    if puppi and source == "delphes":
+        raise ConfigError(
+            "puppi=True needs PFNano/NanoAOD candidates with a puppiWeight branch; Delphes "
+            "EFlow candidates carry no PUPPI weights"
+        )
 
     where = f" in {origin}" if origin else ""
     is_dask = _is_dask(events)
+    context = _ReadContext(
+        where=where,
+        entry_offset=_entry_offset(events, entry_offset),
+        partition_note=" of the dask partition" if is_dask else "",
+        puppi=puppi,
+    )
     # Virtual arrays read baskets lazily: a truncated or corrupt file fails in here, not at open.
     with _read_errors_name_the_file(where):
         if recluster_radius is not None:
-            inputs = _candidate_inputs(events, source, where)
+            inputs, impact = _candidate_inputs(events, source, context)
             builder: Callable[..., ak.Array] = _ReclusterBuilder(
-                source, recluster_radius, recluster_min_pt
+                source, recluster_radius, recluster_min_pt, context
             )
             label = f"antikt:{recluster_radius:g}"
+            tables = "+".join(_DELPHES_CANDIDATES) if source == "delphes" else _NANO_CANDIDATES[source]
         elif source == "delphes":
             if is_dask:
                 raise InputFileError(
@@ -159,12 +206,13 @@ def jets_from_events(
                     "mode='dask': coffea resolves TRefArray (Constituents) branches wrongly after the "
                     "first partition. Use recluster_radius=... (e.g. 0.8) or eager/virtual mode."
                 )
-            inputs = _delphes_stored_inputs(events, jets, where)
-            builder = _DelphesStoredBuilder(jets)
+            inputs, impact = _delphes_stored_inputs(events, jets, context)
+            builder = _DelphesStoredBuilder(jets, context)
             label = jets
+            tables = f"{jets}.Constituents -> " + "+".join(_DELPHES_CANDIDATES)
         else:
-            inputs = _nano_stored_inputs(events, source, jets, where)
-            builder = _NanoStoredBuilder(source, jets, where)
+            inputs, impact, tables = _nano_stored_inputs(events, source, jets, context)
+            builder = _NanoStoredBuilder(source, jets, context)
             label = jets
 
         if is_dask:
@@ -185,7 +233,29 @@ def jets_from_events(
         with_parameter = ak.with_parameter
     jet_array = with_parameter(jet_array, "rs3l_source", source)
     jet_array = with_parameter(jet_array, "rs3l_jets", label)
+    jet_array = with_parameter(jet_array, "rs3l_constituents", tables)
+    jet_array = with_parameter(jet_array, "rs3l_impact_parameters", impact)
+    jet_array = with_parameter(jet_array, "rs3l_puppi", bool(puppi))
     return jet_array, constituents
+
+
+def _entry_offset(events: Any, entry_offset: int | None) -> int:
+    if entry_offset is not None:
+        return int(entry_offset)
+    metadata = getattr(events, "metadata", None)
+    if isinstance(metadata, dict) and isinstance(metadata.get("entrystart"), int):
+        return int(metadata["entrystart"])
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadContext:
+    """What the builders need for error messages and options (picklable for dask workers)."""
+
+    where: str = ""
+    entry_offset: int = 0
+    partition_note: str = ""
+    puppi: bool = False
 
 
 @contextlib.contextmanager
@@ -231,10 +301,11 @@ def load_jets(
     tree: str | None = None,
     mode: str = "virtual",
     recluster_min_pt: float = DEFAULT_RECLUSTER_MIN_PT,
+    puppi: bool = False,
 ) -> tuple[ak.Array, ak.Array]:
     """Open a ROOT file and return ``(jets, constituents)`` (see :func:`jets_from_events`).
 
-    ``tree`` defaults to ``Delphes`` for Delphes files and ``Events`` otherwise; ``mode`` is
+    ``tree`` defaults to the tree of the requested source (:func:`select_tree`); ``mode`` is
     ``"virtual"`` (default) or ``"eager"``. A tree with zero entries gives empty arrays.
     """
     events, source, origin = open_events(
@@ -244,7 +315,7 @@ def load_jets(
         entry_stop=entry_stop,
         tree=tree,
         mode=mode,
-        jets=jets,
+        jets=None if recluster_radius is not None else jets,  # reclustering ignores stored jets
     )
     return jets_from_events(
         events,
@@ -253,6 +324,30 @@ def load_jets(
         recluster_radius=recluster_radius,
         recluster_min_pt=recluster_min_pt,
         origin=origin,
+        puppi=puppi,
+        entry_offset=entry_start if entry_start is not None and entry_start >= 0 else None,
+    )
+
+
+def select_tree(trees: Sequence[str], source: str, origin: str) -> str:
+    """The TTree to read for ``source`` among a file's ``trees``.
+
+    ``delphes`` -> ``Delphes``; ``pfnano`` / ``nanoaod`` -> ``Events`` (so a file holding both a
+    Delphes and an Events tree gives each source its own tree); ``auto`` -> ``Delphes`` if
+    present, else ``Events``. Raises :class:`InputFileError` naming ``origin`` and the trees found
+    when the wanted tree is absent.
+    """
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}; valid: {', '.join(SOURCES)}")
+    wanted = {"delphes": ("Delphes",), "pfnano": ("Events",), "nanoaod": ("Events",)}.get(
+        source, ("Delphes", "Events")
+    )
+    for name in wanted:
+        if name in trees:
+            return name
+    raise InputFileError(
+        f"{origin} has no {' or '.join(repr(w) for w in wanted)} TTree "
+        f"(trees found: {', '.join(trees) or 'none'}) for source {source!r}; pass tree=..."
     )
 
 
@@ -297,15 +392,7 @@ def open_events(
     # slow to parse for Delphes' ~1800 branches, is parsed once and cached by uproot).
     trees = [k.split(";")[0] for k, c in handle.classnames().items() if c == "TTree"]
     if tree is None:
-        if source == "delphes" or (source == "auto" and "Delphes" in trees):
-            tree = "Delphes"
-        elif "Events" in trees:
-            tree = "Events"
-        else:
-            raise InputFileError(
-                f"{origin} has no 'Delphes' or 'Events' TTree "
-                f"(trees found: {', '.join(trees) or 'none'}); pass tree=..."
-            )
+        tree = select_tree(trees, source, origin)
     if tree not in trees:
         raise InputFileError(
             f"{origin} has no TTree {tree!r} (trees found: {', '.join(trees) or 'none'})"
@@ -315,8 +402,14 @@ def open_events(
         n_entries = handle[tree].num_entries
     except Exception as error:
         raise InputFileError(f"cannot read TTree {tree!r} of {origin}: {error}") from error
+    found = source_from_branches(branches, origin, tree)
     if source == "auto":
-        source = source_from_branches(branches, origin, tree)
+        source = found
+    elif found != source:
+        raise InputFileError(
+            f"{origin}: tree {tree!r} holds {found} candidates, not {source} ones "
+            f"(trees found: {', '.join(trees)}); pass source={found!r} or the right tree=..."
+        )
 
     if jets is not None:
         file_collections = _collections_in(branches, source)
@@ -324,6 +417,17 @@ def open_events(
             raise InputFileError(
                 f"jet collection {jets!r} not found in {origin} (tree {tree!r}); collections in "
                 f"the file: {', '.join(sorted(file_collections))}"
+            )
+        if source in _NANO_CANDIDATES and association_name(source, jets) not in file_collections:
+            cand_name = _NANO_CANDIDATES[source]
+            tables = sorted(
+                c for c in file_collections if c.endswith(cand_name) and c != cand_name
+            )
+            raise MissingConstituentsError(
+                f"{association_name(source, jets)!r} not found in {origin}: jets {jets!r} need a "
+                f"candidate-index table named <jets>{cand_name} (fields jetIdx and a candidate "
+                f"index); such tables in the file: {', '.join(tables) or 'none'}. Pick the jets "
+                "of one of them or recluster (recluster_radius=0.8)"
             )
 
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory, PFNanoAODSchema
@@ -391,10 +495,8 @@ def needed_branches(source: str, jets: str | None = None) -> Callable[[str], boo
         return keep_delphes
 
     wanted = {"GenPart", _NANO_CANDIDATES[source]}
-    for jet_name, (assoc, _, _) in _NANO_ASSOCIATIONS[source].items():
-        wanted |= {jet_name, assoc}
-    if jets:
-        wanted.add(jets)
+    for jet_name in (*_DEFAULT_NANO_JETS, *([jets] if jets else [])):
+        wanted |= {jet_name, association_name(source, jet_name)}
 
     def keep_nano(name: str) -> bool:
         collection = name.split("_")[0]
@@ -476,12 +578,17 @@ def _fields(collection: Any, name: str, wanted: Sequence[str], where: str) -> li
     return [collection[f] for f in wanted]
 
 
-def _delphes_candidate_columns(events: Any, where: str, with_uid: bool) -> list[Any]:
+def _delphes_candidate_columns(
+    events: Any, where: str, with_uid: bool
+) -> tuple[list[Any], str]:
     track = _collection(events, "EFlowTrack", where, "Delphes candidates")
     columns = _fields(track, "EFlowTrack", ["PT", "Eta", "Phi", "Mass", "Charge", "PID"], where)
     # Impact parameters are optional in our generator output; Delphes always writes them.
     for optional in ("D0", "DZ"):
         columns.append(track[optional] if optional in track.fields else None)
+    impact = "stored" if columns[-1] is not None and columns[-2] is not None else "absent"
+    if impact == "absent":
+        _warn_missing_impact_parameters("EFlowTrack.D0/EFlowTrack.DZ", "delphes", where)
     if with_uid:
         columns += _fields(track, "EFlowTrack", ["fUniqueID"], where)
     for name in ("EFlowPhoton", "EFlowNeutralHadron"):
@@ -489,51 +596,95 @@ def _delphes_candidate_columns(events: Any, where: str, with_uid: bool) -> list[
         columns += _fields(coll, name, ["ET", "Eta", "Phi"], where)
         if with_uid:
             columns += _fields(coll, name, ["fUniqueID"], where)
-    return columns
+    return columns, impact
 
 
-def _candidate_inputs(events: Any, source: str, where: str) -> list[Any]:
+def _candidate_inputs(events: Any, source: str, context: _ReadContext) -> tuple[list[Any], str]:
     if source == "delphes":
-        return _delphes_candidate_columns(events, where, with_uid=False)
+        return _delphes_candidate_columns(events, context.where, with_uid=False)
     name = _NANO_CANDIDATES[source]
-    cands = _collection(events, name, where, "PF candidates")
-    return _nano_candidate_columns(cands, name, source, where)
+    cands = _collection(events, name, context.where, "PF candidates")
+    return _nano_candidate_columns(cands, name, source, context)
 
 
-def _nano_candidate_columns(cands: Any, name: str, source: str, where: str) -> list[Any]:
-    columns = _fields(cands, name, ["pt", "eta", "phi", "mass", "pdgId"], where)
+def _warn_missing_impact_parameters(branches: str, source: str, where: str) -> None:
+    if source in _warned_missing_impact:
+        return
+    _warned_missing_impact.add(source)
+    warnings.warn(
+        f"{branches} not stored{where}: every {source} candidate gets d0 = dz = 0 "
+        "(tanh_d0 = tanh_dz = 0), as for neutral particles; the jets carry "
+        "rs3l_impact_parameters='absent' (said once per source and process)",
+        MissingImpactParametersWarning,
+        stacklevel=5,  # the caller of jets_from_events
+    )
+
+
+def _nano_candidate_columns(
+    cands: Any, name: str, source: str, context: _ReadContext
+) -> tuple[list[Any], str]:
+    columns = _fields(cands, name, ["pt", "eta", "phi", "mass", "pdgId"], context.where)
     # Missing optional branches travel as None (NanoAOD v15 PFCand has no charge/d0/dz).
-    for optional in ("charge", "d0", "dz"):
-        columns.append(cands[optional] if optional in cands.fields else None)
-    return columns
+    # CMSSW's NanoAOD PF-candidate table calls the transverse impact parameter dxy.
+    columns.append(cands["charge"] if "charge" in cands.fields else None)
+    transverse = next((f for f in ("d0", "dxy") if f in cands.fields), None)
+    columns.append(cands[transverse] if transverse else None)
+    columns.append(cands["dz"] if "dz" in cands.fields else None)
+    if context.puppi:
+        columns += _fields(cands, name, ["puppiWeight"], context.where)
+    else:
+        columns.append(None)
+    impact = "stored" if columns[6] is not None and columns[7] is not None else "absent"
+    if impact == "absent":
+        _warn_missing_impact_parameters(f"{name}_d0 (or _dxy)/{name}_dz", source, context.where)
+    return columns, impact
 
 
-def _delphes_stored_inputs(events: Any, jets: str, where: str) -> list[Any]:
-    coll = _collection(events, jets, where, "stored jets")
-    jet_columns = _fields(coll, jets, ["PT", "Eta", "Phi", "Mass", "Constituents"], where)
+def _delphes_stored_inputs(events: Any, jets: str, context: _ReadContext) -> tuple[list[Any], str]:
+    coll = _collection(events, jets, context.where, "stored jets")
+    jet_columns = _fields(coll, jets, ["PT", "Eta", "Phi", "Mass", "Constituents"], context.where)
     jet_columns[-1] = jet_columns[-1]["refs"]
-    return jet_columns + _delphes_candidate_columns(events, where, with_uid=True)
+    columns, impact = _delphes_candidate_columns(events, context.where, with_uid=True)
+    return jet_columns + columns, impact
 
 
-def _nano_stored_inputs(events: Any, source: str, jets: str, where: str) -> list[Any]:
-    associations = _NANO_ASSOCIATIONS[source]
-    if jets not in associations:
-        raise ConfigError(
-            f"stored jets {jets!r} not supported for {source}; valid: {', '.join(associations)} "
-            "(or recluster the candidates: --recluster-radius R on the command line, recluster_radius=R in Python)"
-        )
-    assoc_name, index_field, cand_name = associations[jets]
+def association_name(source: str, jets: str) -> str:
+    """The candidate-index table of jet collection ``jets``: ``<jets>PFCands`` (PFNano) or
+    ``<jets>PFCand`` (NanoAOD v15), e.g. ``FatJetAK15PFCands``."""
+    return f"{jets}{_NANO_CANDIDATES[source]}"
+
+
+def _nano_stored_inputs(
+    events: Any, source: str, jets: str, context: _ReadContext
+) -> tuple[list[Any], str, str]:
+    where = context.where
+    cand_name = _NANO_CANDIDATES[source]
+    assoc_name = association_name(source, jets)
     coll = _collection(events, jets, where, "stored jets")
     jet_columns = _fields(coll, jets, ["pt", "eta", "phi", "mass"], where)
-    if assoc_name not in events.fields and cand_name in events.fields:
+    if assoc_name not in events.fields:
+        tables = sorted(
+            f for f in events.fields if f.endswith(cand_name) and f != cand_name and "." not in f
+        )
         raise MissingConstituentsError(
-            f"{assoc_name!r} not found{where}: the file has {cand_name} but no association of "
-            f"{jets} to its candidates; recluster instead (recluster_radius=0.8)"
+            f"{assoc_name!r} not found{where}: jets {jets!r} need a candidate-index table named "
+            f"<jets>{cand_name} (fields jetIdx and a candidate index); tables of that kind in "
+            f"the file: {', '.join(tables) or 'none'}. Recluster instead (--recluster-radius R on the "
+            "command line, recluster_radius=R in Python)"
         )
     assoc = _collection(events, assoc_name, where, f"{jets} constituents")
+    index_field = next((f for f in _NANO_INDEX_FIELDS if f in assoc.fields), None)
+    if index_field is None:
+        raise InputFileError(
+            f"{assoc_name}{where} has no candidate-index branch (looked for "
+            f"{', '.join(f'{assoc_name}_{f}' for f in _NANO_INDEX_FIELDS)}; fields: "
+            f"{', '.join(assoc.fields)})"
+        )
     assoc_columns = _fields(assoc, assoc_name, [index_field, "jetIdx"], where)
     cands = _collection(events, cand_name, where, "PF candidates")
-    return jet_columns + assoc_columns + _nano_candidate_columns(cands, cand_name, source, where)
+    cand_columns, impact = _nano_candidate_columns(cands, cand_name, source, context)
+    tables = f"{assoc_name}.{index_field} -> {cand_name}"
+    return jet_columns + assoc_columns + cand_columns, impact, tables
 
 
 # --------------------------------------------------------------------------------------------
@@ -562,10 +713,47 @@ def _uniform(pt, eta, phi, energy, charge, pdg_id, d0, dz) -> ak.Array:
     )
 
 
-def _delphes_candidates(columns: Sequence[Any], with_uid: bool) -> tuple[ak.Array, Any]:
+def _checked_integers(
+    values: Any, branch: str, max_abs: int, context: _ReadContext, what: str
+) -> ak.Array:
+    """``values`` (events x candidates) cast to int32 after checking every value is a finite
+    integer with ``|value| <= max_abs``; else an :class:`InputFileError` naming the entry."""
+    flat = np.asarray(ak.to_numpy(ak.flatten(values, axis=None)))
+    if flat.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(flat) | (flat != np.round(flat)) | (np.abs(flat) > max_abs)
+    elif flat.dtype.kind in "iu":
+        bad = np.abs(flat.astype(np.int64)) > max_abs
+    elif flat.dtype.kind == "b":
+        bad = np.zeros(len(flat), dtype=bool)
+    else:
+        raise InputFileError(
+            f"branch {branch}{context.where} has dtype {flat.dtype}, expected an integer or float"
+        )
+    if np.any(bad):
+        first = int(np.flatnonzero(bad)[0])
+        counts = _counts(ak.num(values, axis=1))
+        event = int(np.searchsorted(np.cumsum(counts), first, side="right"))
+        candidate = first - int(np.sum(counts[:event]))
+        raise InputFileError(
+            f"branch {branch}{context.where}: value {flat[first].item()!r} at entry "
+            f"{context.entry_offset + event}{context.partition_note} (candidate {candidate}) is "
+            f"not {what} ({int(np.sum(bad))} bad value(s) in this chunk)"
+        )
+    return ak.values_astype(values, np.int32)
+
+
+def _delphes_candidates(
+    columns: Sequence[Any], with_uid: bool, context: _ReadContext
+) -> tuple[ak.Array, Any]:
     """Events x candidates (tracks, then photons, then neutral hadrons), and their uids."""
     step = 1 if with_uid else 0
     pt, eta, phi, mass, charge, pid, d0, dz = (_plain(c) for c in columns[:8])
+    charge = _checked_integers(
+        charge, "EFlowTrack.Charge", MAX_ABS_CHARGE, context,
+        f"an integer charge in [-{MAX_ABS_CHARGE}, {MAX_ABS_CHARGE}]",
+    )
+    pid = _checked_integers(pid, "EFlowTrack.PID", _INT32_MAX, context, "an int32 PDG id")
     d0 = ak.zeros_like(pt) if d0 is None else d0
     dz = ak.zeros_like(pt) if dz is None else dz
     i = 8 + step
@@ -577,7 +765,7 @@ def _delphes_candidates(columns: Sequence[Any], with_uid: bool) -> tuple[ak.Arra
     for pdg in (22, DELPHES_NEUTRAL_HADRON_PDG):
         et, ceta, cphi = (ak.without_parameters(c) for c in columns[i : i + 3])
         zero = ak.zeros_like(et)
-        # Delphes EFlow towers are massless: E = ET cosh(eta).
+        # Delphes EFlow towers are massless: E = ET cosh(eta); no track, so d0 = dz = 0.
         parts.append(
             _uniform(et, ceta, cphi, _energy(et, ceta, zero), zero, zero + pdg, zero, zero)
         )
@@ -589,21 +777,51 @@ def _delphes_candidates(columns: Sequence[Any], with_uid: bool) -> tuple[ak.Arra
     return cands, uid
 
 
-def _nano_candidates(columns: Sequence[Any], source: str) -> ak.Array:
-    pt, eta, phi, mass, pdg, charge, d0, dz = (_plain(c) for c in columns)
-    flat_pdg = ak.values_astype(pdg, np.int64)
-    # NanoAOD v15 PFCand has no charge branch: PF pdg ids are +-11, +-13, +-211, 22, 130, 1, 2.
-    abs_pdg = abs(flat_pdg)
-    sign = ak.where(flat_pdg > 0, 1, -1)
-    charge_from_pdg = ak.where(
-        (abs_pdg == 11) | (abs_pdg == 13), -sign, ak.where(abs_pdg == 211, sign, 0)
-    )
-    charge = charge_from_pdg if charge is None else charge
-    d0 = ak.zeros_like(pt) if d0 is None else d0
-    dz = ak.zeros_like(pt) if dz is None else dz
-    if source == "pfnano":
-        d0, dz = d0 * _CM_TO_MM, dz * _CM_TO_MM
-    return _uniform(pt, eta, phi, _energy(pt, eta, mass), charge, pdg, d0, dz)
+def _nano_candidates(columns: Sequence[Any], source: str, context: _ReadContext) -> ak.Array:
+    pt, eta, phi, mass, pdg, charge, d0, dz, weight = (_plain(c) for c in columns)
+    name = _NANO_CANDIDATES[source]
+    pdg = _checked_integers(pdg, f"{name}_pdgId", _INT32_MAX, context, "an int32 PDG id")
+    if charge is None:
+        # NanoAOD v15 PFCand has no charge branch: PF pdg ids are +-11, +-13, +-211, 22, 130, 1, 2.
+        flat_pdg = ak.values_astype(pdg, np.int64)
+        abs_pdg = abs(flat_pdg)
+        sign = ak.where(flat_pdg > 0, 1, -1)
+        charge = ak.where(
+            (abs_pdg == 11) | (abs_pdg == 13), -sign, ak.where(abs_pdg == 211, sign, 0)
+        )
+    else:
+        charge = _checked_integers(
+            charge, f"{name}_charge", MAX_ABS_CHARGE, context,
+            f"an integer charge in [-{MAX_ABS_CHARGE}, {MAX_ABS_CHARGE}]",
+        )
+    if d0 is None or dz is None:
+        d0 = dz = ak.zeros_like(ak.values_astype(pt, np.float64))
+    else:
+        # NanoAOD stores cm. PFNano's "no track details" placeholder (-1 cm) and any neutral
+        # candidate -> the training convention, 0.
+        d0, dz = ak.values_astype(d0, np.float64), ak.values_astype(dz, np.float64)
+        no_track = (charge == 0) | ((d0 == PFNANO_NO_TRACK) & (dz == PFNANO_NO_TRACK))
+        d0 = ak.where(no_track, 0.0, d0 * _CM_TO_MM)
+        dz = ak.where(no_track, 0.0, dz * _CM_TO_MM)
+    energy = _energy(pt, eta, mass)
+    if weight is not None:
+        weight = ak.values_astype(weight, np.float64)
+        flat = np.asarray(ak.to_numpy(ak.flatten(weight, axis=None)))
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(flat) | (flat < 0) | (flat > 1)
+        if np.any(bad):
+            first = int(np.flatnonzero(bad)[0])
+            counts = _counts(ak.num(weight, axis=1))
+            event = int(np.searchsorted(np.cumsum(counts), first, side="right"))
+            raise InputFileError(
+                f"branch {name}_puppiWeight{context.where}: value {flat[first].item()!r} at entry "
+                f"{context.entry_offset + event}{context.partition_note} is not a PUPPI weight "
+                "in [0, 1]"
+            )
+        # Scaling the four-momentum by w scales pT, mass and E alike; weight-0 candidates get
+        # pT = 0 and are dropped by _good after the jet association is resolved.
+        pt, energy = pt * weight, energy * weight
+    return _uniform(pt, eta, phi, energy, charge, pdg, d0, dz)
 
 
 def _plain(column: Any) -> Any:
@@ -635,14 +853,14 @@ def _jet_record(pt, eta, phi, mass) -> ak.Array:
 class _ReclusterBuilder:
     """Cluster all good candidates of each event with anti-kT (one fastjet call per partition)."""
 
-    def __init__(self, source: str, radius: float, min_pt: float) -> None:
-        self.source, self.radius, self.min_pt = source, radius, min_pt
+    def __init__(self, source: str, radius: float, min_pt: float, context: _ReadContext) -> None:
+        self.source, self.radius, self.min_pt, self.context = source, radius, min_pt, context
 
     def __call__(self, *columns: Any) -> ak.Array:
         if self.source == "delphes":
-            cands, _ = _delphes_candidates(columns, with_uid=False)
+            cands, _ = _delphes_candidates(columns, with_uid=False, context=self.context)
         else:
-            cands = _nano_candidates(columns, self.source)
+            cands = _nano_candidates(columns, self.source, self.context)
         jets, constituents = recluster(cands, self.radius, self.min_pt)
         return _combine(jets, constituents)
 
@@ -709,11 +927,11 @@ def _counts(array: Any) -> np.ndarray:
 class _DelphesStoredBuilder:
     """Resolve a stored Delphes jet collection's TRefArray ``Constituents`` (eager/virtual)."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, context: _ReadContext) -> None:
+        self.name, self.context = name, context
 
     def __call__(self, pt, eta, phi, mass, refs, *cand_columns) -> ak.Array:
-        cands, uid = _delphes_candidates(cand_columns, with_uid=True)
+        cands, uid = _delphes_candidates(cand_columns, with_uid=True, context=self.context)
         n_events = len(cands)
         # One global key per candidate: (event << 24) | (fUniqueID & 0xFFFFFF). TRef ids are
         # unique within an event across all collections, so a sorted join resolves every ref.
@@ -753,11 +971,12 @@ class _DelphesStoredBuilder:
 class _NanoStoredBuilder:
     """Group a (Fat)JetPFCand(s) association by ``jetIdx`` and gather the candidates."""
 
-    def __init__(self, source: str, name: str, where: str) -> None:
-        self.source, self.name, self.where = source, name, where
+    def __init__(self, source: str, name: str, context: _ReadContext) -> None:
+        self.source, self.name, self.context = source, name, context
+        self.where = context.where
 
     def __call__(self, pt, eta, phi, mass, cand_idx, jet_idx, *cand_columns) -> ak.Array:
-        cands = _nano_candidates(cand_columns, self.source)
+        cands = _nano_candidates(cand_columns, self.source, self.context)
         jets = _jet_record(pt, eta, phi, mass)
         n_events = len(jets)
         jets_per_event = ak.to_numpy(ak.num(jets)).astype(np.int64)

@@ -6,6 +6,11 @@ exported) and kNN distances come from an explicit (B, P, P, C) difference tensor
 cdist); bound memory by batching inputs instead (the inference engine does). The ONNX graph
 comes from the dynamo exporter (opset 18): unlike the legacy exporter and ``torch.jit.trace``
 it keeps ``k`` symbolic, so batches with fewer than ``k`` particle slots work.
+
+A model with an ``input_convention`` (published checkpoints from
+:func:`~rs3l_coffea.nn.published.load_published_rs3l`) carries its input adapter inside the
+exported graph, and the convention is written next to the feature names: ONNX metadata key
+``input_convention``, TorchScript extra file ``input_convention.json``.
 """
 
 from __future__ import annotations
@@ -45,11 +50,19 @@ def script_model(model: nn.Module) -> torch.jit.ScriptModule:
 
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write a TorchScript file (``forward(x, mask) -> (embedding, scores)``) atomically."""
+    """Write a TorchScript file (``forward(x, mask) -> (embedding, scores)``) atomically.
+
+    ``feature_names.json`` (and ``input_convention.json`` for published checkpoints) are
+    stored as extra files (``torch.jit.load(path, _extra_files=...)``).
+    """
     scripted = script_model(model)
+    extra = {"feature_names.json": json.dumps(list(FEATURE_NAMES))}
+    convention = getattr(model, "input_convention", None)
+    if convention:
+        extra["input_convention.json"] = json.dumps(convention)
     path = Path(path)
     with atomic_path(path) as tmp:
-        scripted.save(str(tmp))
+        scripted.save(str(tmp), _extra_files=extra)
     return path
 
 
@@ -85,6 +98,9 @@ def onnx_model_proto(model: nn.Module, *, opset: int = 18):
     config = getattr(model, "config", None)
     if hasattr(config, "to_dict"):
         metadata["config"] = json.dumps(config.to_dict())
+    convention = getattr(model, "input_convention", None)
+    if convention:
+        metadata["input_convention"] = json.dumps(convention)
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

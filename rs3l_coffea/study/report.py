@@ -28,6 +28,7 @@ from rs3l_coffea.study.tables import (
     probe_tables,
     rejection_tables,
     stage_groups,
+    unchanged_rows_table,
     wasserstein_tables,
 )
 from rs3l_coffea.study.trainings import trainer_summary
@@ -100,6 +101,16 @@ def _reproduce(state: StudyState, config_path: Path | None, command: str, commit
     }
 
 
+def _optimizer_steps(state: StudyState) -> dict[RunKey, int]:
+    """Optimizer steps of every trained classifier, from its stage's completion marker."""
+    steps = {}
+    for key in state.trained:
+        marker = state.stages.marker(key.stage)
+        if marker.is_file():
+            steps[key] = int(json.loads(marker.read_text())["result"]["steps"])
+    return steps
+
+
 def build_report(state: StudyState, *, config_path: Path | None, command: str) -> tuple[Path, Path]:
     """Compute every table and figure from the cached stage outputs; write report.md + results.json."""
     from rs3l_coffea.training.config import VARIANT_NAMES
@@ -111,8 +122,12 @@ def build_report(state: StudyState, *, config_path: Path | None, command: str) -
     results: dict[str, Any] = {"name": config.name, "command": command, "git_commit": commit}
     extra_tables: dict[str, list[dict[str, Any]]] = {}
 
-    rejection_rows, rejection_results, rocs = rejection_tables(config, layout, state.tests, state.trained)
+    rejection_rows, rejection_results, rocs = rejection_tables(
+        config, layout, state.tests, state.trained, _optimizer_steps(state))
     results.update(rejection_results)
+    if results["unchanged_between_sizes"]:
+        extra_tables["Rejection rows that repeat the next smaller labelled size exactly"] = unchanged_rows_table(
+            results["unchanged_between_sizes"])
     plots = roc_figures(config, layout.plots, rocs, results["n2_direction"])
 
     t = state.tests[state.embed_task]

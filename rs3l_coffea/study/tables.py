@@ -7,6 +7,7 @@ are keyed by :class:`~rs3l_coffea.study.layout.RowKey` / :class:`RunKey`, never 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,13 +53,19 @@ def n2_direction(layout: StudyLayout, task: str) -> tuple[float, dict[str, Any]]
 
 def rejection_tables(
     config: StudyConfig, layout: StudyLayout, tests: Mapping[str, Mapping[str, np.ndarray]],
-    trained: Mapping[RunKey, str],
+    trained: Mapping[RunKey, str], steps: Mapping[RunKey, int] | None = None,
 ) -> tuple[list[Any], dict[str, Any], dict[RowKey, list[RocCurve]]]:
-    """Rejection rows (N2 first, then every model and size), their JSON records and the ROCs."""
+    """Rejection rows (N2 first, then every model and size), their JSON records and the ROCs.
+
+    ``results["unchanged_between_sizes"]`` lists the rows that repeat the row of the next smaller
+    labelled size (:func:`unchanged_between_sizes`; ``steps``: optimizer steps of each training).
+    """
     cls = config.classifier
     rows_out: list[Any] = []
     results: dict[str, Any] = {"rejection": {}, "n2_direction": {}}
     rocs: dict[RowKey, list[RocCurve]] = {}
+    run_rocs: dict[RunKey, RocCurve] = {}
+    run_scores: dict[RunKey, np.ndarray] = {}
     for task in cls.tasks:
         t = tests[task]
         nominal = t["pair_rank"] == 0
@@ -73,12 +80,80 @@ def rejection_tables(
             for model in cls.models:
                 row_key = RowKey(task, model, size)
                 seeds = [s for s in cls.seeds if RunKey(task, model, size, s) in trained]
-                rocs[row_key] = [roc_curve(load_npz(layout.score_file(RunKey(task, model, size, s)))["score"], is_signal)
-                                 for s in seeds]
+                for seed in seeds:
+                    run = RunKey(task, model, size, seed)
+                    run_scores[run] = load_npz(layout.score_file(run))["score"]
+                    run_rocs[run] = roc_curve(run_scores[run], is_signal)
+                rocs[row_key] = [run_rocs[RunKey(task, model, size, s)] for s in seeds]
                 keyed.append((row_key, seeds, rejection_row(row_key.title, size, rocs[row_key], SIGNAL_EFFICIENCIES)))
         rows_out += [row for _key, _seeds, row in keyed]
         results["rejection"][task] = [_rejection_record(key, seeds, row, rocs[key]) for key, seeds, row in keyed]
+    results["unchanged_between_sizes"] = unchanged_between_sizes(
+        config.split.labelled_sizes, run_rocs, run_scores, steps or {})
     return rows_out, results, rocs
+
+
+def _same_roc(a: RocCurve, b: RocCurve) -> bool:
+    return (np.array_equal(a.signal_efficiency, b.signal_efficiency)
+            and np.array_equal(a.background_efficiency, b.background_efficiency))
+
+
+def unchanged_between_sizes(
+    sizes: Sequence[int], rocs: Mapping[RunKey, RocCurve], scores: Mapping[RunKey, np.ndarray],
+    steps: Mapping[RunKey, int],
+) -> list[dict[str, Any]]:
+    """Rows whose every seed has the same test ROC as at the next smaller labelled size.
+
+    A row then repeats the smaller size's rejections and AUC exactly. This is what a few
+    optimizer steps do to a linear head on a frozen backbone: Adam moves each weight by about the
+    learning rate per step, the scores shift by ~1e-3, and no pair of test jets swaps order (the
+    tiny study, 1 vs 2 steps). The records name the sizes, seeds, steps and the largest score shift
+    so the report can say why instead of printing silently identical rows.
+    """
+    ordered = sorted(set(sizes))
+    found: list[dict[str, Any]] = []
+    models = dict.fromkeys((key.task, key.model) for key in rocs)
+    for (task, model), (smaller, larger) in itertools.product(models, itertools.pairwise(ordered)):
+        seeds = sorted(k.seed for k in rocs if (k.task, k.model, k.labelled_size) == (task, model, larger)
+                       and RunKey(task, model, smaller, k.seed) in rocs)
+        pairs = [(RunKey(task, model, smaller, seed), RunKey(task, model, larger, seed)) for seed in seeds]
+        if not pairs or not all(_same_roc(rocs[a], rocs[b]) for a, b in pairs):
+            continue
+        shift = max(float(np.max(np.abs(scores[b] - scores[a]))) for a, b in pairs)
+        found.append({
+            "task": task, "model": model, "labelled_sizes": [smaller, larger], "seeds": seeds,
+            "optimizer_steps": {str(size): [steps.get(RunKey(task, model, size, seed)) for seed in seeds]
+                                for size in (smaller, larger)},
+            "max_abs_score_shift": shift, "test_jets": int(rocs[pairs[0][1]].n_signal + rocs[pairs[0][1]].n_background),
+        })
+    return found
+
+
+def unchanged_rows_table(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Report rows for :func:`unchanged_between_sizes` (one per repeated rejection row)."""
+    rows = []
+    for record in records:
+        smaller, larger = record["labelled_sizes"]
+        steps = record["optimizer_steps"]
+        rows.append({
+            "row": RowKey(record["task"], record["model"], larger).title,
+            "labelled jets": f"{larger} repeats {smaller}",
+            "seeds": ", ".join(str(s) for s in record["seeds"]),
+            "optimizer steps": f"{_steps_text(steps[str(smaller)])} vs {_steps_text(steps[str(larger)])}",
+            "largest score shift on test jets": record["max_abs_score_shift"],
+            "why": f"same test ROC for every seed: the scores moved too little to reorder any of the "
+                   f"{record['test_jets']} test jets; more steps (classifier.min_steps) or a larger "
+                   f"{_LEARNING_RATE_KEYS.get(record['model'], 'classifier.lr')} separate the sizes",
+        })
+    return rows
+
+
+_LEARNING_RATE_KEYS = {"fixed": "classifier.fixed_lr", "floating": "classifier.floating_lr"}
+
+
+def _steps_text(steps: Sequence[int | None]) -> str:
+    known = sorted({s for s in steps if s is not None})
+    return "/".join(str(s) for s in known) if known else "?"
 
 
 def background_efficiency_stats(rocs: Sequence[RocCurve], efficiency: float) -> dict[str, float]:

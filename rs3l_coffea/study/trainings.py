@@ -8,12 +8,13 @@ the ``supervised`` baseline (same architecture, from scratch).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rs3l_coffea.study.config import ClassifierSection, StudyConfig
 from rs3l_coffea.study.layout import RunKey, StudyLayout
+from rs3l_coffea.typed_config import deep_merge
 
 Log = Callable[[str], None]
 
@@ -42,15 +43,6 @@ def _base_train_dict(config: StudyConfig, task: str, out_dir: Path, files: list[
     }
 
 
-def merge(target: dict[str, Any], update: Mapping[str, Any]) -> None:
-    """Deep-merge ``update`` into ``target`` (the ``extra`` trainer keys of the study config)."""
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            merge(target[key], value)
-        else:
-            target[key] = value
-
-
 def pretrain_config(config: StudyConfig, kind: str, layout: StudyLayout) -> Any:
     """The trainer configuration of one pretraining (``resim``, ``symmetry``, ``resim+symmetry``)."""
     from rs3l_coffea.augment.registry import training_overrides
@@ -62,7 +54,7 @@ def pretrain_config(config: StudyConfig, kind: str, layout: StudyLayout) -> Any:
     base["data"].update(batch_size=pre.batch_size, augmentations=list(pre.variants))
     base["optimizer"] = {"lr": pre.lr}
     base["loss"] = {"name": "ntxent", "temperature": pre.temperature}
-    merge(base, pre.extra)
+    deep_merge(base, pre.extra)
     overrides: list[str] = []
     if kind != "resim":
         variants = [v for v in VARIANT_CODES if v != "nominal"]
@@ -94,7 +86,7 @@ def classifier_config(config: StudyConfig, key: RunKey, layout: StudyLayout, bac
     base["optimizer"] = {"lr": lr}
     if task == "finetune":
         base["finetune"] = {"mode": key.model, "backbone": str(backbone)}
-    merge(base, cls.extra)
+    deep_merge(base, cls.extra)
     return config_from_dict(base)
 
 

@@ -297,6 +297,19 @@ def _write_one_shard(path: Path, shard: Mapping[str, np.ndarray]) -> None:
 PUBLISHED_VARTYPE_TO_OURS = {-1: -1, 0: 0, 1: 1, 2: 2, 3: 3}
 
 
+def _published_to_our_features(features: np.ndarray, mask: np.ndarray, path: Path) -> np.ndarray:
+    """The published files store E / E_jet linearly where ours hold its log (docs/published.md)."""
+    import torch
+
+    from rs3l_coffea.nn.published import from_published_features
+
+    try:
+        converted = from_published_features(torch.from_numpy(features), torch.from_numpy(mask))
+    except InputFileError as error:
+        raise InputFileError(f"{path}: {error}") from None
+    return converted.numpy()
+
+
 def read_published_h5(path: str | Path) -> dict[str, np.ndarray]:
     """Read a file in the published RS3L h5 layout into ntuple rows.
 
@@ -304,7 +317,9 @@ def read_published_h5(path: str | Path) -> dict[str, np.ndarray]:
     with nominal (``vartype == -1``) and re-simulated jets interleaved: row ``2k`` is a nominal
     jet and row ``2k + 1`` its partner. Padding slots are all-zero feature rows; the mask is
     taken as "any feature non-zero". Their vartype 3 (Herwig) maps onto our code 3 (alternative
-    shower). Requires ``h5py`` (extra ``h5``).
+    shower). Their feature 5 is the linear E / E_jet; it is converted to our ``log_e_rel``
+    (:func:`rs3l_coffea.nn.published.from_published_features`), so the rows are in our convention.
+    Requires ``h5py`` (extra ``h5``).
     """
     try:
         import h5py
@@ -350,6 +365,7 @@ def read_published_h5(path: str | Path) -> dict[str, np.ndarray]:
     if unknown:
         raise InputFileError(f"{path}: unknown vartype values {unknown}")
     mask = np.any(features != 0, axis=2)
+    features = _published_to_our_features(features, mask, path)
     n_pairs = n // 2
     rows: dict[str, np.ndarray] = {
         "features": features[nominal],

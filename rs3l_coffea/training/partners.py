@@ -11,7 +11,9 @@ and resume exactly) and returns the two views ``(x_a, mask_a, x_b, mask_b)``:
 
 Symmetry transforms come from ``rs3l_coffea.augment.build_augmentation(names, **params)``,
 which returns ``f(x, mask, generator) -> (x, mask)``; any callable of that signature can be
-passed to :func:`make_partner_fn` instead.
+passed to :func:`make_partner_fn` instead. A two-view recipe (an object with a ``views``
+method, e.g. the ``jetclr`` preset) transforms the anchor as well: JetCLR rotates and
+translates both views.
 """
 
 from __future__ import annotations
@@ -64,16 +66,24 @@ def make_partner_fn(
             ) from error
         augmentation = build_augmentation(list(augmentation_names), **dict(augmentation_params or {}))
     transform = augmentation
+    two_views = getattr(augmentation, "views", None)
 
     if kind == "symmetry":
 
         def symmetry_partner(batch: Mapping[str, torch.Tensor], generator: torch.Generator) -> Views:
+            if two_views is not None:
+                return two_views(batch["x"].clone(), batch["mask"].clone(), generator)
             x_b, mask_b = transform(batch["x"].clone(), batch["mask"].clone(), generator)
             return batch["x"], batch["mask"], x_b, mask_b
 
         return symmetry_partner
 
     def resim_symmetry_partner(batch: Mapping[str, torch.Tensor], generator: torch.Generator) -> Views:
+        if two_views is not None:
+            return two_views(
+                batch["x"].clone(), batch["mask"].clone(), generator,
+                x_partner=batch["x_partner"].clone(), mask_partner=batch["mask_partner"].clone(),
+            )
         x_b, mask_b = transform(batch["x_partner"].clone(), batch["mask_partner"].clone(), generator)
         return batch["x"], batch["mask"], x_b, mask_b
 
