@@ -11,7 +11,7 @@ styles:
   runs it on the cluster. The RS3L tagger enters the graph as one ``map_partitions`` call that
   carries only the model path: each worker loads the model once.
 * ``--mode runner``: the classic ``processor.Runner`` with a ``DaskExecutor`` on the same client
-  (chunks of eager events; :func:`rs3l_coffea.inference.runner.run_fileset` does it for you).
+  (chunks of eager events; :func:`rs3l_coffea.coffea_processing.runner.run_fileset` does it for you).
 
 Without ``--scheduler`` a ``distributed.LocalCluster`` with ``--workers`` single-threaded worker
 processes is started (2 in ``--quick`` mode, which also uses a tiny random model and two
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from uhi.io.json import default as uhi_default
 
     from rs3l_coffea.atomic import atomic_open, atomic_path
-    from rs3l_coffea.inference.runner import read_fileset, run_fileset
+    from rs3l_coffea.coffea_processing.runner import read_fileset, run_fileset
     from rs3l_coffea.inference.tagger import RS3LTagger
     from rs3l_coffea.io import FlatDelphesSchema
     from rs3l_coffea.samples import bundled_fileset
@@ -166,7 +166,7 @@ def _schema_of(fileset: dict[str, Any]) -> Any:
     """
     from coffea.nanoevents import NanoAODSchema, PFNanoAODSchema
 
-    from rs3l_coffea.inference.runner import check_file
+    from rs3l_coffea.coffea_processing.runner import check_file
     from rs3l_coffea.io import FlatDelphesSchema
 
     schemas = {"delphes": FlatDelphesSchema, "pfnano": PFNanoAODSchema, "nanoaod": NanoAODSchema}

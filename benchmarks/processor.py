@@ -84,7 +84,7 @@ def bench_processor(sample: Path, model: Path, chunksize: int, workers: int) -> 
     from distributed import Client
     from rs3l_coffea.processors import TaggingProcessor
 
-    from rs3l_coffea.inference.runner import local_cluster, run_fileset
+    from rs3l_coffea.coffea_processing.runner import local_cluster, run_fileset
     from rs3l_coffea.inference.tagger import RS3LTagger
 
     fileset = {"zh": [str(sample)]}
@@ -155,7 +155,7 @@ def worker(method: str, sample: Path, model: Path, n_jets: int, threads: int) ->
         producer = RS3LTagger.load(model, threads=threads)
         _ = producer.engine  # load outside the timed/measured call, like the wrapper below
     else:
-        from rs3l_coffea.inference.torch_wrapper import RS3LTorchWrapper
+        from rs3l_coffea.coffea_processing.torch_wrapper import RS3LTorchWrapper
 
         producer = RS3LTorchWrapper.from_model(model, Path(tempfile.mkdtemp()) / "model.pt")
         _ = producer.model  # coffea loads the TorchScript lazily

@@ -1,5 +1,5 @@
 """``TaggingProcessor`` and ``VariantProcessor``: thin coffea processors over
-:mod:`rs3l_coffea.inference.analysis`.
+:mod:`rs3l_coffea.coffea_processing.analysis`.
 
 Both run under ``processor.Runner`` (eager/virtual chunks, any executor) and under
 ``dataset_tools.apply_to_fileset`` (dask-awkward events; skims are not written there).
@@ -20,9 +20,9 @@ from typing import Any
 
 from coffea import processor
 
+from rs3l_coffea.coffea_processing import analysis
 from rs3l_coffea.errors import ConfigError, InputFileError
 from rs3l_coffea.features import JetSelection
-from rs3l_coffea.inference import analysis
 from rs3l_coffea.inference.tagger import RS3LTagger
 
 
@@ -130,8 +130,8 @@ class TaggingProcessor(processor.ProcessorABC):
         """Hook for subclasses: more accumulator entries from one chunk (default: none).
 
         Called at the end of :meth:`process` with the chunk's ``events``, the reader's ``jets``
-        (events x jets), the :func:`~rs3l_coffea.inference.analysis.jet_table` ``table``, the
-        dataset name and the chunk's variant (``None``, a name, or per-event codes). The
+        (events x jets), the :func:`~rs3l_coffea.coffea_processing.analysis.jet_table` ``table``,
+        the dataset name and the chunk's variant (``None``, a name, or per-event codes). The
         returned values must be coffea-accumulatable (dicts, lists, numbers, histograms).
         """
         return {}

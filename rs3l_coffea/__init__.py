@@ -1,9 +1,10 @@
 """rs3l-coffea: RS3L jet representations for coffea analyses.
 
 Each stage of the data flow lives in its own subpackage (``generation``, ``detector``,
-``io``, ``features``, ``nn``, ``training``, ``inference``, ``evaluation``, ``cli``) and
-imports alone. Heavy objects are exposed lazily so that ``import rs3l_coffea`` stays cheap
-and never imports torch or coffea by itself.
+``io``, ``features``, ``augment``, ``nn``, ``training``, ``inference``, ``coffea_processing``,
+``evaluation``, ``study``, ``cli``) and imports alone; docs/architecture.md maps what each
+owns and what may import what. Heavy objects are exposed lazily so that
+``import rs3l_coffea`` stays cheap and never imports torch or coffea by itself.
 """
 
 from __future__ import annotations

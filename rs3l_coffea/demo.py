@@ -12,8 +12,8 @@
 2. **The statistics.** The bundled compact per-jet inputs (:mod:`rs3l_coffea.demo_inputs`: the
    first 1,000 selected jets per process and variant of 2 x 2,400 generated hard events,
    constituents as float16) go through the same
-   :func:`~rs3l_coffea.inference.analysis.jet_table` and
-   :func:`~rs3l_coffea.inference.analysis.fill_histograms` as the processors, without ROOT I/O
+   :func:`~rs3l_coffea.coffea_processing.analysis.jet_table` and
+   :func:`~rs3l_coffea.coffea_processing.analysis.fill_histograms` as the processors, without ROOT I/O
    and jet clustering. Their histograms feed the plots and the Wasserstein table.
 
 Outputs in the output directory:
@@ -49,6 +49,7 @@ import awkward as ak
 import numpy as np
 
 from rs3l_coffea.atomic import atomic_open, atomic_path
+from rs3l_coffea.coffea_processing import analysis
 from rs3l_coffea.demo_inputs import (
     COMPACT_INPUTS,
     CompactJets,
@@ -56,7 +57,6 @@ from rs3l_coffea.demo_inputs import (
     load_compact_inputs,
 )
 from rs3l_coffea.evaluation.wasserstein import wasserstein_permutation_test
-from rs3l_coffea.inference import analysis
 from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
 from rs3l_coffea.samples import BUNDLED_PROCESSES, BUNDLED_VARIANTS, bundled_fileset
@@ -85,7 +85,7 @@ def jet_rows(
     head_names: Sequence[str],
     embedding_dim: int,
 ) -> dict[str, list[Any]]:
-    """Flat per-jet rows of a :func:`~rs3l_coffea.inference.analysis.jet_table`.
+    """Flat per-jet rows of a :func:`~rs3l_coffea.coffea_processing.analysis.jet_table`.
 
     ``variants``, ``files`` and ``entries`` are per *event* of ``table``; ``truth`` per jet
     (:class:`~rs3l_coffea.features.JetLabel` values). Plain lists, so coffea's accumulate
@@ -367,7 +367,7 @@ def run_demo(
     bundled_fileset(processes, variants)
     compact = load_compact_inputs(compact_inputs, processes, variants, jets_per_variant)
     out.mkdir(parents=True, exist_ok=True)
-    from rs3l_coffea.inference.runner import run_fileset
+    from rs3l_coffea.coffea_processing.runner import run_fileset
 
     # PFNano files reference collections they do not contain; coffea warns once per branch.
     warnings.filterwarnings("ignore", "Missing cross-reference", RuntimeWarning)
@@ -493,7 +493,7 @@ def _write_features(out: Path, files: dict[str, Path]) -> list[Path]:
 def _write_histograms(out: Path, hist_sets: dict[str, dict[str, Any]]) -> list[Path]:
     import uhi.io.json
 
-    from rs3l_coffea.inference.runner import save_output
+    from rs3l_coffea.coffea_processing.runner import save_output
 
     coffea_path = save_output(hist_sets, out / "histograms.coffea")
     json_path = out / "histograms.json"

@@ -143,7 +143,7 @@ def test_table_with_extra_category_axis_and_several_quantities() -> None:
 
 
 def test_table_from_processor_layout_dataset_variant_dim_value() -> None:
-    # rs3l_coffea.inference.analysis.make_histograms: [dataset, variant, dim, value] (growing axes).
+    # rs3l_coffea.coffea_processing.analysis.make_histograms: [dataset, variant, dim, value] (growing axes).
     h = hist.Hist(
         hist.axis.StrCategory([], growth=True, name="dataset"),
         hist.axis.StrCategory([], growth=True, name="variant"),
@@ -548,20 +548,3 @@ def test_auc_uncertainty_is_the_hanley_mcneil_formula_and_matches_the_bootstrap(
 )
 def test_expectation_verdicts_on_constructed_numbers(difference: float, uncertainty: float, expected: str) -> None:
     assert verdict(difference, uncertainty) == expected
-
-
-def test_evaluation_imports_no_pipeline_package() -> None:
-    """evaluation/ works on arrays and histograms: it imports neither the study nor training or
-    generation (the study imports evaluation, never the other way round)."""
-    import ast
-    from pathlib import Path
-
-    import rs3l_coffea.evaluation as evaluation
-
-    forbidden = ("rs3l_coffea.training", "rs3l_coffea.generation", "rs3l_coffea.study")
-    for module in Path(evaluation.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(module.read_text())):
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            for name in names:
-                assert not name.startswith(forbidden), f"{module.name} imports {name}"

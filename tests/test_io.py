@@ -519,7 +519,7 @@ def test_file_with_delphes_and_pfnano_trees_reads_the_requested_one(tmp_path, co
     with pytest.raises(InputFileError, match=r"tree 'Delphes' holds delphes candidates, not pfnano"):
         load_jets(both, source="pfnano", tree="Delphes")
     # rs3l process checks each file on the client with the processor's source
-    from rs3l_coffea.inference.runner import check_file
+    from rs3l_coffea.coffea_processing.runner import check_file
     from rs3l_coffea.io import select_tree
 
     assert check_file(str(both), source="pfnano") == ("pfnano", "Events", 10)

@@ -15,9 +15,9 @@ import pytest
 import torch
 from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
 
+from rs3l_coffea.coffea_processing.runner import run_fileset
 from rs3l_coffea.errors import ConfigError, InputFileError, MissingConstituentsError
 from rs3l_coffea.features import JetSelection, build_features
-from rs3l_coffea.inference.runner import run_fileset
 from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.io import load_jets
 from rs3l_coffea.nn import DGCNNConfig, HeadConfig, ModelConfig, build_model, save_model
@@ -49,7 +49,7 @@ def client():
     """One LocalCluster for the module: 2 worker processes, 1 thread each."""
     from distributed import Client
 
-    from rs3l_coffea.inference.runner import local_cluster
+    from rs3l_coffea.coffea_processing.runner import local_cluster
 
     with local_cluster(2) as cluster, Client(cluster) as dask_client:
         yield dask_client
@@ -202,7 +202,7 @@ def test_directory_inputs(small_model, coffea_sample, tmp_path):
     check_file says "is a directory" (it said "does not exist")."""
     import shutil
 
-    from rs3l_coffea.inference.runner import check_file, read_fileset
+    from rs3l_coffea.coffea_processing.runner import check_file, read_fileset
 
     folder = tmp_path / "data"
     folder.mkdir()
@@ -534,7 +534,7 @@ def test_histogram_categories_in_a_fixed_order(small_model, coffea_sample):
 def test_sorted_categories_keeps_every_count():
     import hist
 
-    from rs3l_coffea.inference.analysis import sorted_categories
+    from rs3l_coffea.coffea_processing.analysis import sorted_categories
 
     h = hist.Hist(
         hist.axis.StrCategory([], growth=True, name="dataset"),

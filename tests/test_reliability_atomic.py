@@ -227,8 +227,8 @@ def test_model_files(tmp_path, monkeypatch):
 def test_processor_output_and_skim(tmp_path, monkeypatch):
     import coffea.util
 
-    from rs3l_coffea.inference import analysis
-    from rs3l_coffea.inference.runner import save_output
+    from rs3l_coffea.coffea_processing import analysis
+    from rs3l_coffea.coffea_processing.runner import save_output
 
     out = tmp_path / "out.coffea"
     save_output({"cutflow": {"a": 1}}, out)
@@ -276,6 +276,9 @@ ALLOWED = {
     ("rs3l_coffea/generation/writer.py", "recreate"):
         "DelphesWriter enters atomic_path and uproot.recreate on one ExitStack (LIFO close)",
     ("rs3l_coffea/testing.py", "open"): "writes into a staging directory renamed atomically",
+    ("rs3l_coffea/coffea_processing/runner.py", "write_text"):
+        "the skim marker goes into a fresh mkdtemp staging folder that _publish_skims renames "
+        "into place",
 }
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import torch
 
+from rs3l_coffea.coffea_processing.runner import check_file, run_fileset
 from rs3l_coffea.errors import (
     ConfigError,
     InputFileError,
@@ -36,7 +37,6 @@ from rs3l_coffea.errors import (
 )
 from rs3l_coffea.features import build_features, jet_observables
 from rs3l_coffea.inference.engine import InferenceEngine
-from rs3l_coffea.inference.runner import check_file, run_fileset
 from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.io import load_jets
 from rs3l_coffea.nn import (
@@ -346,8 +346,8 @@ OTHER_FAILURES = [
     [pytest.param(*row[1:], id=row[0]) for row in OTHER_FAILURES],
 )
 def test_other_bad_files_raise_a_named_error(make, entry, error, match, tmp_path):
+    from rs3l_coffea.coffea_processing.runner import read_fileset
     from rs3l_coffea.features.pipeline import read_features_parquet
-    from rs3l_coffea.inference.runner import read_fileset
 
     call = {
         "features-parquet": read_features_parquet,

@@ -54,7 +54,7 @@ CONDITIONAL_DEFAULT_SAFE = {"numpy.load"}  # numpy's default allow_pickle is Fal
 
 # (path relative to the repository, qualified call) -> why it is acceptable
 ALLOWED: dict[tuple[str, str], str] = {
-    ("rs3l_coffea/inference/torch_wrapper.py", "torch.jit.load"): (
+    ("rs3l_coffea/coffea_processing/torch_wrapper.py", "torch.jit.load"): (
         "coffea's torch_wrapper contract: the user's own TorchScript file, loaded exactly as coffea's "
         "base class does, only onto the chosen device (documented in the module docstring)"
     ),
@@ -237,7 +237,7 @@ def test_a_model_replaced_with_its_mtime_preserved_is_reloaded(tmp_path, pfnano_
 
 
 def test_in_range_flag_and_out_of_range_cutflow_follow_the_card(tmp_path, pfnano_jets):
-    from rs3l_coffea.inference import analysis
+    from rs3l_coffea.coffea_processing import analysis
     from rs3l_coffea.inference.tagger import RS3LTagger
 
     jets, constituents = pfnano_jets

@@ -3,7 +3,7 @@ a killed ``rs3l generate`` parent takes its local worker processes with it.
 
 A ``distributed.LocalCluster`` with 2 worker processes (1 thread each, nannies restart dead
 workers) runs the RS3L :class:`TaggingProcessor` through ``processor.Runner`` with
-``DaskExecutor`` (via :func:`rs3l_coffea.inference.runner.run_fileset`). The processor
+``DaskExecutor`` (via :func:`rs3l_coffea.coffea_processing.runner.run_fileset`). The processor
 SIGKILLs its own worker process the first time it meets one chosen chunk (a marker file
 makes this happen exactly once, whichever worker gets the chunk). The scheduler reschedules
 the lost task on a live worker; histograms, cutflow and skims must equal those of an
@@ -25,7 +25,7 @@ import pytest
 import torch
 from rs3l_coffea.processors import TaggingProcessor
 
-from rs3l_coffea.inference.runner import run_fileset
+from rs3l_coffea.coffea_processing.runner import run_fileset
 from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.nn import DGCNNConfig, HeadConfig, ModelConfig, build_model, save_model
 

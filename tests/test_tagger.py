@@ -271,7 +271,7 @@ def test_file_without_candidates_names_file_and_constituents(coffea_sample, smal
 
 
 def test_torch_wrapper_adapter_matches_tagger(coffea_sample, pfnano_dask, small_model, tmp_path):
-    from rs3l_coffea.inference.torch_wrapper import RS3LTorchWrapper
+    from rs3l_coffea.coffea_processing.torch_wrapper import RS3LTorchWrapper
 
     path, _ = small_model
     wrapper = RS3LTorchWrapper.from_model(path, tmp_path / "small.pt")

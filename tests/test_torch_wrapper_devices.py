@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from rs3l_coffea.coffea_processing import torch_wrapper as wrapper_module
+from rs3l_coffea.coffea_processing.torch_wrapper import RS3LTorchWrapper, model_device
 from rs3l_coffea.errors import ConfigError
-from rs3l_coffea.inference import torch_wrapper as wrapper_module
-from rs3l_coffea.inference.torch_wrapper import RS3LTorchWrapper, model_device
 from rs3l_coffea.nn import build_model, export_torchscript
 from rs3l_coffea.nn.config import DGCNNConfig, HeadConfig, ModelConfig
 

@@ -50,7 +50,7 @@ def expand_input_directories(
     """Inputs with every directory replaced by its files ending in ``suffixes`` (sorted);
     other entries (files, globs, URLs) unchanged. A directory without such files is an
     :class:`~rs3l_coffea.errors.InputFileError` ("is a directory without .root files")."""
-    from rs3l_coffea.inference.runner import files_in_directory
+    from rs3l_coffea.coffea_processing.runner import files_in_directory
 
     out: list[str] = []
     for entry in inputs:

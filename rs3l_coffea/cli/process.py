@@ -50,8 +50,8 @@ def register(app: typer.Typer) -> None:
             check_output_path(out, option="--out")
             if skim_dir is not None:
                 check_output_path(skim_dir, option="--skim-dir", directory=True)
+            from rs3l_coffea.coffea_processing.runner import run_fileset, save_output
             from rs3l_coffea.features import JetSelection
-            from rs3l_coffea.inference.runner import run_fileset, save_output
             from rs3l_coffea.inference.tagger import RS3LTagger
             from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
 

@@ -1,6 +1,9 @@
-"""Inference: the batched :class:`InferenceEngine` (torch / ONNX Runtime), no coffea imports here.
+"""Inference, the model side: the batched :class:`InferenceEngine` (torch / ONNX Runtime) and
+the :class:`RS3LTagger` column producer (``rs3l_coffea.inference.tagger``; awkward only, coffea
+and torch load lazily).
 
-The coffea column producer lives in ``rs3l_coffea.inference.tagger`` and is imported from there.
+Running processors over filesets, the histogram layout and the ``coffea.ml_tools`` adapter are
+coffea plumbing and live in :mod:`rs3l_coffea.coffea_processing`, which imports this package.
 """
 
 from rs3l_coffea.inference.engine import InferenceEngine, plan_batches, torch_threads

@@ -24,7 +24,8 @@
 * A processor with a ``skim_dir`` writes into a fresh folder beside it, which replaces the
   folder when the run succeeds: the folder holds exactly this run's skims.
 * Histogram categories come back in a fixed order (datasets by name, variants in generator
-  code order; :func:`~rs3l_coffea.inference.analysis.sorted_categories`), whatever the executor.
+  code order; :func:`~rs3l_coffea.coffea_processing.analysis.sorted_categories`), whatever the
+  executor.
 * Executors: ``iterative``, ``futures`` (process pool of ``workers``) and ``dask`` (connects to
   ``scheduler`` if given, else starts ``distributed.LocalCluster(n_workers=workers,
   threads_per_worker=1)`` through :func:`local_cluster`).
@@ -489,7 +490,7 @@ def run_fileset(
             + (f" ({len(bad_chunks) - 1} more failed chunk(s))" if len(bad_chunks) > 1 else "")
         )
     if isinstance(result.get("hists"), Mapping):  # fixed category order whatever the executor
-        from rs3l_coffea.inference.analysis import sorted_categories
+        from rs3l_coffea.coffea_processing.analysis import sorted_categories
 
         result["hists"] = {
             name: sorted_categories(h) if hasattr(h, "axes") else h

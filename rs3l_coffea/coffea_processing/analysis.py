@@ -323,9 +323,10 @@ def skim_path(
     """``skim_dir/<dataset>/<file stem>-<8 hex of the full path>_<start>-<stop>.parquet``.
 
     Deterministic: the same chunk always maps to the same file; the path hash keeps files of
-    equal names in different directories apart. Under :func:`~rs3l_coffea.inference.runner.run_fileset`
-    (``rs3l process --skim-dir``) each run writes into a fresh folder that then replaces the
-    previous one, so the folder holds exactly the run's skims.
+    equal names in different directories apart. Under
+    :func:`~rs3l_coffea.coffea_processing.runner.run_fileset` (``rs3l process --skim-dir``) each
+    run writes into a fresh folder that then replaces the previous one, so the folder holds
+    exactly the run's skims.
     """
     digest = hashlib.sha1(str(filename).encode()).hexdigest()[:8]
     stem = Path(str(filename)).name.removesuffix(".root")
