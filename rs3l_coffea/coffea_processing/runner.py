@@ -153,7 +153,7 @@ def read_fileset(fileset: str | os.PathLike[str] | Mapping[str, Any]) -> dict[st
             raise ConfigError(f"{where}: dataset {dataset!r}: {_validation_message(error)}") from error
         except ConfigError as error:
             raise ConfigError(f"{where}: dataset {dataset!r}: {error}") from error
-        resolved = {}
+        resolved: dict[str, str | None] = {}
         for name, tree in trees.items():
             file_path = Path(str(name))
             if base is not None and not file_path.is_absolute() and "://" not in str(name):
@@ -460,10 +460,11 @@ def run_fileset(
             spec["files"][path] = tree_name
 
     outputs = []
-    skim_target = getattr(processor_instance, "skim_dir", None)
+    skim_dir = getattr(processor_instance, "skim_dir", None)
+    skim_target = None if skim_dir is None else Path(skim_dir)
     staging: Path | None = None
     if skim_target is not None and groups:
-        staging = _skim_staging(Path(skim_target))
+        staging = _skim_staging(skim_target)
         processor_instance = copy.copy(processor_instance)  # the caller's object keeps its folder
         processor_instance.skim_dir = str(staging)
     guarded = ChunkGuard(processor_instance, skip_bad_chunks=skip_bad_files)
@@ -496,10 +497,10 @@ def run_fileset(
             name: sorted_categories(h) if hasattr(h, "axes") else h
             for name, h in result["hists"].items()
         }
-    if staging is not None:
-        _publish_skims(staging, Path(skim_target))
+    if staging is not None and skim_target is not None:
+        _publish_skims(staging, skim_target)
         result["skims"] = sorted(
-            str(Path(skim_target) / Path(path).relative_to(staging)) for path in result.get("skims", [])
+            str(skim_target / Path(path).relative_to(staging)) for path in result.get("skims", [])
         )
     result["bad_files"] = bad_files
     result["bad_chunks"] = bad_chunks
