@@ -42,6 +42,8 @@ class TaggingProcessor(processor.ProcessorABC):
         source: ``"auto"``, ``"delphes"``, ``"pfnano"`` or ``"nanoaod"``.
         jets: stored jet collection (PFNano/NanoAOD default ``FatJet``; Delphes reclusters).
         recluster_radius: recluster all candidates with anti-kT of this radius instead.
+        puppi: PFNano/NanoAOD only: scale each candidate by its ``puppiWeight`` and drop weight-0
+            candidates (off by default: the shipped model saw unweighted candidates).
         selection: jets that enter the histograms (default :meth:`JetSelection.permissive`);
             every jet is tagged and written to skims, with a ``selected`` flag.
         skim_dir: if given, write each chunk's jet table there as parquet.
@@ -57,12 +59,14 @@ class TaggingProcessor(processor.ProcessorABC):
         source: str = "auto",
         jets: str | None = None,
         recluster_radius: float | None = None,
+        puppi: bool = False,
         selection: JetSelection | None = None,
         skim_dir: str | os.PathLike[str] | None = None,
         binning: dict[str, tuple[int, float, float]] | None = None,
     ) -> None:
         self.tagger = _tagger(model)
         self.source, self.jets, self.recluster_radius = source, jets, recluster_radius
+        self.puppi = puppi
         self.selection = selection or self.default_selection()
         self.skim_dir = None if skim_dir is None else str(skim_dir)
         self.binning = binning
@@ -87,6 +91,7 @@ class TaggingProcessor(processor.ProcessorABC):
             source=self.source,
             jets=self.jets,
             recluster_radius=self.recluster_radius,
+            puppi=self.puppi,
             origin=origin,
         )
         table = analysis.jet_table(jets, constituents, self.tagger, self.selection)

@@ -553,3 +553,39 @@ def test_sorted_categories_keeps_every_count():
                 ordered[{"dataset": dataset, "variant": variant}].values(flow=True),
                 h[{"dataset": dataset, "variant": variant}].values(flow=True),
             )
+
+
+def test_groomed_n2_histogram_and_puppi_option_on_pfnano(coffea_sample, tmp_path):
+    """n2_groomed is filled for the jets where CMS's FatJet_n2b1 is defined (it stores -1 where
+    the groomed jet is too small), and --puppi changes the constituent-based observables only."""
+    import uproot
+    from rs3l_coffea.processors import TaggingProcessor
+
+    from rs3l_coffea.coffea_processing.runner import run_fileset
+
+    path = str(coffea_sample("pfnano.root"))
+    fileset = {"pf": {"files": {path: "Events"}}}
+    out, tables = {}, {}
+    for puppi in (False, True):
+        skims = tmp_path / f"skims-{puppi}"
+        result = run_fileset(fileset, TaggingProcessor(source="pfnano", puppi=puppi, skim_dir=skims), executor="iterative")
+        out[puppi] = result["hists"]
+        tables[puppi] = ak.concatenate([ak.from_parquet(f) for f in result["skims"]])
+    n2b1 = np.concatenate(uproot.open(path)["Events"]["FatJet_n2b1"].array(library="np"))
+    assert out[False]["pt"].sum(flow=True) == len(n2b1)  # every FatJet histogrammed
+    assert out[False]["n2_groomed"].sum(flow=True) == (n2b1 >= 0).sum()
+    assert "groomed" in out[False]["n2_groomed"].axes[-1].label
+    # PUPPI reweights constituents: stored jet pT unchanged, constituent-based msd moves (slightly:
+    # pfnano's FatJet constituents mostly carry weight 1)
+    np.testing.assert_allclose(ak.flatten(tables[True].jets.pt), ak.flatten(tables[False].jets.pt))
+    msd_shift = np.abs(ak.to_numpy(ak.flatten(tables[True].jets.msd)) - ak.to_numpy(ak.flatten(tables[False].jets.msd)))
+    assert msd_shift.max() > 1e-3
+
+
+def test_cli_process_has_a_puppi_option():
+    from typer.testing import CliRunner
+
+    from rs3l_coffea.cli import app
+
+    result = CliRunner().invoke(app, ["process", "--help"], terminal_width=200)
+    assert "--puppi" in result.output

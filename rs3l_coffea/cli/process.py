@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Option("auto", "--source", help="auto, delphes, pfnano or nanoaod."),
         jets: str = typer.Option(None, "--jets", help="Stored jet collection (default: FatJet for NanoAOD/PFNano, reclustering for Delphes)."),
         recluster_radius: float = typer.Option(None, "--recluster-radius", help="Recluster candidates with anti-kT of this radius."),
+        puppi: bool = typer.Option(False, "--puppi", help="PFNano/NanoAOD: weight candidates by puppiWeight, drop weight 0."),
         selection: str = typer.Option(None, "--selection", help="Jets entering histograms: permissive, generated or paper (default: permissive for tagging, generated for variants)."),
         skim_dir: Path = typer.Option(None, "--skim-dir", help="Write per-chunk parquet skims of the jet table here."),
         skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable files / files without candidates, and chunks that fail (corrupt basket, invalid jet); list them in the output (bad_files, bad_chunks)."),
@@ -67,6 +68,7 @@ def register(app: typer.Typer) -> None:
                 source=source,
                 jets=jets,
                 recluster_radius=recluster_radius,
+                puppi=puppi,
                 selection=None if selection is None else JetSelection.named(selection),
                 skim_dir=skim_dir,
             )

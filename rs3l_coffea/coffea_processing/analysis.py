@@ -15,7 +15,8 @@ One chunk of NanoEvents (eager/virtual under ``processor.Runner``, or dask-awkwa
    file and entry range (:func:`skim_path`), so a re-run overwrites the same file.
 
 Histogrammed jets: selected and tagged (``rs3l`` not ``None``); ``n2`` only where it is defined
-(``n2_valid``). The embedding is histogrammed as its *direction* (unit-vector components in
+(``n2_valid``), ``n2_groomed`` (the soft-drop groomed N2 of CMS's ``FatJet_n2b1``, the RS3L paper's
+baseline) where the groomed jet has at least 3 particles (``n2_groomed_valid``). The embedding is histogrammed as its *direction* (unit-vector components in
 [-1, 1]): RS3L's contrastive loss only constrains directions, and raw magnitudes of a
 DGCNN with a sum pool span many orders of magnitude.
 """
@@ -38,6 +39,7 @@ DEFAULT_BINNING: dict[str, tuple[int, float, float]] = {
     "embedding": (100, -1.0, 1.0),
     "score": (50, 0.0, 1.0),
     "n2": (50, 0.0, 0.5),
+    "n2_groomed": (50, 0.0, 0.5),
     "mass": (60, 0.0, 300.0),
     "msd": (60, 0.0, 300.0),
     "pt": (60, 0.0, 1500.0),
@@ -45,7 +47,8 @@ DEFAULT_BINNING: dict[str, tuple[int, float, float]] = {
 _LABELS = {
     "embedding": "RS3L embedding direction component",
     "score": "RS3L head score",
-    "n2": "$N_2^{(1)}$",
+    "n2": "$N_2^{(1)}$ (ungroomed)",
+    "n2_groomed": "$N_2^{(1)}$ (soft-drop groomed, CMS n2b1)",
     "mass": "jet mass [GeV]",
     "msd": "soft-drop mass [GeV]",
     "pt": "jet $p_T$ [GeV]",
@@ -169,7 +172,7 @@ def make_histograms(
             hist.axis.StrCategory(list(head_names), name="head", label="head score column"),
             value_axis("score"),
         )
-    for name in ("n2", "mass", "msd", "pt"):
+    for name in ("n2", "n2_groomed", "mass", "msd", "pt"):
         out[name] = hist_class(*leading(), value_axis(name))
     return out
 
@@ -288,6 +291,7 @@ def _fill_subset(
     for name in ("mass", "msd", "pt"):
         hists[name].fill(**common, value=jets[name])
     hists["n2"].fill(**common, value=jets.n2[jets.n2_valid])
+    hists["n2_groomed"].fill(**common, value=jets.n2_groomed[jets.n2_groomed_valid])
 
 
 def cutflow(events: Any, table: Any) -> dict[str, Any]:
