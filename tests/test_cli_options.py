@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import typer
@@ -79,12 +79,20 @@ def test_one_name_per_option_across_commands():
     assert not mixed, f"one concept, several option names: {mixed}"
 
 
-def test_reader_hint_names_the_command_line_option():
-    from rs3l_coffea.errors import ConfigError
-    from rs3l_coffea.io import readers
+def test_reader_hint_names_the_command_line_option(coffea_sample):
+    from rs3l_coffea.errors import MissingConstituentsError
+    from rs3l_coffea.io import jets_from_events, open_events
 
-    with pytest.raises(ConfigError, match=r"--recluster-radius R on the command line"):
-        readers._nano_stored_inputs(None, "pfnano", "NoSuchJets", "x.root")
+    events, _, _ = open_events(coffea_sample("pfnano.root"))
+
+    class WithoutAssociation:  # the FatJet collection without its FatJetPFCands table
+        fields: ClassVar[list[str]] = [f for f in events.fields if f != "FatJetPFCands"]
+
+        def __getitem__(self, name):
+            return events[name]
+
+    with pytest.raises(MissingConstituentsError, match=r"FatJetPFCands.*--recluster-radius R on the command line"):
+        jets_from_events(WithoutAssociation(), source="pfnano", jets="FatJet", origin="x.root")
 
 
 @pytest.mark.parametrize("name", sorted(all_commands()))

@@ -319,10 +319,10 @@ def test_delphes_towers_zero_and_tracks_keep_stored_impact_parameters(delphes_pa
 
 
 def test_missing_impact_parameters_warn_once_and_are_recorded(coffea_sample):
-    import rs3l_coffea.io.readers as readers
+    import rs3l_coffea.io.sources as sources
     from rs3l_coffea.io import MissingImpactParametersWarning
 
-    readers._warned_missing_impact.discard("nanoaod")
+    sources._warned_missing_impact.discard("nanoaod")
     path = coffea_sample("nano_tt_v15.root")
     with pytest.warns(MissingImpactParametersWarning, match=r"PFCand_d0 \(or _dxy\)/PFCand_dz.*nano_tt_v15"):
         jets, constituents = load_jets(path)
