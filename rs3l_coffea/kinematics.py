@@ -44,23 +44,28 @@ def energy_from_pt_eta_mass(pt: Any, eta: Any, mass: Any) -> Any:
 
 
 def good_particles(
-    pt: Any, eta: Any, phi: Any, energy: Any, charge: Any, d0: Any, dz: Any
+    pt: Any, eta: Any, phi: Any, energy: Any, charge: Any = None, d0: Any = None, dz: Any = None
 ) -> Any:
-    """Mask of usable particles: every one of ``pt, eta, phi, energy, charge, d0, dz`` finite,
+    """Mask of usable particles: each of ``pt, eta, phi, energy, charge, d0, dz`` finite,
     ``pt > 0``, ``energy > 0`` and ``|eta| < MAX_ABS_ETA``.
 
-    Elementwise on numpy or awkward arrays of any (equal) structure; comparisons with NaN are
-    False without a warning.
+    ``charge``, ``d0`` and ``dz`` may be ``None`` for purely kinematic particles (then they are
+    not checked). Elementwise on numpy or awkward arrays of any (equal) structure; comparisons
+    with NaN are False without a warning.
     """
     with np.errstate(invalid="ignore"):
-        finite = np.isfinite(pt) & np.isfinite(eta) & np.isfinite(phi) & np.isfinite(energy)
-        finite = finite & np.isfinite(charge) & np.isfinite(d0) & np.isfinite(dz)
-        return finite & (pt > 0) & (energy > 0) & (abs(eta) < MAX_ABS_ETA)
+        good = np.isfinite(pt) & np.isfinite(eta) & np.isfinite(phi) & np.isfinite(energy)
+        for extra in (charge, d0, dz):
+            if extra is not None:
+                good = good & np.isfinite(extra)
+        return good & (pt > 0) & (energy > 0) & (abs(eta) < MAX_ABS_ETA)
 
 
 def good_particle_records(particles: Any) -> Any:
-    """:func:`good_particles` of records with the uniform fields of :mod:`rs3l_coffea.io`."""
+    """:func:`good_particles` of particle records: the uniform fields of :mod:`rs3l_coffea.io`,
+    or four-momenta without ``charge``/``d0``/``dz`` fields (those are then not checked)."""
+    fields = set(particles.fields)
     return good_particles(
         particles.pt, particles.eta, particles.phi, particles.energy,
-        particles.charge, particles.d0, particles.dz,
+        *(particles[name] if name in fields else None for name in ("charge", "d0", "dz")),
     )

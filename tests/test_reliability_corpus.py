@@ -135,7 +135,7 @@ ROOT_FAILURES = [
     ("wrong-tree-name", corpus.wrong_tree_name, "load",
      InputFileError, r"wrong_tree\.root has no 'Delphes' or 'Events' TTree \(trees found: Tree\)"),
     ("wrong-tree-name-runner", corpus.wrong_tree_name, "check_file",
-     InputFileError, r"wrong_tree\.root has no TTree 'Delphes/Events' \(trees found: Tree\)"),
+     InputFileError, r"wrong_tree\.root has no 'Delphes' or 'Events' TTree \(trees found: Tree\)"),
     ("no-candidates", lambda d: sample_path("nano_dy.root"), "tag",
      MissingConstituentsError, r"nano_dy\.root.*RS3L needs jet constituents"),
     ("missing-candidate-eta", corpus.pfnano_missing_branch, "load",
