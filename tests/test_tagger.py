@@ -234,7 +234,6 @@ def test_default_model_location_and_clear_error(small_model, tmp_path, monkeypat
     path, _ = small_model
     monkeypatch.delenv("RS3L_DEFAULT_MODEL", raising=False)
     monkeypatch.setattr(tagger_module, "_PACKAGE_ROOT", tmp_path / "pkg")
-    monkeypatch.setattr(tagger_module, "_REPOSITORY_ROOT", tmp_path / "repo")
     with pytest.raises(ModelFormatError, match="no default RS3L model found"):
         RS3LTagger.default()
     monkeypatch.setenv("RS3L_DEFAULT_MODEL", str(path))

@@ -54,7 +54,6 @@ EMBEDDING_FIELD = "embedding"
 IN_RANGE_FIELD = "in_range"
 DEFAULT_MODEL_NAME = "default"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-_REPOSITORY_ROOT = _PACKAGE_ROOT.parent
 
 # One engine per (model file, settings) per process: dask workers and futures processes each
 # load the model once, however many tasks (and unpickled tagger copies) they run.
@@ -66,15 +65,14 @@ def default_model_candidates() -> tuple[Path, ...]:
     """Where :meth:`RS3LTagger.default` looks, in order.
 
     1. ``$RS3L_DEFAULT_MODEL`` (a model stem or file name), when set;
-    2. package data ``rs3l_coffea/data/models/default`` (present after ``pip install``);
-    3. ``models/default`` at the repository root (editable / source checkouts).
+    2. package data ``rs3l_coffea/data/models/default``: the one copy of the shipped model,
+       seen by source checkouts and installed wheels alike.
     """
     candidates = []
     override = os.environ.get("RS3L_DEFAULT_MODEL")
     if override:
         candidates.append(Path(override))
     candidates.append(_PACKAGE_ROOT / "data" / "models" / DEFAULT_MODEL_NAME)
-    candidates.append(_REPOSITORY_ROOT / "models" / DEFAULT_MODEL_NAME)
     return tuple(candidates)
 
 
