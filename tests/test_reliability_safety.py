@@ -192,14 +192,6 @@ def test_scanner_accepts_safe_calls(snippet):
 SMALL = ModelConfig(backbone=DGCNNConfig(width=8, conv_layers=1, k=4, output_hidden=(8,)), heads=(HeadConfig("score"),))
 
 
-@pytest.fixture(scope="module")
-def pfnano_jets():
-    from rs3l_coffea.io import load_jets
-    from rs3l_coffea.testing import sample_path
-
-    return load_jets(sample_path("pfnano.root"), source="pfnano")
-
-
 def _small_model(seed: int):
     torch.manual_seed(seed)
     return build_model(SMALL).eval()
