@@ -43,6 +43,22 @@ def energy_from_pt_eta_mass(pt: Any, eta: Any, mass: Any) -> Any:
     return np.sqrt(p * p + mass * mass)
 
 
+def four_momenta(particles: Any) -> Any:
+    """``Momentum4D`` records ``px, py, pz, E`` of awkward records with ``pt, eta, phi, energy``
+    (the input fastjet takes; call ``vector.register_awkward()`` for the behaviour)."""
+    import awkward as ak
+
+    return ak.zip(
+        {
+            "px": particles.pt * np.cos(particles.phi),
+            "py": particles.pt * np.sin(particles.phi),
+            "pz": particles.pt * np.sinh(particles.eta),
+            "E": particles.energy,
+        },
+        with_name="Momentum4D",
+    )
+
+
 def good_particles(
     pt: Any, eta: Any, phi: Any, energy: Any, charge: Any = None, d0: Any = None, dz: Any = None
 ) -> Any:

@@ -46,7 +46,7 @@ import awkward as ak
 import numpy as np
 
 from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES, flatten_jets
-from rs3l_coffea.kinematics import good_particle_records
+from rs3l_coffea.kinematics import four_momenta, good_particle_records
 
 SOFTDROP_BETA = 0.0
 SOFTDROP_ZCUT = 0.1
@@ -54,18 +54,6 @@ SOFTDROP_R0 = 0.8
 N2_BETA = 1.0
 N2_MAX_PARTICLES = DEFAULT_MAX_PARTICLES
 _RECLUSTER_RADIUS = 10.0
-
-
-def _momenta(parts: ak.Array) -> ak.Array:
-    return ak.zip(
-        {
-            "px": parts.pt * np.cos(parts.phi),
-            "py": parts.pt * np.sin(parts.phi),
-            "pz": parts.pt * np.sinh(parts.eta),
-            "E": parts.energy,
-        },
-        with_name="Momentum4D",
-    )
 
 
 def _leading(parts: ak.Array, max_particles: int | None) -> ak.Array:
@@ -127,7 +115,7 @@ def jet_observables(
     groomed_valid = np.zeros(n_jets, dtype=bool)
     selected = np.flatnonzero(valid)
     if len(selected):
-        momenta = _momenta(_leading(constituents[selected], max_particles))
+        momenta = four_momenta(_leading(constituents[selected], max_particles))
         sequence = fastjet.ClusterSequence(
             momenta, fastjet.JetDefinition(fastjet.cambridge_algorithm, _RECLUSTER_RADIUS)
         )

@@ -24,7 +24,7 @@ from rs3l_coffea.io.sources import (
     counts,
     required_fields,
 )
-from rs3l_coffea.kinematics import good_particle_records
+from rs3l_coffea.kinematics import four_momenta, good_particle_records
 
 DEFAULT_RECLUSTER_RADIUS = 0.8
 DEFAULT_RECLUSTER_MIN_PT = 20.0
@@ -153,15 +153,7 @@ def recluster(
 
     vector.register_awkward()
     candidates = candidates[good_particle_records(candidates)]
-    momenta = ak.zip(
-        {
-            "px": candidates.pt * np.cos(candidates.phi),
-            "py": candidates.pt * np.sin(candidates.phi),
-            "pz": candidates.pt * np.sinh(candidates.eta),
-            "E": candidates.energy,
-        },
-        with_name="Momentum4D",
-    )
+    momenta = four_momenta(candidates)
     sequence = fastjet.ClusterSequence(
         momenta, fastjet.JetDefinition(fastjet.antikt_algorithm, float(radius))
     )

@@ -33,7 +33,6 @@ class MissingImpactParametersWarning(UserWarning):
     """The candidates have no d0/dz branches: every candidate gets d0 = dz = 0."""
 
 
-SOURCES: tuple[str, ...] = ("auto", "delphes", "pfnano", "nanoaod")
 MAX_ABS_CHARGE = 2  # PF candidates and Delphes tracks carry +-1; 2 leaves room, 1e10 does not
 PFNANO_NO_TRACK = -1.0  # PFNano's d0/dz (cm) for candidates without track details
 DELPHES_NEUTRAL_HADRON_PDG = 130  # EFlowNeutralHadron has no PID; K0L is CMS PF's convention
@@ -212,6 +211,7 @@ FORMATS: Mapping[str, SourceFormat] = _frozen({
     ),
 })
 """The supported formats by name (detection tries them in this order)."""
+SOURCES: tuple[str, ...] = ("auto", *FORMATS)
 
 DEFAULT_NANO_JETS = ("FatJet", "Jet")  # always read for nanoaod-layout files (cheap, handy)
 _warned_missing_impact: set[str] = set()
