@@ -20,6 +20,7 @@ from typing import Any
 
 from coffea import processor
 
+from rs3l_coffea._awkward import is_dask
 from rs3l_coffea.coffea_processing import analysis
 from rs3l_coffea.errors import ConfigError, InputFileError
 from rs3l_coffea.features import JetSelection
@@ -95,7 +96,7 @@ class TaggingProcessor(processor.ProcessorABC):
             origin=origin,
         )
         table = analysis.jet_table(jets, constituents, self.tagger, self.selection)
-        dask = analysis._is_dask(table)
+        dask = is_dask(table)
         hists = analysis.make_histograms(
             self.tagger.head_names,
             self.tagger.embedding_dim,
@@ -172,7 +173,7 @@ class VariantProcessor(TaggingProcessor):
         if codes.ndim == 1:  # DelphesSchema makes Event a singleton per event
             return codes
         # A list-per-event Event collection (other schemas): Delphes writes exactly one entry.
-        if analysis._is_dask(codes):
+        if is_dask(codes):
             import dask_awkward as dak
 
             return dak.firsts(codes, axis=1)

@@ -140,8 +140,7 @@ class JetRowsMixin:
         self, events: Any, jets: Any, table: Any, *, dataset: str, variant: Any
     ) -> dict[str, Any]:
         from rs3l_coffea.features import truth_labels
-        from rs3l_coffea.io import gen_particles_from_events
-        from rs3l_coffea.io.readers import detect_source
+        from rs3l_coffea.io import detect_source, gen_particles_from_events
 
         metadata = dict(getattr(events, "metadata", {}) or {})
         origin = str(metadata.get("filename", "input"))

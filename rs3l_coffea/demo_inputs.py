@@ -29,6 +29,7 @@ import numpy as np
 
 from rs3l_coffea.atomic import atomic_path
 from rs3l_coffea.errors import ConfigError, InputFileError
+from rs3l_coffea.kinematics import delta_phi, wrap_phi
 from rs3l_coffea.samples import BUNDLED_PROCESSES, BUNDLED_VARIANTS, bundled_sample_dir
 
 COMPACT_INPUTS = "demo_jets.npz"
@@ -66,7 +67,7 @@ def write_compact_inputs(
     ``jets_per_variant`` selected jets of each are kept (fewer selected jets is an error).
     """
     from rs3l_coffea.features import JetSelection, truth_labels
-    from rs3l_coffea.io.readers import gen_particles_from_events, jets_from_events, open_events
+    from rs3l_coffea.io import gen_particles_from_events, jets_from_events, open_events
 
     columns: dict[str, list[np.ndarray]] = {}
     names = {"process": sorted({p for p, _ in root_files}), "variant": []}
@@ -95,7 +96,7 @@ def write_compact_inputs(
             per_jet[f"jet_{field}"] = ak.to_numpy(flat_jets[field]).astype(np.float32)
         relative = {
             "deta": flat_constituents.eta - flat_jets.eta,
-            "dphi": (flat_constituents.phi - flat_jets.phi + np.pi) % (2 * np.pi) - np.pi,
+            "dphi": delta_phi(flat_constituents.phi, flat_jets.phi),
         }
         for field in _CONSTITUENT_FIELDS:
             values = relative[field] if field in relative else flat_constituents[field]
@@ -206,7 +207,7 @@ def load_compact_inputs(
             constituents = {
                 "pt": flat["pt"].astype(np.float64),
                 "eta": jet_eta + flat["deta"].astype(np.float64),
-                "phi": (phi + np.pi) % (2 * np.pi) - np.pi,
+                "phi": wrap_phi(phi),
                 "energy": flat["energy"].astype(np.float64),
                 "charge": flat["charge"].astype(np.int32),
                 "pdg_id": flat["pdg_id"].astype(np.int32),

@@ -33,3 +33,45 @@ def published_checkpoint() -> Path:
     if not path.is_file():
         pytest.skip(f"published RS3L weights not available at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def pfnano_jets(coffea_sample):
+    """``(jets, constituents)`` of coffea's pfnano.root: its 24 FatJets with their PF candidates."""
+    import warnings
+
+    from rs3l_coffea.io import load_jets
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # coffea's NanoAOD cross-reference notes
+        return load_jets(coffea_sample("pfnano.root"), mode="eager")
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Run a module's torch code on one thread (2 shared CI cores); use with
+    ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def save_small_model(tmp_path_factory):
+    """A function ``(config, seed, name="small") -> (stem, model)`` saving a randomly initialised
+    model (``torch.manual_seed(seed)``, eval mode) as ``<tmp>/<name>.safetensors`` + card."""
+    import torch
+
+    from rs3l_coffea.nn import build_model, save_model
+
+    def save(config, seed: int, name: str = "small"):
+        torch.manual_seed(seed)
+        model = build_model(config).eval()
+        path = tmp_path_factory.mktemp("model") / name
+        save_model(path, model)
+        return path, model
+
+    return save

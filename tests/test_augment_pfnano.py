@@ -7,7 +7,6 @@ References are independent: four-vector sums and ΔR from the ``vector`` library
 from __future__ import annotations
 
 import json
-import warnings
 
 import awkward as ak
 import numpy as np
@@ -28,16 +27,6 @@ from rs3l_coffea.features.names import FEATURE_INDEX as FI
 
 torch.set_num_threads(1)
 vector.register_awkward()
-
-
-@pytest.fixture(scope="module")
-def pfnano_jets(coffea_sample):
-    """The 24 PFNano FatJets of coffea's sample file with their PF candidates."""
-    from rs3l_coffea.io import load_jets
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # coffea's NanoAOD cross-reference notes
-        return load_jets(coffea_sample("pfnano.root"), mode="eager")
 
 
 def constituent_sum(constituents: ak.Array) -> ak.Array:

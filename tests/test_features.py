@@ -276,9 +276,9 @@ def test_pipeline_carries_groomed_n2_and_impact_parameter_flag(coffea_sample, tm
     np.testing.assert_allclose(pfnano["n2_groomed"], direct["n2_groomed"], rtol=1e-12)
     assert pfnano["impact_parameters"].all()
     with pytest.warns(UserWarning, match="d0"):
-        import rs3l_coffea.io.readers as readers
+        import rs3l_coffea.io.sources as sources
 
-        readers._warned_missing_impact.discard("nanoaod")
+        sources._warned_missing_impact.discard("nanoaod")
         nano = features_from_file(coffea_sample("nano_tt_v15.root"))
     assert len(nano["impact_parameters"]) > 0 and not nano["impact_parameters"].any()
     out = tmp_path / "pfnano.parquet"

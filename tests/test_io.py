@@ -319,10 +319,10 @@ def test_delphes_towers_zero_and_tracks_keep_stored_impact_parameters(delphes_pa
 
 
 def test_missing_impact_parameters_warn_once_and_are_recorded(coffea_sample):
-    import rs3l_coffea.io.readers as readers
+    import rs3l_coffea.io.sources as sources
     from rs3l_coffea.io import MissingImpactParametersWarning
 
-    readers._warned_missing_impact.discard("nanoaod")
+    sources._warned_missing_impact.discard("nanoaod")
     path = coffea_sample("nano_tt_v15.root")
     with pytest.warns(MissingImpactParametersWarning, match=r"PFCand_d0 \(or _dxy\)/PFCand_dz.*nano_tt_v15"):
         jets, constituents = load_jets(path)
@@ -560,3 +560,61 @@ def test_nanoaod_dxy_dz_in_cm_converted_and_neutrals_zero(tmp_path, coffea_sampl
     assert neutral.sum() > 50 and (~neutral).sum() > 50
     assert np.all(d0[neutral] == 0)
     np.testing.assert_allclose(d0[~neutral], 10.0 * expected_d0[~neutral], rtol=1e-12)
+
+
+def test_a_new_nanoaod_layout_format_is_a_table_not_code(tmp_path):
+    """A format whose candidates are ``MyCands`` with mass stored as ``m`` and impact parameters
+    as ``dxy``/``dz`` (cm): described by a SourceFormat only, read by the unchanged machinery."""
+    import dataclasses
+
+    import uproot
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    from rs3l_coffea.io.jets import ByName, NanoStoredBuilder, stored_jet_columns
+    from rs3l_coffea.io.sources import (
+        FORMATS,
+        CandidateTable,
+        ReadContext,
+        build_candidates,
+        candidate_columns,
+    )
+
+    cands = {
+        "pt": ak.Array([[10.0, 20.0, 5.0], [30.0]]), "eta": ak.Array([[0.1, -0.2, 0.3], [1.0]]),
+        "phi": ak.Array([[0.5, 0.6, -3.0], [2.0]]), "m": ak.Array([[0.14, 0.0, 0.5], [0.14]]),
+        "pdgId": ak.Array([[211, 22, -211], [-11]]), "charge": ak.Array([[1, 0, -1], [-1]]),
+        "dxy": ak.Array([[0.01, 0.2, -0.03], [0.002]]), "dz": ak.Array([[0.05, 0.3, 0.04], [-0.01]]),
+    }
+    path = tmp_path / "mynano.root"
+    with uproot.recreate(path) as out:
+        out["Events"] = {
+            "run": np.ones(2, np.uint32), "luminosityBlock": np.ones(2, np.uint32),
+            "event": np.arange(2, dtype=np.uint64),
+            "MyCands": ak.zip(cands),
+            "FatJet": ak.zip({"pt": ak.Array([[35.0], [30.0]]), "eta": ak.Array([[0.0], [1.0]]),
+                              "phi": ak.Array([[0.5], [2.0]]), "mass": ak.Array([[5.0], [0.2]])}),
+            # jet 0 of event 0 holds candidates 2 and 0 (in that order); event 1's jet its only one
+            "FatJetMyCands": ak.zip({"jetIdx": ak.Array([[0, 0], [0]]), "candIdx": ak.Array([[2, 0], [0]])}),
+        }
+    pfnano = FORMATS["pfnano"]
+    columns = {**dict(pfnano.candidates[0].columns), "mass": ("m",)}
+    fmt = dataclasses.replace(
+        pfnano, name="mynano", branches=("nMyCands",),
+        candidates=(CandidateTable("MyCands", columns, pfnano.candidates[0].optional),),
+    )
+    events = NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
+    context = ReadContext(where=f" in {path}")
+    named, impact = candidate_columns(events, fmt, context)
+    assert impact == "stored" and set(named) >= {"MyCands.mass", "MyCands.d0", "MyCands.dz"}
+    built, _ = build_candidates(named, fmt, context)
+    pt, eta, m = (np.asarray(ak.flatten(cands[k])) for k in ("pt", "eta", "m"))
+    np.testing.assert_allclose(ak.flatten(built.energy), np.sqrt((pt * np.cosh(eta)) ** 2 + m**2), rtol=1e-6)
+    # cm -> mm, neutral candidates (the photon) get 0
+    np.testing.assert_allclose(ak.flatten(built.d0), [0.1, 0.0, -0.3, 0.02], rtol=1e-6)
+
+    jet_columns, tables = stored_jet_columns(events, fmt, "FatJet", context)
+    assert tables == "FatJetMyCands.candIdx -> MyCands"
+    named.update(jet_columns)
+    combined = ByName(NanoStoredBuilder(fmt, "FatJet", context), list(named))(*named.values())
+    np.testing.assert_allclose(ak.flatten(combined.constituents.pt, axis=None), [5.0, 10.0, 30.0], rtol=1e-6)
+    assert ak.to_list(ak.num(combined.constituents, axis=2)) == [[2], [1]]

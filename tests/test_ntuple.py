@@ -174,6 +174,13 @@ def test_variant_codes_agree_with_the_generator() -> None:
     from rs3l_coffea.training.config import VARIANT_CODES
 
     assert VARIANT_CODES == {name: code for name, (code, _settings) in VARIANTS.items()}
+    from typing import get_args
+
+    from rs3l_coffea.training.config import AugmentationName
+    from rs3l_coffea.variants import AUGMENTATION_VARIANTS
+
+    # the type the configs validate against spells out the same names as the list
+    assert get_args(AugmentationName) == AUGMENTATION_VARIANTS
 
 
 def test_rs3l_ntuple_cli_on_published_h5_and_bad_inputs(tmp_path: Path, coffea_sample) -> None:

@@ -20,23 +20,19 @@ from rs3l_coffea.errors import ConfigError, InputFileError, MissingConstituentsE
 from rs3l_coffea.features import JetSelection, build_features
 from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.io import load_jets
-from rs3l_coffea.nn import DGCNNConfig, HeadConfig, ModelConfig, build_model, save_model
+from rs3l_coffea.nn import DGCNNConfig, HeadConfig, ModelConfig
 
 SAMPLES = {"delphes": "delphes.root", "pfnano": "pfnano.root"}
 CHUNKSIZE = 13  # Delphes (25 events): two chunks, the last one shorter; PFNano (10): one
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    torch.manual_seed(3)
+def small_model(save_small_model):
     config = ModelConfig(
         backbone=DGCNNConfig(width=16, conv_layers=2, k=8, output_hidden=(16,)),
         heads=(HeadConfig("score"),),
     )
-    model = build_model(config).eval()
-    path = tmp_path_factory.mktemp("model") / "small"
-    save_model(path, model)
-    return path, model
+    return save_small_model(config, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,7 @@ from rs3l_coffea.training.checkpoint import TrainingProgress, load_checkpoint, s
 pytestmark = [
     pytest.mark.filterwarnings("ignore::RuntimeWarning"),
     pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning"),
+    pytest.mark.usefixtures("torch_one_thread"),
 ]
 
 SMALL = ModelConfig(
@@ -63,21 +64,10 @@ SMALL = ModelConfig(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
+def small_model(save_small_model) -> Path:
     """A tiny saved DGCNN with one head: ``<dir>/small(.safetensors|.json)``."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "small"
-    save_model(path, build_model(SMALL).eval())
-    return path
+    return save_small_model(SMALL, seed=0)[0]
 
 
 def copy_model(source: Path, target: Path) -> Path:
@@ -135,7 +125,7 @@ ROOT_FAILURES = [
     ("wrong-tree-name", corpus.wrong_tree_name, "load",
      InputFileError, r"wrong_tree\.root has no 'Delphes' or 'Events' TTree \(trees found: Tree\)"),
     ("wrong-tree-name-runner", corpus.wrong_tree_name, "check_file",
-     InputFileError, r"wrong_tree\.root has no TTree 'Delphes/Events' \(trees found: Tree\)"),
+     InputFileError, r"wrong_tree\.root has no 'Delphes' or 'Events' TTree \(trees found: Tree\)"),
     ("no-candidates", lambda d: sample_path("nano_dy.root"), "tag",
      MissingConstituentsError, r"nano_dy\.root.*RS3L needs jet constituents"),
     ("missing-candidate-eta", corpus.pfnano_missing_branch, "load",

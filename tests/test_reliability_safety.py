@@ -192,14 +192,6 @@ def test_scanner_accepts_safe_calls(snippet):
 SMALL = ModelConfig(backbone=DGCNNConfig(width=8, conv_layers=1, k=4, output_hidden=(8,)), heads=(HeadConfig("score"),))
 
 
-@pytest.fixture(scope="module")
-def pfnano_jets():
-    from rs3l_coffea.io import load_jets
-    from rs3l_coffea.testing import sample_path
-
-    return load_jets(sample_path("pfnano.root"), source="pfnano")
-
-
 def _small_model(seed: int):
     torch.manual_seed(seed)
     return build_model(SMALL).eval()
@@ -271,11 +263,9 @@ def test_shipped_default_model_records_its_training_range():
     from rs3l_coffea.inference.tagger import RS3LTagger
     from rs3l_coffea.nn.model_file import validity_range
 
-    repo_card = json.loads((REPO / "models" / "default.json").read_text())
-    package_card = json.loads((REPO / "rs3l_coffea" / "data" / "models" / "default.json").read_text())
-    for card in (repo_card, package_card):
-        assert card["validity_range"]["pt_min"] == 450.0 and card["validity_range"]["abs_eta_max"] == 1.5
-        assert "rs3l_coffea.detector" in card["validity_range"]["detector"]
+    card = json.loads((REPO / "rs3l_coffea" / "data" / "models" / "default.json").read_text())
+    assert card["validity_range"]["pt_min"] == 450.0 and card["validity_range"]["abs_eta_max"] == 1.5
+    assert "rs3l_coffea.detector" in card["validity_range"]["detector"]
     tagger = RS3LTagger.default()
     assert tagger.validity is not None and "in_range" in tagger.fields
     from rs3l_coffea.nn.model_file import read_card

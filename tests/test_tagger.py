@@ -19,27 +19,17 @@ from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.io import jets_from_events, load_jets, open_events
 from rs3l_coffea.nn import DGCNNConfig, HeadConfig, ModelConfig, build_model, save_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
+def small_model(save_small_model):
     """A small randomly initialised DGCNN with two heads, saved as safetensors + card."""
-    torch.manual_seed(1)
     config = ModelConfig(
         backbone=DGCNNConfig(width=16, conv_layers=2, k=8, output_hidden=(16,)),
         heads=(HeadConfig("score"), HeadConfig("flavour", classes=("b", "light"))),
     )
-    model = build_model(config).eval()
-    path = tmp_path_factory.mktemp("model") / "small"
-    save_model(path, model)
-    return path, model
+    return save_small_model(config, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +224,6 @@ def test_default_model_location_and_clear_error(small_model, tmp_path, monkeypat
     path, _ = small_model
     monkeypatch.delenv("RS3L_DEFAULT_MODEL", raising=False)
     monkeypatch.setattr(tagger_module, "_PACKAGE_ROOT", tmp_path / "pkg")
-    monkeypatch.setattr(tagger_module, "_REPOSITORY_ROOT", tmp_path / "repo")
     with pytest.raises(ModelFormatError, match="no default RS3L model found"):
         RS3LTagger.default()
     monkeypatch.setenv("RS3L_DEFAULT_MODEL", str(path))

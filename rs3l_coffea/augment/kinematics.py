@@ -31,6 +31,7 @@ import torch
 
 from rs3l_coffea.errors import ConfigError
 from rs3l_coffea.features.names import FEATURE_INDEX, N_FEATURES
+from rs3l_coffea.kinematics import wrap_phi  # tensor % float is torch.remainder: same kernel
 
 KINEMATIC_FEATURES: tuple[str, ...] = (
     "log_pt", "log_pt_rel", "deta", "dphi", "log_e", "log_e_rel", "delta_r",
@@ -43,11 +44,6 @@ CARRIED_FEATURES: tuple[str, ...] = tuple(
 """Features copied along unchanged with their particle (charge, impact parameters, type flags)."""
 
 _CARRIED_INDEX = [FEATURE_INDEX[name] for name in CARRIED_FEATURES]
-
-
-def wrap_phi(phi: torch.Tensor) -> torch.Tensor:
-    """Wrap angles to ``[-π, π)``."""
-    return torch.remainder(phi + math.pi, 2.0 * math.pi) - math.pi
 
 
 def _log_cosh(value: torch.Tensor) -> torch.Tensor:

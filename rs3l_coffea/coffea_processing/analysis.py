@@ -32,6 +32,8 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from rs3l_coffea._awkward import is_dask as _is_dask
+from rs3l_coffea._awkward import typetracer_result
 from rs3l_coffea.errors import ConfigError, InputFileError
 
 # Binning: (bins, low, high) per scalar histogram; the embedding direction lives in [-1, 1].
@@ -82,11 +84,7 @@ class _TableBuilder:
         self.tagger, self.selection = tagger, selection
 
     def typetracer(self, jets: ak.Array, constituents: ak.Array) -> ak.Array:
-        concrete = self(
-            ak.typetracer.length_zero_if_typetracer(jets),
-            ak.typetracer.length_zero_if_typetracer(constituents),
-        )
-        return ak.Array(concrete.layout.to_typetracer(forget_length=True))
+        return typetracer_result(self, jets, constituents)
 
     def __call__(self, jets: ak.Array, constituents: ak.Array) -> ak.Array:
         from rs3l_coffea.features import jet_observables
@@ -355,5 +353,3 @@ def write_skim(path: str | os.PathLike[str], table: ak.Array, entry_start: int =
     return path
 
 
-def _is_dask(array: Any) -> bool:
-    return type(array).__module__.startswith("dask_awkward")

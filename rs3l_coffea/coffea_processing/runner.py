@@ -172,52 +172,24 @@ def check_file(path: str, tree: str | None = None, source: str = "auto") -> tupl
     Without ``tree``, a requested ``source`` picks its own tree (:func:`rs3l_coffea.io.select_tree`:
     a file holding both a Delphes and an Events tree gives ``pfnano`` the Events tree).
     """
-    import uproot
+    from rs3l_coffea.io import open_tree, source_from_branches
 
-    from rs3l_coffea.io import select_tree, source_from_branches
-
-    if os.path.isdir(path):
-        raise InputFileError(f"input {path} is a directory, not a ROOT file")
-    if not os.path.isfile(path):
-        raise InputFileError(f"input file {path} does not exist")
-    if os.path.getsize(path) == 0:
-        raise InputFileError(f"input file {path} is empty (0 bytes), not a ROOT file")
-    try:
-        with uproot.open(path) as handle:
-            trees = [k.split(";")[0] for k, c in handle.classnames().items() if c == "TTree"]
-            if not trees:
-                keys = ", ".join(handle.keys()) or "none"
-                raise InputFileError(
-                    f"{path} contains no TTree at all (keys: {keys}): not a readable "
-                    "Delphes/NanoAOD ROOT file (truncated or corrupt?)"
-                )
-            if tree is None and source != "auto":
-                tree = select_tree(trees, source, str(path))
-            if tree is None:
-                tree = "Delphes" if "Delphes" in trees else "Events" if "Events" in trees else None
-            if tree is None or tree not in trees:
-                raise InputFileError(
-                    f"{path} has no TTree {tree or 'Delphes/Events'!r} "
-                    f"(trees found: {', '.join(trees) or 'none'})"
-                )
-            ttree = handle[tree]
+    with open_tree(path, tree, source=source) as opened:
+        try:
             # Top-level names are enough to tell the source (and avoid typing every branch).
-            branches = {branch.name for branch in ttree.branches}
-            n_entries = int(ttree.num_entries)
-    except InputFileError:
-        raise
-    except Exception as error:  # uproot raises many unrelated types on corrupt files
-        raise InputFileError(f"cannot read {path} as a ROOT file: {error}") from error
+            branches = {branch.name for branch in opened.tree.branches}
+            n_entries = int(opened.tree.num_entries)
+        except Exception as error:  # uproot raises many unrelated types on corrupt files
+            raise InputFileError(f"cannot read {path} as a ROOT file: {error}") from error
+    tree = opened.name
     source = source_from_branches(branches, str(path), tree)
     return source, tree, n_entries
 
 
 def _schema(source: str) -> Any:
-    from coffea.nanoevents import NanoAODSchema, PFNanoAODSchema
+    from rs3l_coffea.io.files import schema_class
 
-    from rs3l_coffea.io.schemas import FlatDelphesSchema
-
-    return {"delphes": FlatDelphesSchema, "pfnano": PFNanoAODSchema, "nanoaod": NanoAODSchema}[source]
+    return schema_class(source)
 
 
 class BranchFilter:
@@ -305,14 +277,16 @@ def preflight(
     already name the file and value); any other exception is wrapped in a one-line
     :class:`ConfigError` naming the processor and the file.
     """
-    import uproot
     from coffea.nanoevents import NanoEventsFactory
+
+    from rs3l_coffea.io import open_tree
 
     probe = copy.copy(processor_instance)
     if getattr(probe, "skim_dir", None) is not None:
         probe.skim_dir = None
-    with uproot.open(path) as handle:
-        stop = min(int(handle[tree].num_entries), entries)
+    with open_tree(path, tree) as opened:
+        handle = opened.handle
+        stop = min(int(opened.tree.num_entries), entries)
         if stop == 0:
             return
         info = {"dataset": dataset, "filename": path, "treename": tree,

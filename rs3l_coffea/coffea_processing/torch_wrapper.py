@@ -35,6 +35,7 @@ import awkward as ak
 import numpy as np
 from coffea.ml_tools.torch_wrapper import torch_wrapper
 
+from rs3l_coffea._awkward import is_dask, typetracer_result
 from rs3l_coffea.errors import ConfigError
 from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES
 from rs3l_coffea.inference.engine import torch_threads
@@ -137,7 +138,7 @@ class RS3LTorchWrapper(torch_wrapper):
     def prepare_awkward(self, jets: Any, constituents: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Features of every jet as numpy-convertible awkward arrays: ``((x, mask), {})``."""
         builder = _FeatureArrays(self.max_particles)
-        if type(jets).__module__.startswith("dask_awkward"):
+        if is_dask(jets):
             import dask_awkward as dak
 
             meta = builder.typetracer(jets._meta, constituents._meta)
@@ -173,7 +174,7 @@ class RS3LTorchWrapper(torch_wrapper):
     def postprocess_awkward(self, result: Any, jets: Any, constituents: Any) -> Any:
         """Per-jet record with the event x jet structure of ``jets``."""
         restructure = _Restructure(self.head_names, self.embedding_dim)
-        if type(jets).__module__.startswith("dask_awkward"):
+        if is_dask(jets):
             import dask_awkward as dak
 
             meta = restructure.typetracer(result._meta, jets._meta, constituents._meta)
@@ -210,11 +211,7 @@ class _FeatureArrays:
         self.max_particles = max_particles
 
     def typetracer(self, jets: Any, constituents: Any) -> ak.Array:
-        concrete = self(
-            ak.typetracer.length_zero_if_typetracer(jets),
-            ak.typetracer.length_zero_if_typetracer(constituents),
-        )
-        return ak.Array(concrete.layout.to_typetracer(forget_length=True))
+        return typetracer_result(self, jets, constituents)
 
     def __call__(self, jets: ak.Array, constituents: ak.Array) -> ak.Array:
         from rs3l_coffea.features.builder import build_features
@@ -239,8 +236,7 @@ class _Restructure:
         self.embedding_dim = embedding_dim
 
     def typetracer(self, result: Any, jets: Any, constituents: Any) -> ak.Array:
-        concrete = self(*(ak.typetracer.length_zero_if_typetracer(a) for a in (result, jets, constituents)))
-        return ak.Array(concrete.layout.to_typetracer(forget_length=True))
+        return typetracer_result(self, result, jets, constituents)
 
     def __call__(self, result: ak.Array, jets: ak.Array, constituents: ak.Array) -> ak.Array:
         if ak.backend(result) == "typetracer":

@@ -14,8 +14,10 @@ momenta and energies in GeV, impact parameters in mm:
   Exactly one flag is 1 for every real particle.
 
 Particles are sorted by pT descending within each jet, the leading ``max_particles`` kept,
-the rest of each row zero-padded (features exactly 0, ``mask`` False). Particles with
-non-finite kinematics, pT <= 0 or E <= 0 are dropped (the readers already remove them).
+the rest of each row zero-padded (features exactly 0, ``mask`` False). Unusable particles
+(:func:`rs3l_coffea.kinematics.good_particles`: any non-finite field, pT <= 0, E <= 0 or
+|eta| >= 10) are dropped first (the readers already remove them); the observables of
+:func:`~rs3l_coffea.features.jet_observables` see exactly the same particles.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from rs3l_coffea.errors import InputFileError
 from rs3l_coffea.features.names import FEATURE_INDEX, N_FEATURES
+from rs3l_coffea.kinematics import delta_phi, energy_from_pt_eta_mass, good_particles
 
 DEFAULT_MAX_PARTICLES = 100
 _NEEDED_CONSTITUENT_FIELDS = ("pt", "eta", "phi", "energy", "charge", "pdg_id", "d0", "dz")
@@ -55,17 +58,6 @@ def flatten_jets(jets: Any, constituents: Any) -> tuple[ak.Array, ak.Array]:
 
 def _numpy(array: Any, dtype: type = np.float64) -> np.ndarray:
     return np.asarray(ak.to_numpy(ak.fill_none(array, 0)), dtype=dtype)
-
-
-def jet_energy(pt: np.ndarray, eta: np.ndarray, mass: np.ndarray) -> np.ndarray:
-    """Jet energy from (pT, eta, m)."""
-    p = pt * np.cosh(eta)
-    return np.sqrt(p * p + mass * mass)
-
-
-def wrap_phi(dphi: np.ndarray) -> np.ndarray:
-    """Wrap an angle difference to ``[-pi, pi)``."""
-    return np.mod(dphi + np.pi, 2.0 * np.pi) - np.pi
 
 
 def build_features(
@@ -100,7 +92,7 @@ def build_features(
     jet_pt, jet_eta = _numpy(jets.pt), _numpy(jets.eta)
     jet_phi, jet_mass = _numpy(jets.phi), _numpy(jets.mass)
     with np.errstate(over="ignore", invalid="ignore"):
-        jet_e = jet_energy(jet_pt, jet_eta, jet_mass)
+        jet_e = energy_from_pt_eta_mass(jet_pt, jet_eta, jet_mass)
     bad_jet = ~(np.isfinite(jet_pt) & np.isfinite(jet_eta) & np.isfinite(jet_phi))
     bad_jet |= ~np.isfinite(jet_e) | (jet_pt <= 0) | (jet_e <= 0)
     if np.any(bad_jet):
@@ -123,8 +115,7 @@ def build_features(
     pdg = _numpy(flat.pdg_id, np.int64)[order]
     d0, dz = _numpy(flat.d0)[order], _numpy(flat.dz)[order]
 
-    good = np.isfinite(pt) & np.isfinite(eta) & np.isfinite(phi) & np.isfinite(energy)
-    good &= np.isfinite(d0) & np.isfinite(dz) & np.isfinite(charge) & (pt > 0) & (energy > 0)
+    good = good_particles(pt, eta, phi, energy, charge, d0, dz)
     if not np.all(good):
         # NaN pT sorts anywhere: dropping after the sort keeps the others in pT order.
         pt, eta, phi, energy = pt[good], eta[good], phi[good], energy[good]
@@ -141,7 +132,7 @@ def build_features(
         row = jet_of
 
     deta = eta - jet_eta[row]
-    dphi = wrap_phi(phi - jet_phi[row])
+    dphi = delta_phi(phi, jet_phi[row])
     abs_pdg = np.abs(pdg)
     is_photon = pdg == 22
     is_electron = abs_pdg == 11

@@ -26,8 +26,11 @@ for a 10,000-constituent jet in the benchmark above); for busier jets the softes
 are left out. ``max_particles=None`` uses every constituent (exact, O(n^3)). ``n_constituents``
 always counts every constituent.
 
-Particles with non-finite kinematics, pT <= 0 or E <= 0 are dropped first (as in
-:func:`~rs3l_coffea.features.build_features`); ``n_constituents`` counts the remaining ones.
+Unusable particles are dropped first with the one rule
+:func:`rs3l_coffea.kinematics.good_particles` that :func:`~rs3l_coffea.features.build_features`
+applies too (any non-finite field, pT <= 0, E <= 0, |eta| >= 10), so with the same cap the
+observables see exactly the particles the features see; ``n_constituents`` counts the
+remaining ones.
 Jets with fewer than two constituents (or, rarely, a non-finite result, e.g. two exactly
 collinear particles) get ``msd = 0``, ``n2 = 0`` and ``valid = False``; every other jet has
 ``valid = True``. ``n2_groomed_valid`` is False (and ``n2_groomed = 0``) where the groomed jet
@@ -43,6 +46,7 @@ import awkward as ak
 import numpy as np
 
 from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES, flatten_jets
+from rs3l_coffea.kinematics import four_momenta, good_particle_records
 
 SOFTDROP_BETA = 0.0
 SOFTDROP_ZCUT = 0.1
@@ -50,18 +54,6 @@ SOFTDROP_R0 = 0.8
 N2_BETA = 1.0
 N2_MAX_PARTICLES = DEFAULT_MAX_PARTICLES
 _RECLUSTER_RADIUS = 10.0
-
-
-def _momenta(parts: ak.Array) -> ak.Array:
-    return ak.zip(
-        {
-            "px": parts.pt * np.cos(parts.phi),
-            "py": parts.pt * np.sin(parts.phi),
-            "pz": parts.pt * np.sinh(parts.eta),
-            "E": parts.energy,
-        },
-        with_name="Momentum4D",
-    )
 
 
 def _leading(parts: ak.Array, max_particles: int | None) -> ak.Array:
@@ -113,17 +105,8 @@ def jet_observables(
     vector.register_awkward()
     jets, constituents = flatten_jets(jets, constituents)
     n_jets = len(jets)
-    # Same particle filter as build_features: fastjet must never see NaN/inf or pT <= 0.
-    with np.errstate(invalid="ignore"):
-        good = (
-            np.isfinite(constituents.pt)
-            & np.isfinite(constituents.eta)
-            & np.isfinite(constituents.phi)
-            & np.isfinite(constituents.energy)
-            & (constituents.pt > 0)
-            & (constituents.energy > 0)
-        )
-    constituents = constituents[good]
+    # The particle filter of build_features (fastjet must never see NaN/inf or pT <= 0).
+    constituents = constituents[good_particle_records(constituents)]
     n_constituents = np.asarray(ak.to_numpy(ak.num(constituents, axis=1)), dtype=np.int64)
     msd = np.zeros(n_jets)
     n2 = np.zeros(n_jets)
@@ -132,7 +115,7 @@ def jet_observables(
     groomed_valid = np.zeros(n_jets, dtype=bool)
     selected = np.flatnonzero(valid)
     if len(selected):
-        momenta = _momenta(_leading(constituents[selected], max_particles))
+        momenta = four_momenta(_leading(constituents[selected], max_particles))
         sequence = fastjet.ClusterSequence(
             momenta, fastjet.JetDefinition(fastjet.cambridge_algorithm, _RECLUSTER_RADIUS)
         )

@@ -30,6 +30,8 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from rs3l_coffea.kinematics import delta_r
+
 MATCH_RADIUS = 0.8
 _BOSONS = {23: "Z", 24: "W", 25: "H"}
 
@@ -50,11 +52,6 @@ class JetLabel(enum.IntEnum):
     Z_QQ = 10
 
 
-def _delta_r(eta1: np.ndarray, phi1: np.ndarray, eta2: np.ndarray, phi2: np.ndarray) -> np.ndarray:
-    dphi = np.mod(phi1 - phi2 + np.pi, 2.0 * np.pi) - np.pi
-    return np.hypot(eta1 - eta2, dphi)
-
-
 def _label_event(
     jet_eta: np.ndarray, jet_phi: np.ndarray, gen: dict[str, np.ndarray], radius: float
 ) -> np.ndarray:
@@ -64,7 +61,7 @@ def _label_event(
         return labels
     pdg, status, mother, pt = gen["pdg_id"], gen["status"], gen["mother"], gen["pt"]
     abs_pdg = np.abs(pdg)
-    inside = _delta_r(jet_eta[:, None], jet_phi[:, None], gen["eta"][None, :], gen["phi"][None, :])
+    inside = delta_r(jet_eta[:, None], jet_phi[:, None], gen["eta"][None, :], gen["phi"][None, :])
     inside = inside < radius  # (jets, gen)
     is_quark = (abs_pdg >= 1) & (abs_pdg <= 5)
     valid_mother = (mother >= 0) & (mother < n_gen)

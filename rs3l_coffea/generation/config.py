@@ -14,6 +14,8 @@ import numpy as np
 
 from rs3l_coffea.detector.params import DetectorParams
 from rs3l_coffea.errors import ConfigError, InputFileError
+from rs3l_coffea.variants import VARIANT_CODES
+from rs3l_coffea.variants import VARIANT_NAMES as VARIANT_NAMES  # re-exported
 
 BEAM_ENERGY = 6500.0  # GeV per proton: 13 TeV
 
@@ -65,20 +67,24 @@ ALT_HADRONIZATION: tuple[str, ...] = (
     "StringPT:sigma = 0.36",
 )
 
-# Variant name -> (code stored in Event.VariantCode, extra Pythia settings). Codes -1..2 follow the
-# published RS3L ``vartype``; 3 is their "Herwig" slot, filled by our closest stand-in.
-VARIANTS: dict[str, tuple[int, tuple[str, ...]]] = {
-    "nominal": (-1, ()),
-    "seed": (0, ()),
+# Variant name -> extra Pythia settings. The names and their codes (stored in
+# Event.VariantCode) are the one list of rs3l_coffea.variants; 3 is the published RS3L
+# "Herwig" slot, filled by our closest stand-in.
+_VARIANT_SETTINGS: dict[str, tuple[str, ...]] = {
+    "nominal": (),
+    "seed": (),
     # "up" = more radiation: the FSR alpha_s scale mu_R^2 is multiplied by renormMultFac, so
     # 0.5 (mu_R / sqrt2) raises alpha_s and the emission rate; 2.0 (mu_R * sqrt2) lowers them.
-    "fsr_up": (1, ("TimeShower:renormMultFac = 0.5",)),
-    "fsr_down": (2, ("TimeShower:renormMultFac = 2.0",)),
-    "vincia_althad": (3, ("PartonShowers:model = 2", *ALT_HADRONIZATION)),
-    "vincia": (4, ("PartonShowers:model = 2",)),
-    "rehadronize": (5, ()),
+    "fsr_up": ("TimeShower:renormMultFac = 0.5",),
+    "fsr_down": ("TimeShower:renormMultFac = 2.0",),
+    "vincia_althad": ("PartonShowers:model = 2", *ALT_HADRONIZATION),
+    "vincia": ("PartonShowers:model = 2",),
+    "rehadronize": (),
 }
-VARIANT_NAMES: dict[int, str] = {code: name for name, (code, _) in VARIANTS.items()}
+# Variant name -> (code stored in Event.VariantCode, extra Pythia settings).
+VARIANTS: dict[str, tuple[int, tuple[str, ...]]] = {
+    name: (code, _VARIANT_SETTINGS[name]) for name, code in VARIANT_CODES.items()
+}
 
 # Random streams derived from (seed, chunk index, stream): one per purpose, never shared.
 STREAM_HARD = 1

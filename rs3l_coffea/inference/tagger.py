@@ -44,6 +44,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from rs3l_coffea._awkward import is_dask, typetracer_result
 from rs3l_coffea.errors import ConfigError, ModelFormatError
 from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES
 
@@ -53,7 +54,6 @@ EMBEDDING_FIELD = "embedding"
 IN_RANGE_FIELD = "in_range"
 DEFAULT_MODEL_NAME = "default"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-_REPOSITORY_ROOT = _PACKAGE_ROOT.parent
 
 # One engine per (model file, settings) per process: dask workers and futures processes each
 # load the model once, however many tasks (and unpickled tagger copies) they run.
@@ -65,15 +65,14 @@ def default_model_candidates() -> tuple[Path, ...]:
     """Where :meth:`RS3LTagger.default` looks, in order.
 
     1. ``$RS3L_DEFAULT_MODEL`` (a model stem or file name), when set;
-    2. package data ``rs3l_coffea/data/models/default`` (present after ``pip install``);
-    3. ``models/default`` at the repository root (editable / source checkouts).
+    2. package data ``rs3l_coffea/data/models/default``: the one copy of the shipped model,
+       seen by source checkouts and installed wheels alike.
     """
     candidates = []
     override = os.environ.get("RS3L_DEFAULT_MODEL")
     if override:
         candidates.append(Path(override))
     candidates.append(_PACKAGE_ROOT / "data" / "models" / DEFAULT_MODEL_NAME)
-    candidates.append(_REPOSITORY_ROOT / "models" / DEFAULT_MODEL_NAME)
     return tuple(candidates)
 
 
@@ -312,7 +311,7 @@ class RS3LTagger:
         events x jets x particles (or jets x particles) in the uniform layout of
         :mod:`rs3l_coffea.io`. Both eager/virtual awkward or both dask-awkward.
         """
-        jets_dask, constituents_dask = _is_dask(jets), _is_dask(constituents)
+        jets_dask, constituents_dask = is_dask(jets), is_dask(constituents)
         if jets_dask != constituents_dask:
             raise TypeError("jets and constituents must both be dask-awkward or both awkward arrays")
         if jets_dask:
@@ -348,7 +347,7 @@ class RS3LTagger:
             events, source=source, jets=jets, recluster_radius=recluster_radius, origin=origin
         )
         tags = self(jet_array, constituents)
-        if _is_dask(jet_array):
+        if is_dask(jet_array):
             import dask_awkward as dak
 
             return dak.with_field(jet_array, tags, "rs3l")
@@ -358,10 +357,9 @@ class RS3LTagger:
 
     def _typetracer_result(self, jets: Any, constituents: Any) -> ak.Array:
         """The output type for (typetracer) inputs, computed on length-zero stand-ins."""
-        jets = ak.typetracer.length_zero_if_typetracer(ak.Array(jets))
-        constituents = ak.typetracer.length_zero_if_typetracer(ak.Array(constituents))
-        empty = self._evaluate(jets, constituents, run_model=False)
-        return ak.Array(empty.layout.to_typetracer(forget_length=True))
+        return typetracer_result(
+            lambda j, c: self._evaluate(j, c, run_model=False), ak.Array(jets), ak.Array(constituents)
+        )
 
     def _evaluate(self, jets: ak.Array, constituents: ak.Array, run_model: bool = True) -> ak.Array:
         from rs3l_coffea.features.builder import build_features
@@ -453,8 +451,3 @@ def _file_identity(model_path: str) -> tuple[int, ...]:
         stat = os.stat(file)
         identity += [stat.st_size, stat.st_ino, stat.st_dev, stat.st_ctime_ns, stat.st_mtime_ns]
     return tuple(identity)
-
-
-def _is_dask(array: Any) -> bool:
-    module = type(array).__module__
-    return module.startswith("dask_awkward")

@@ -1,6 +1,12 @@
 """Readers: jets and uniform constituents from Delphes, PFNano and NanoAOD v15 files.
 
-Public API (see :mod:`rs3l_coffea.io.readers` for the full contract):
+Layout: :mod:`~rs3l_coffea.io.files` (opening: one :func:`open_tree`, tree selection, source
+detection, NanoEvents), :mod:`~rs3l_coffea.io.sources` (per-format column tables: a new format
+of a known layout is new data, not new code; uniform candidates from columns passed by name),
+:mod:`~rs3l_coffea.io.jets` (reclustering, stored-jet association, constituent gathering) and
+:mod:`~rs3l_coffea.io.readers` (the entry points below; full contract in its docstring).
+
+Public API:
 
 * :func:`load_jets` -- open a file and return ``(jets, constituents)``.
 * :func:`jets_from_events` -- the same from already-opened NanoEvents (eager, virtual or
@@ -12,10 +18,12 @@ Public API (see :mod:`rs3l_coffea.io.readers` for the full contract):
 * :func:`recluster` -- anti-kT reclustering of uniform candidates with fastjet.
 * :func:`select_tree` -- the TTree of a requested source in a file holding several.
 * :func:`association_name` -- ``<Jets>PFCands`` / ``<Jets>PFCand`` for a jet collection.
+* :func:`open_tree` -- open a ROOT file and one TTree, with errors naming the file.
 """
 
 from __future__ import annotations
 
+from rs3l_coffea.io.files import OpenTree, open_tree
 from rs3l_coffea.io.readers import (
     DEFAULT_RECLUSTER_MIN_PT,
     DEFAULT_RECLUSTER_RADIUS,
@@ -51,6 +59,7 @@ __all__ = [
     "SOURCES",
     "FlatDelphesSchema",
     "MissingImpactParametersWarning",
+    "OpenTree",
     "association_name",
     "detect_source",
     "gen_particles_from_events",
@@ -58,6 +67,7 @@ __all__ = [
     "load_jets",
     "needed_branches",
     "open_events",
+    "open_tree",
     "recluster",
     "select_tree",
     "source_from_branches",

@@ -72,16 +72,10 @@ def class_labels(
 
 def _file_identity(path: Path) -> tuple[str, int, int]:
     """(process, chunk, variant code) of a generated file; checks it carries hard-event ids."""
-    import uproot
+    from rs3l_coffea.io import open_tree
 
-    try:
-        handle = uproot.open(path)
-    except Exception as error:
-        raise InputFileError(f"{path} is not a readable ROOT file: {error}") from error
-    with handle:
-        if "Delphes" not in handle:
-            raise InputFileError(f"{path}: no 'Delphes' tree (keys: {handle.keys()})")
-        tree = handle["Delphes"]
+    with open_tree(path, "Delphes", what="generated file") as opened:
+        tree = opened.tree
         for branch in (EVENT_ID_BRANCH, VARIANT_BRANCH):
             if branch not in tree:
                 raise InputFileError(

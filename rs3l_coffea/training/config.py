@@ -30,26 +30,12 @@ from rs3l_coffea.typed_config import (
     read_yaml_mapping,
     set_dotted,
 )
+from rs3l_coffea.variants import VARIANT_NAMES as VARIANT_NAMES  # re-exported
+from rs3l_coffea.variants import AugmentationName
 
 Task = Literal["pretrain", "finetune", "supervised"]
 
-#: Re-simulation variant names accepted by ``data.augmentations`` and their ntuple codes: the
-#: codes ``Event.VariantCode`` of ``rs3l_coffea.generation`` writes (a test checks they agree;
-#: kept as a literal here so that reading a config does not import the generation stack).
-#: -1..2 follow the published RS3L ``vartype``; 3 was their Herwig slot, here Vincia shower +
-#: alternative string fragmentation; 4 Vincia alone; 5 re-hadronization of the nominal shower.
-VARIANT_CODES: dict[str, int] = {
-    "nominal": -1,
-    "seed": 0,
-    "fsr_up": 1,
-    "fsr_down": 2,
-    "vincia_althad": 3,
-    "vincia": 4,
-    "rehadronize": 5,
-}
-VARIANT_NAMES: dict[int, str] = {code: name for name, code in VARIANT_CODES.items()}
-#: ``data.augmentations`` choices (every variant but the nominal one it is compared with).
-AugmentationName = Literal["seed", "fsr_up", "fsr_down", "vincia_althad", "vincia", "rehadronize"]
+# Re-simulation variant names and codes: one list, in rs3l_coffea.variants (re-exported here).
 _KEY = "config key"
 
 

@@ -113,20 +113,13 @@ class ShardInfo:
 
 def inspect_shards(files: Sequence[Path], expected_features: int | None = None) -> list[ShardInfo]:
     """Open every shard once: tree present, branches present, not empty, feature count right."""
-    import uproot
-
+    from rs3l_coffea.io import open_tree
     from rs3l_coffea.training.ntuple import BRANCHES
 
     infos = []
     for path in files:
-        try:
-            handle = uproot.open(path)
-        except Exception as error:
-            raise InputFileError(f"ntuple shard {path} cannot be opened: {error}") from error
-        with handle:
-            if TREE_NAME not in handle:
-                raise InputFileError(f"ntuple shard {path} has no TTree {TREE_NAME!r} (keys: {handle.keys()})")
-            tree = handle[TREE_NAME]
+        with open_tree(path, TREE_NAME, what="ntuple shard") as opened:
+            tree = opened.tree
             missing = [b for b in BRANCHES if b not in tree]
             if missing:
                 raise InputFileError(f"ntuple shard {path} lacks the branches {missing}")

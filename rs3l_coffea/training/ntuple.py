@@ -45,6 +45,7 @@ import numpy as np
 from rs3l_coffea.atomic import atomic_open, atomic_path
 from rs3l_coffea.errors import InputFileError
 from rs3l_coffea.features.names import FEATURE_NAMES, N_FEATURES
+from rs3l_coffea.kinematics import delta_r
 from rs3l_coffea.training.config import VARIANT_CODES
 
 TREE_NAME = "rs3l"
@@ -105,12 +106,6 @@ class JetTable:
                 for name in self.__dataclass_fields__
             }
         )
-
-
-def delta_r(eta1: np.ndarray, phi1: np.ndarray, eta2: np.ndarray, phi2: np.ndarray) -> np.ndarray:
-    """ΔR with Δφ wrapped into [-π, π)."""
-    dphi = (np.asarray(phi1) - np.asarray(phi2) + np.pi) % (2 * np.pi) - np.pi
-    return np.hypot(np.asarray(eta1) - np.asarray(eta2), dphi)
 
 
 def match_jets(
