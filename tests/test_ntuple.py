@@ -171,7 +171,7 @@ def test_read_published_h5_rejects_bad_layouts(tmp_path: Path) -> None:
 
 def test_variant_codes_agree_with_the_generator() -> None:
     from rs3l_coffea.generation.config import VARIANTS
-    from rs3l_coffea.training.config import VARIANT_CODES
+    from rs3l_coffea.variants import VARIANT_CODES
 
     assert VARIANT_CODES == {name: code for name, (code, _settings) in VARIANTS.items()}
     from typing import get_args

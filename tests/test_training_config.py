@@ -21,7 +21,7 @@ def test_defaults_follow_the_paper() -> None:
 
 def test_default_augmentations_are_every_variant_but_nominal_in_code_order() -> None:
     # The default comes from the AugmentationName literal; VARIANT_CODES is the list of variants.
-    from rs3l_coffea.training.config import VARIANT_CODES
+    from rs3l_coffea.variants import VARIANT_CODES
 
     expected = [name for name in VARIANT_CODES if name != "nominal"]
     assert load_config().data.augmentations == expected

@@ -77,7 +77,7 @@ def _run(
     with user_errors():
         if augmentations is not None:  # re-simulation variants and/or symmetry augmentations
             from rs3l_coffea.augment.registry import training_settings
-            from rs3l_coffea.training.config import VARIANT_CODES
+            from rs3l_coffea.variants import VARIANT_CODES
 
             variants = [name for name in VARIANT_CODES if name != "nominal"]
             settings.update(training_settings(augmentations, variants, task=task, partner=partner))

@@ -46,7 +46,8 @@ def _base_train_dict(config: StudyConfig, task: str, out_dir: Path, files: list[
 def pretrain_config(config: StudyConfig, kind: str, layout: StudyLayout) -> Any:
     """The trainer configuration of one pretraining (``resim``, ``symmetry``, ``resim+symmetry``)."""
     from rs3l_coffea.augment.registry import training_overrides
-    from rs3l_coffea.training.config import VARIANT_CODES, load_config
+    from rs3l_coffea.training.config import load_config
+    from rs3l_coffea.variants import VARIANT_CODES
 
     pre = config.pretrain
     base = _base_train_dict(config, "pretrain", layout.pretrain_dir(kind), [str(layout.pretrain_data())], pre.seed)

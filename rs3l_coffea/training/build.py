@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from rs3l_coffea.errors import ConfigError, InputFileError
-from rs3l_coffea.training.config import VARIANT_CODES, VARIANT_NAMES
 from rs3l_coffea.training.ntuple import (
     DEFAULT_MAX_DELTA_R,
     JetTable,
@@ -34,6 +33,7 @@ from rs3l_coffea.training.ntuple import (
     read_published_h5,
     write_shards,
 )
+from rs3l_coffea.variants import VARIANT_CODES, VARIANT_NAMES
 
 EVENT_ID_BRANCH = "Event/Event.HardEventID"
 VARIANT_BRANCH = "Event/Event.VariantCode"

@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from rs3l_coffea.errors import ConfigError, InputFileError
-from rs3l_coffea.training.config import VARIANT_CODES
 from rs3l_coffea.training.ntuple import TREE_NAME
+from rs3l_coffea.variants import VARIANT_CODES
 
 Split = Literal["train", "val", "test"]
 Pool = Literal["pretrain", "finetune", "all"]

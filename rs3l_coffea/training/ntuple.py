@@ -46,7 +46,7 @@ from rs3l_coffea.atomic import atomic_open, atomic_path
 from rs3l_coffea.errors import InputFileError
 from rs3l_coffea.features.names import FEATURE_NAMES, N_FEATURES
 from rs3l_coffea.kinematics import delta_r
-from rs3l_coffea.training.config import VARIANT_CODES
+from rs3l_coffea.variants import VARIANT_CODES
 
 TREE_NAME = "rs3l"
 MAX_PARTICLES = 100

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from rs3l_coffea.features.names import FEATURE_INDEX, N_FEATURES
-from rs3l_coffea.training.config import VARIANT_CODES
 from rs3l_coffea.training.ntuple import JET_OBSERVABLES, MAX_PARTICLES
+from rs3l_coffea.variants import VARIANT_CODES
 
 _PID_FEATURES = ("is_photon", "is_muon", "is_electron", "is_charged_hadron", "is_neutral_hadron")
 
