@@ -19,7 +19,7 @@ def report(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory; completed stages in it are skipped."),
     export_model: Path | None = typer.Option(
         None, "--export-model",
-        help="After the study, save its fine-tuned RS3L model with a model card at this stem (e.g. models/default).",
+        help="After the study, save its fine-tuned RS3L model with a model card at this stem (e.g. rs3l_coffea/data/models/default, the shipped default model).",
     ),
     export_kind: str = typer.Option(
         "fixed", "--export-kind", help="Which fine-tuned model --export-model saves: fixed, floating or supervised."
