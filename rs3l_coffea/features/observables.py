@@ -93,6 +93,33 @@ def n2_of(momenta: ak.Array) -> np.ndarray:
     return np.asarray(ak.to_numpy(ak.flatten(correlator, axis=None)), dtype=np.float64)
 
 
+def _good_particles(constituents: ak.Array) -> ak.Array:
+    # Same particle filter as build_features: fastjet must never see NaN/inf or pT <= 0.
+    with np.errstate(invalid="ignore"):
+        good = (
+            np.isfinite(constituents.pt)
+            & np.isfinite(constituents.eta)
+            & np.isfinite(constituents.phi)
+            & np.isfinite(constituents.energy)
+            & (constituents.pt > 0)
+            & (constituents.energy > 0)
+        )
+    return constituents[good]
+
+
+def jet_kinematics(jets: Any, constituents: Any) -> dict[str, np.ndarray]:
+    """``pt, eta, phi, mass`` (float64) and ``n_constituents`` (int64) of each jet: the columns of
+    :func:`jet_observables` that need no fastjet call (same values, jets flattened in event order)."""
+    jets, constituents = flatten_jets(jets, constituents)
+    return {
+        "pt": np.asarray(ak.to_numpy(jets.pt), dtype=np.float64),
+        "eta": np.asarray(ak.to_numpy(jets.eta), dtype=np.float64),
+        "phi": np.asarray(ak.to_numpy(jets.phi), dtype=np.float64),
+        "mass": np.asarray(ak.to_numpy(jets.mass), dtype=np.float64),
+        "n_constituents": np.asarray(ak.to_numpy(ak.num(_good_particles(constituents), axis=1)), dtype=np.int64),
+    }
+
+
 def jet_observables(
     jets: Any, constituents: Any, max_particles: int | None = N2_MAX_PARTICLES
 ) -> dict[str, np.ndarray]:
@@ -113,17 +140,7 @@ def jet_observables(
     vector.register_awkward()
     jets, constituents = flatten_jets(jets, constituents)
     n_jets = len(jets)
-    # Same particle filter as build_features: fastjet must never see NaN/inf or pT <= 0.
-    with np.errstate(invalid="ignore"):
-        good = (
-            np.isfinite(constituents.pt)
-            & np.isfinite(constituents.eta)
-            & np.isfinite(constituents.phi)
-            & np.isfinite(constituents.energy)
-            & (constituents.pt > 0)
-            & (constituents.energy > 0)
-        )
-    constituents = constituents[good]
+    constituents = _good_particles(constituents)
     n_constituents = np.asarray(ak.to_numpy(ak.num(constituents, axis=1)), dtype=np.int64)
     msd = np.zeros(n_jets)
     n2 = np.zeros(n_jets)
