@@ -71,6 +71,7 @@ def time_generation(config, work: Path, n_events: int) -> dict[str, dict[str, fl
         done = time.process_time()
         rows = read_ntuple(chunk_dir, ["pair_rank", "jettype"])
         nominal = rows["pair_rank"] == 0
+        rows_per_jet = len(nominal) / max(1, int(nominal.sum()))
         rates[process] = {
             "variants": len(variants),
             "generate_cpu_s": (generated - start) / n_events,
@@ -78,6 +79,7 @@ def time_generation(config, work: Path, n_events: int) -> dict[str, dict[str, fl
             "ntuple_cpu_s": (done - generated) / n_events,
             "root_bytes_per_variant": root_bytes / n_events / len(variants),
             "ntuple_bytes": sum(p.stat().st_size for p in ntuple_shards(chunk_dir)) / n_events,
+            "rows_per_jet": rows_per_jet,
             "qcd_jets": float((nominal & np.isin(rows["jettype"], qcd)).sum()) / n_events,
             **{f"{name.lower()}_jets": float((nominal & (rows["jettype"] == code)).sum()) / n_events
                for name, code in signal.items()},
@@ -163,6 +165,73 @@ def time_training(config, work: Path, epochs: int, warmup: int) -> dict[str, dic
     return out
 
 
+def budget(config, rates: dict, training: dict) -> list[tuple[str, str, float, float]]:
+    """Stage-by-stage estimate for ``config`` from the measured rates: (stage, what, CPU-s, wall-s).
+
+    Expected jets are the measured yields times the configured events, split as the study splits
+    them (pretraining pool ``pretrain_fraction``, its trainer using all but ``val_fraction`` of it;
+    test ``test_fraction`` of the fine-tuning pool). Generation wall = CPU / 2 (two workers and the
+    ntupling main process share two cores); training and evaluation wall = their one-thread CPU
+    time (``threads: 2`` can only shorten it on a quiet machine).
+    """
+    from rs3l_coffea.study.trainings import classifier_epochs, pretrain_kinds
+
+    gen, sp, cls, pre = config.generation, config.split, config.classifier, config.pretrain
+    n = gen.events
+    jets = {kind: sum(n[p] * rates[p][f"{kind}_jets"] for p in n) for kind in ("qcd", "h_bb", "w_qq")}
+    in_domain = [p for p in n if p in ("zh_bb", "zj")]
+    fine, train_frac = 1 - sp.pretrain_fraction, 1 - sp.val_fraction - sp.test_fraction
+    pre_jets = sp.pretrain_fraction * sum(n[p] * (rates[p]["qcd_jets"] + rates[p]["h_bb_jets"]) for p in in_domain)
+    pre_train = pre_jets * (1 - sp.val_fraction)
+    rows_per_jet = sum(n[p] * rates[p]["rows_per_jet"] for p in in_domain) / sum(n[p] for p in in_domain)
+    partner_rows = pre_train * rows_per_jet
+    test = {k: v * fine * sp.test_fraction for k, v in jets.items()}
+    out: list[tuple[str, str, float, float]] = []
+    for p in n:
+        cpu = n[p] * (rates[p]["generate_cpu_s"] + rates[p]["ntuple_cpu_s"])
+        out.append((f"generate:{p}", f"{n[p]:,} hard events x {rates[p]['variants']} variants", cpu, cpu / 2))
+    print(f"expected nominal jets: {', '.join(f'{k} {v:,.0f}' for k, v in jets.items())}; pretraining pool "
+          f"{pre_jets:,.0f} (trained on {pre_train:,.0f}, ~{partner_rows:,.0f} pairs); test QCD {test['qcd']:,.0f}, "
+          f"H->bb {test['h_bb']:,.0f}, W->qq {test['w_qq']:,.0f}; labelled training pool H->bb "
+          f"{jets['h_bb'] * fine * train_frac:,.0f}, W->qq {jets['w_qq'] * fine * train_frac:,.0f}, "
+          f"QCD {jets['qcd'] * fine * train_frac:,.0f} (largest labelled set needs {max(sp.labelled_sizes) // 2:,} per class)")
+    steps_per_epoch = partner_rows / pre.batch_size
+    if pre.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, pre.max_steps_per_epoch)
+    t = training["pretrain"]
+    for kind in pretrain_kinds(config):
+        steps = pre.epochs * int(steps_per_epoch)
+        cpu = steps * t["step_cpu_s"] + t["fixed_wall_s"]
+        out.append((f"pretrain:{kind}", f"{pre.epochs} epochs x {int(steps_per_epoch)} steps x {pre.batch_size} pairs",
+                    cpu, cpu))
+    for size in sp.labelled_sizes:
+        steps = classifier_epochs(cls, size) * max(1, size // cls.batch_size)
+        runs = len(cls.tasks) * len(cls.seeds)
+        cpu = runs * sum(steps * training[m]["step_cpu_s"] + training[m]["fixed_wall_s"] for m in cls.models)
+        out.append((f"train:*:*:{size}:*", f"{runs} x {len(cls.models)} models x {steps} steps x {cls.batch_size} jets",
+                    cpu, cpu))
+    ev = training["evaluation"]
+    test_nominal = {"hbb": test["qcd"] + test["h_bb"], "wqq": test["qcd"] + test["w_qq"]}
+    test_rows = {"hbb": test_nominal["hbb"] * rows_per_jet, "wqq": test["qcd"] * rows_per_jet + test["w_qq"]}
+    scored = sum(test_nominal[task] for task in cls.tasks) * len(cls.models) * len(cls.seeds) * len(sp.labelled_sizes)
+    out.append(("score:*", f"{scored:,.0f} jet scores", scored * ev["score_cpu_s"], scored * ev["score_cpu_s"]))
+    sources = len(pretrain_kinds(config)) + len(cls.models) + 1
+    embedded = sources * (2 * test_rows["hbb"] + test["w_qq"])
+    out.append(("embed:*", f"{sources} networks x {2 * test_rows['hbb'] + test['w_qq']:,.0f} jets",
+                embedded * ev["score_cpu_s"], embedded * ev["score_cpu_s"]))
+    n2_jets = sum(2 * test_rows[task] + max(sp.labelled_sizes) for task in cls.tasks)
+    out.append(("n2", f"{n2_jets:,.0f} jets", n2_jets * ev["n2_cpu_s"], n2_jets * ev["n2_cpu_s"]))
+    return out
+
+
+def print_budget(rows: list[tuple[str, str, float, float]]) -> None:
+    print("| stage | work | CPU-s | wall (s) |\n|---|---|---:|---:|")
+    for stage, what, cpu, wall in rows:
+        print(f"| {stage} | {what} | {cpu:,.0f} | {wall:,.0f} |")
+    total_cpu, total_wall = sum(r[2] for r in rows), sum(r[3] for r in rows)
+    print(f"| total | | {total_cpu:,.0f} | {total_wall:,.0f} ({total_wall / 3600:.2f} h) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="studies/at_scale.yaml")
@@ -172,8 +241,15 @@ def main() -> None:
     parser.add_argument("--no-training", action="store_true")
     parser.add_argument("--classifier-batch", type=int, help="Override classifier.batch_size (trade-off runs).")
     parser.add_argument("--threads", type=int, help="Override the config's torch threads.")
+    parser.add_argument("--from-json", type=Path,
+                        help="Budget only: reuse the JSON line (rates and training) of an earlier run's output file.")
     args = parser.parse_args()
     config = load_study_config(args.config)
+    if args.from_json:
+        measured = json.loads(args.from_json.read_text().strip().splitlines()[-1])
+        print(f"budget of {args.config} from the rates of {args.from_json} ({measured['config']}, {measured['events']} events)")
+        print_budget(budget(config, measured["rates"], measured["training"]))
+        return
     if args.classifier_batch:
         config.classifier.batch_size = args.classifier_batch
     if args.threads:
@@ -188,6 +264,8 @@ def main() -> None:
     print(f"load average after: {os.getloadavg()}")
     print(f"generation + ntupling of {args.config}: {cpu:.0f} CPU-s "
           f"({cpu / 3600 / max(1, config.generation.workers):.2f} h wall on {config.generation.workers} busy cores)")
+    if training:
+        print_budget(budget(config, rates, training))
     print(json.dumps({"config": args.config, "events": args.events, "rates": rates, "training": training}))
 
 
