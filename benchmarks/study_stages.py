@@ -246,7 +246,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_study_config(args.config)
     if args.from_json:
-        measured = json.loads(args.from_json.read_text().strip().splitlines()[-1])
+        lines = [line for line in args.from_json.read_text().splitlines() if line.startswith('{"config"')]
+        measured = json.loads(lines[-1])
         print(f"budget of {args.config} from the rates of {args.from_json} ({measured['config']}, {measured['events']} events)")
         print_budget(budget(config, measured["rates"], measured["training"]))
         return
