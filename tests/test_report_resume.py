@@ -1,8 +1,9 @@
 """A killed ``rs3l report`` resumes where it stopped (issue 14: the at-scale study is run in sittings).
 
-The CLI is started in its own process and killed with SIGKILL (no clean-up runs) once it has
-finished at least one generated chunk; the rerun keeps the finished chunks, redoes the chunk that
-was in flight, and ends with exactly the ntuples of an uninterrupted run.
+The CLI (two generation workers) is started in its own process and killed with SIGKILL (no
+clean-up runs) once it has finished at least one generated chunk; its workers exit with it, the
+rerun keeps the finished chunks, redoes the chunks that were in flight, and ends with exactly the
+ntuples of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ CONFIG = {
     "threads": 1,
     "device": "cpu",
     "generation": {"events": {"zh_bb": 60, "zj": 30}, "variants": ["nominal", "fsr_up"],
-                   "ood_variants": ["nominal"], "chunk_size": 15, "workers": 1, "eta_max": 1.5, "seed": 3},
+                   "ood_variants": ["nominal"], "chunk_size": 15, "workers": 2, "eta_max": 1.5, "seed": 3},
     "pretrain": {"variants": ["fsr_up"], "symmetry_comparison": False},
     "classifier": {"tasks": ["hbb"]},
 }
 
 
 def _kill_after_first_chunk(config_path: Path, out: Path) -> None:
+    psutil = pytest.importorskip("psutil")
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "rs3l_coffea", "report", "--config", str(config_path), "--out", str(out)],
@@ -40,13 +42,25 @@ def _kill_after_first_chunk(config_path: Path, out: Path) -> None:
     )
     first_chunk = out / "ntuple" / "zh_bb" / "chunk_00000"
     deadline = time.monotonic() + 240
+    children = []
     try:
         while not first_chunk.is_dir():
             assert process.poll() is None, "rs3l report ended before its first chunk was finished"
             assert time.monotonic() < deadline, "no finished chunk after 240 s"
             time.sleep(0.05)
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children, "the generation workers were not running"
+        process.send_signal(signal.SIGKILL)  # the parent alone, as a kill -9 of the command would
+        process.wait(timeout=10)
+        _gone, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, f"processes {[p.pid for p in alive]} outlived the killed rs3l report"
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # its own session: only this test's processes
+        if process.poll() is None:
+            process.kill()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # only on failure: its own session, this test's processes
+        except ProcessLookupError:
+            pass
         process.wait()
 
 

@@ -281,7 +281,9 @@ def _unpaired_rows(
     from rs3l_coffea.features.pipeline import features_from_file
 
     for path in files:
-        result = features_from_file(path, source=source, selection=selection, max_particles=max_particles)
+        result = features_from_file(
+            path, source=source, selection=selection, max_particles=max_particles, observables="kinematics"
+        )
         hard_event_id = np.asarray(result["event"], np.int64) + process_event_offset(path.name)
         table = _table_from_features(result, hard_event_id, signal, background)
         if len(table):
