@@ -198,19 +198,24 @@ def budget(config, rates: dict, training: dict) -> list[tuple[str, str, float, f
     steps_per_epoch = partner_rows / pre.batch_size
     if pre.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, pre.max_steps_per_epoch)
-    t = training["pretrain"]
+    t, ev = training["pretrain"], training["evaluation"]
+    # Validation after every epoch: a forward pass over the validation jets (scoring rate).
+    pre_val_jets = 2 * pre_jets * sp.val_fraction * rows_per_jet
     for kind in pretrain_kinds(config):
         steps = pre.epochs * int(steps_per_epoch)
-        cpu = steps * t["step_cpu_s"] + t["fixed_wall_s"]
+        cpu = steps * t["step_cpu_s"] + t["fixed_wall_s"] + pre.epochs * pre_val_jets * ev["score_cpu_s"]
         out.append((f"pretrain:{kind}", f"{pre.epochs} epochs x {int(steps_per_epoch)} steps x {pre.batch_size} pairs",
                     cpu, cpu))
+    max_val_steps = cls.extra.get("max_val_steps")
+    val_jets = sp.max_val_jets if max_val_steps is None else min(sp.max_val_jets, max_val_steps * cls.batch_size)
     for size in sp.labelled_sizes:
-        steps = classifier_epochs(cls, size) * max(1, size // cls.batch_size)
+        epochs = classifier_epochs(cls, size)
+        steps = epochs * max(1, size // cls.batch_size)
         runs = len(cls.tasks) * len(cls.seeds)
-        cpu = runs * sum(steps * training[m]["step_cpu_s"] + training[m]["fixed_wall_s"] for m in cls.models)
-        out.append((f"train:*:*:{size}:*", f"{runs} x {len(cls.models)} models x {steps} steps x {cls.batch_size} jets",
-                    cpu, cpu))
-    ev = training["evaluation"]
+        per_run = epochs * val_jets * ev["score_cpu_s"]
+        cpu = runs * sum(steps * training[m]["step_cpu_s"] + training[m]["fixed_wall_s"] + per_run for m in cls.models)
+        out.append((f"train:*:*:{size}:*", f"{runs} x {len(cls.models)} models x {steps} steps x {cls.batch_size} jets, "
+                    f"{epochs} validations of {val_jets} jets", cpu, cpu))
     test_nominal = {"hbb": test["qcd"] + test["h_bb"], "wqq": test["qcd"] + test["w_qq"]}
     test_rows = {"hbb": test_nominal["hbb"] * rows_per_jet, "wqq": test["qcd"] * rows_per_jet + test["w_qq"]}
     scored = sum(test_nominal[task] for task in cls.tasks) * len(cls.models) * len(cls.seeds) * len(sp.labelled_sizes)
