@@ -3,10 +3,13 @@
 Input files from ``rs3l_coffea.generation`` carry ``Event.HardEventID`` and
 ``Event.VariantCode`` per event and a provenance record naming the process and chunk. Files
 are grouped by (process, chunk); within a group the nominal file's jets pass the selection
-and each variant file's jets (all jets, no selection: a shower variation may push the
+and each variant file's jets (no kinematic selection: a shower variation may push the
 counterpart of a selected jet just below a cut) are matched to them by hard-event id and ΔR
-(:func:`~rs3l_coffea.training.ntuple.match_jets`). Features, observables and truth labels
-come from :func:`rs3l_coffea.features.pipeline.features_from_file`.
+(:func:`~rs3l_coffea.training.ntuple.match_jets`). Features, jet kinematics and truth labels
+come from :func:`rs3l_coffea.features.pipeline.features_from_file`, for the jets the rows need
+only: no substructure (the ntuple stores none), no truth labels for partners, and of a variant
+file only the jets within ΔR of a selected nominal jet of their hard event (:class:`NearJets`;
+the others could not be matched).
 
 Ntuple ``hard_event_id`` = ``(crc32(process) & 0xFFFF) << 40 | HardEventID``: unique across
 processes (each process numbers its hard events from 0), stable across runs.
