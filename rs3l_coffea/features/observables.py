@@ -85,6 +85,25 @@ def n2_of(momenta: ak.Array) -> np.ndarray:
     return np.asarray(ak.to_numpy(ak.flatten(correlator, axis=None)), dtype=np.float64)
 
 
+def _good_particles(constituents: ak.Array) -> ak.Array:
+    # The one particle-quality rule (rs3l_coffea.kinematics): the observables see exactly the
+    # particles the features see, and fastjet never sees NaN/inf or pT <= 0.
+    return constituents[good_particle_records(constituents)]
+
+
+def jet_kinematics(jets: Any, constituents: Any) -> dict[str, np.ndarray]:
+    """``pt, eta, phi, mass`` (float64) and ``n_constituents`` (int64) of each jet: the columns of
+    :func:`jet_observables` that need no fastjet call (same values, jets flattened in event order)."""
+    jets, constituents = flatten_jets(jets, constituents)
+    return {
+        "pt": np.asarray(ak.to_numpy(jets.pt), dtype=np.float64),
+        "eta": np.asarray(ak.to_numpy(jets.eta), dtype=np.float64),
+        "phi": np.asarray(ak.to_numpy(jets.phi), dtype=np.float64),
+        "mass": np.asarray(ak.to_numpy(jets.mass), dtype=np.float64),
+        "n_constituents": np.asarray(ak.to_numpy(ak.num(_good_particles(constituents), axis=1)), dtype=np.int64),
+    }
+
+
 def jet_observables(
     jets: Any, constituents: Any, max_particles: int | None = N2_MAX_PARTICLES
 ) -> dict[str, np.ndarray]:
@@ -105,8 +124,7 @@ def jet_observables(
     vector.register_awkward()
     jets, constituents = flatten_jets(jets, constituents)
     n_jets = len(jets)
-    # The particle filter of build_features (fastjet must never see NaN/inf or pT <= 0).
-    constituents = constituents[good_particle_records(constituents)]
+    constituents = _good_particles(constituents)
     n_constituents = np.asarray(ak.to_numpy(ak.num(constituents, axis=1)), dtype=np.int64)
     msd = np.zeros(n_jets)
     n2 = np.zeros(n_jets)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import awkward as ak
@@ -33,7 +34,7 @@ from rs3l_coffea.atomic import atomic_path
 from rs3l_coffea.errors import InputFileError
 from rs3l_coffea.features.builder import DEFAULT_MAX_PARTICLES, build_features
 from rs3l_coffea.features.names import FEATURE_NAMES, N_FEATURES
-from rs3l_coffea.features.observables import jet_observables
+from rs3l_coffea.features.observables import jet_kinematics, jet_observables
 from rs3l_coffea.features.selection import JetSelection
 from rs3l_coffea.features.truth import truth_labels
 
@@ -45,6 +46,8 @@ _SCALAR_COLUMNS = (
 _OPTIONAL_COLUMNS = frozenset({"n2_groomed", "n2_groomed_valid", "impact_parameters"})
 _EVENT_COLUMNS = ("hard_event_id", "variant_code")
 VARIANT_UNKNOWN = -100  # variant codes of the generator start at -1 (nominal)
+#: ``jet_filter(jets, hard_event_id) -> events x jets bool`` of :func:`features_from_file`.
+JetFilter = Callable[[ak.Array, np.ndarray], ak.Array]
 
 
 def features_from_file(
@@ -56,11 +59,26 @@ def features_from_file(
     max_particles: int = DEFAULT_MAX_PARTICLES,
     selection: JetSelection | None = None,
     puppi: bool = False,
+    observables: str = "all",
+    truth: bool = True,
+    jet_filter: JetFilter | None = None,
 ) -> dict[str, np.ndarray]:
     """Read a file, select jets and return features, mask, observables and labels (numpy).
 
     ``puppi``: PUPPI-weighted candidates (PFNano/NanoAOD, see :func:`rs3l_coffea.io.jets_from_events`).
+
+    Work is done for the selected jets only, and only what is asked for (the ntuple builder
+    needs neither substructure nor, for re-simulated partners, truth labels):
+
+    * ``observables="all"``: every column of :func:`~rs3l_coffea.features.jet_observables`;
+      ``"kinematics"``: only ``pt, eta, phi, mass, n_constituents`` (no soft drop or N2, which
+      cost about half of the ntupling time; the other columns are then absent, not zero).
+    * ``truth=False``: no ``label`` column (no generator-record matching).
+    * ``jet_filter(jets, hard_event_id)``: a further events x jets boolean mask ANDed with
+      ``selection`` (``hard_event_id`` per event, as in the output column).
     """
+    if observables not in ("all", "kinematics"):
+        raise ValueError(f"observables must be 'all' or 'kinematics', got {observables!r}")
     from rs3l_coffea.io import gen_particles_from_events, jets_from_events, open_events
 
     selection = selection or JetSelection.permissive()
@@ -76,21 +94,26 @@ def features_from_file(
         puppi=puppi,
     )
     stored = ak.parameters(jet_array).get("rs3l_impact_parameters") == "stored"
-    keep = selection.mask(jet_array, constituents)
     n_events = len(jet_array)
+    hard_event_id, variant_code = _event_ids(events, n_events)
+    keep = selection.mask(jet_array, constituents)
+    if jet_filter is not None:
+        keep = keep & jet_filter(jet_array, hard_event_id)
     jet_index = ak.local_index(jet_array, axis=1)
     event_index = ak.broadcast_arrays(np.arange(n_events), jet_index)[0]
-    labels = truth_labels(jet_array, gen_particles_from_events(events, source))
-    hard_event_id, variant_code = _event_ids(events, n_events)
-    flat_keep = np.asarray(ak.to_numpy(ak.flatten(keep)), dtype=bool)
     jet_array, constituents = jet_array[keep], constituents[keep]
     x, mask = build_features(jet_array, constituents, max_particles=max_particles)
-    result: dict[str, np.ndarray] = dict(jet_observables(jet_array, constituents))
+    if observables == "all":
+        result: dict[str, np.ndarray] = dict(jet_observables(jet_array, constituents))
+    else:
+        result = jet_kinematics(jet_array, constituents)
     result["impact_parameters"] = np.full(len(x), stored, dtype=bool)
+    if truth:
+        # Each jet's label depends on that jet alone (rs3l_coffea.features.truth): label the kept ones.
+        result["label"] = truth_labels(jet_array, gen_particles_from_events(events, source))
     result.update(
         features=x,
         mask=mask,
-        label=labels[flat_keep],
         event=np.asarray(ak.to_numpy(ak.flatten(event_index[keep])), dtype=np.int64),
         jet=np.asarray(ak.to_numpy(ak.flatten(jet_index[keep])), dtype=np.int64),
         file=np.full(len(x), origin, dtype=object),

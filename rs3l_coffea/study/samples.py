@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,7 @@ def generate_to_ntuples(
 ) -> dict[str, Any]:
     """Generate every chunk of ``gen_config`` and ntuple each as soon as it exists (see module)."""
     from rs3l_coffea.generation import generate_chunk
+    from rs3l_coffea.generation.run import exit_with_parent
 
     gen_config.validate()
     gen_config.check_output_dir()
@@ -85,7 +87,11 @@ def generate_to_ntuples(
             finish(index, generate_chunk(gen_config, index))
     else:
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        # A killed `rs3l report` must not leave its workers generating on (and writing the files
+        # the resumed run writes): they exit with this process (see exit_with_parent).
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             pending = list(todo)
             running: dict[concurrent.futures.Future, int] = {}
             while pending or running:

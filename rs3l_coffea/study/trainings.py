@@ -52,6 +52,9 @@ def pretrain_config(config: StudyConfig, kind: str, layout: StudyLayout) -> Any:
     pre = config.pretrain
     base = _base_train_dict(config, "pretrain", layout.pretrain_dir(kind), [str(layout.pretrain_data())], pre.seed)
     base.update(epochs=pre.epochs, max_steps_per_epoch=pre.max_steps_per_epoch, early_stopping_patience=None)
+    # The pretraining pool's own "test" share is never tested on (test sets come from the
+    # fine-tuning pool): train on it too, keeping only the validation share aside.
+    base["data"]["test_fraction"] = 0.0
     base["data"].update(batch_size=pre.batch_size, augmentations=list(pre.variants))
     base["optimizer"] = {"lr": pre.lr}
     base["loss"] = {"name": "ntxent", "temperature": pre.temperature}

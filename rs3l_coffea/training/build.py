@@ -3,10 +3,13 @@
 Input files from ``rs3l_coffea.generation`` carry ``Event.HardEventID`` and
 ``Event.VariantCode`` per event and a provenance record naming the process and chunk. Files
 are grouped by (process, chunk); within a group the nominal file's jets pass the selection
-and each variant file's jets (all jets, no selection: a shower variation may push the
+and each variant file's jets (no kinematic selection: a shower variation may push the
 counterpart of a selected jet just below a cut) are matched to them by hard-event id and ΔR
-(:func:`~rs3l_coffea.training.ntuple.match_jets`). Features, observables and truth labels
-come from :func:`rs3l_coffea.features.pipeline.features_from_file`.
+(:func:`~rs3l_coffea.training.ntuple.match_jets`). Features, jet kinematics and truth labels
+come from :func:`rs3l_coffea.features.pipeline.features_from_file`, for the jets the rows need
+only: no substructure (the ntuple stores none), no truth labels for partners, and of a variant
+file only the jets within ΔR of a selected nominal jet of their hard event (:class:`NearJets`;
+the others could not be matched).
 
 Ntuple ``hard_event_id`` = ``(crc32(process) & 0xFFFF) << 40 | HardEventID``: unique across
 processes (each process numbers its hard events from 0), stable across runs.
@@ -23,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import awkward as ak
 import numpy as np
 
 from rs3l_coffea.errors import ConfigError, InputFileError
@@ -30,6 +34,7 @@ from rs3l_coffea.training.ntuple import (
     DEFAULT_MAX_DELTA_R,
     JetTable,
     build_pair_rows,
+    delta_r,
     read_published_h5,
     write_shards,
 )
@@ -96,22 +101,54 @@ def _file_identity(path: Path) -> tuple[str, int, int]:
 def _jet_table(
     path: Path, offset: int, selection: object, recluster_radius: float,
     signal: Sequence[str], background: Sequence[str] | None, max_particles: int,
+    near: NearJets | None = None,
 ) -> JetTable:
+    """The jets of one generated file. ``near``: a partner file, whose jets are kept only where
+    they can be matched (:class:`NearJets`) and get no truth label (the ntuple stores none)."""
     from rs3l_coffea.features.pipeline import features_from_file
 
+    # The ntuple stores only pt/eta/phi/mass per jet: no soft drop or N2 (half the cost of a file).
     result = features_from_file(
         path, source="delphes", recluster_radius=recluster_radius, selection=selection,
-        max_particles=max_particles,
+        max_particles=max_particles, observables="kinematics", truth=near is None, jet_filter=near,
     )
     hard_event_id = np.asarray(result["hard_event_id"], np.int64) + offset
     return _table_from_features(result, hard_event_id, signal, background)
 
 
+class NearJets:
+    """Jet filter of a partner file: jets within ``ΔR < max_delta_r`` of a selected nominal jet of
+    the same hard event. Every other jet has no candidate in :func:`match_jets`, so dropping it
+    before its features are built leaves the pairs unchanged (same ΔR formula, same strict cut)."""
+
+    def __init__(self, nominal: JetTable, offset: int, max_delta_r: float) -> None:
+        order = np.argsort(nominal.hard_event_id, kind="stable")
+        self.ids = nominal.hard_event_id[order] - offset  # the files' own Event.HardEventID
+        self.eta = np.asarray(nominal.eta, np.float64)[order]
+        self.phi = np.asarray(nominal.phi, np.float64)[order]
+        self.max_delta_r = max_delta_r
+
+    def __call__(self, jets: ak.Array, hard_event_id: np.ndarray) -> ak.Array:
+        counts = np.asarray(ak.to_numpy(ak.num(jets, axis=1)), np.int64)
+        jet_event_id = np.repeat(np.asarray(hard_event_id, np.int64), counts)
+        eta = np.asarray(ak.to_numpy(ak.flatten(jets.eta)), np.float64)
+        phi = np.asarray(ak.to_numpy(ak.flatten(jets.phi)), np.float64)
+        lo = np.searchsorted(self.ids, jet_event_id, side="left")
+        n = np.searchsorted(self.ids, jet_event_id, side="right") - lo
+        jet = np.repeat(np.arange(len(eta)), n)
+        candidate = np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        close = delta_r(eta[jet], phi[jet], self.eta[candidate], self.phi[candidate]) < self.max_delta_r
+        near = np.zeros(len(eta), bool)
+        near[jet[close]] = True
+        return ak.unflatten(near, counts)
+
+
 def _table_from_features(
     result: dict, hard_event_id: np.ndarray, signal: Sequence[str], background: Sequence[str] | None
 ) -> JetTable:
-    """A :class:`JetTable` from :func:`features_from_file` output and the jets' hard-event ids."""
-    jettype = np.asarray(result["label"], np.int32)
+    """A :class:`JetTable` from :func:`features_from_file` output and the jets' hard-event ids
+    (``UNKNOWN`` labels where the result has no ``label`` column)."""
+    jettype = np.asarray(result["label"] if "label" in result else np.zeros(len(hard_event_id)), np.int32)
     return JetTable(
         hard_event_id=hard_event_id,
         jet_index=np.asarray(result["jet"], np.int32),
@@ -149,15 +186,16 @@ def _generated_rows(
         nominal = _jet_table(
             members[nominal_code], offset, selection, recluster_radius, signal, background, max_particles
         )
+        if len(nominal) == 0:
+            continue
+        near = NearJets(nominal, offset, max_delta_r)
         variants = {}
         for code, path in members.items():
             if code == nominal_code:
                 continue
             variants[VARIANT_NAMES[code]] = _jet_table(
-                path, offset, every_jet, recluster_radius, signal, background, max_particles
+                path, offset, every_jet, recluster_radius, signal, background, max_particles, near
             )
-        if len(nominal) == 0:
-            continue
         yield build_pair_rows(nominal, variants, max_delta_r)
 
 
@@ -240,7 +278,9 @@ def _unpaired_rows(
     from rs3l_coffea.features.pipeline import features_from_file
 
     for path in files:
-        result = features_from_file(path, source=source, selection=selection, max_particles=max_particles)
+        result = features_from_file(
+            path, source=source, selection=selection, max_particles=max_particles, observables="kinematics"
+        )
         hard_event_id = np.asarray(result["event"], np.int64) + process_event_offset(path.name)
         table = _table_from_features(result, hard_event_id, signal, background)
         if len(table):
