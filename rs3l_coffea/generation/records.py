@@ -179,9 +179,10 @@ class ShoweredParticles:
             e=field(momentum, "e"),
             m=field(records, "m"),
             vertex_index=np.asarray(vertices.index)[:n],
-            vertex=tuple(
-                np.asarray(vertex_content.content(axis).data)[:n_vertices]
-                for axis in ("px", "py", "pz")
+            vertex=(
+                np.asarray(vertex_content.content("px").data)[:n_vertices],
+                np.asarray(vertex_content.content("py").data)[:n_vertices],
+                np.asarray(vertex_content.content("pz").data)[:n_vertices],
             ),
         )
 

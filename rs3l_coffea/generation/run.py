@@ -159,7 +159,7 @@ def _event_columns(
     first_id: int, indices: np.ndarray, variant: str, particles: ShoweredParticles
 ) -> JaggedColumns:
     hard_ids = first_id + indices
-    columns = {
+    columns: dict[str, np.ndarray] = {
         "Number": hard_ids.astype(np.int64),
         "HardEventID": hard_ids.astype(np.int64),
         "VariantCode": np.full(len(indices), VARIANTS[variant][0], np.int32),

@@ -25,6 +25,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import awkward as ak
 import numpy as np
@@ -39,6 +40,9 @@ from rs3l_coffea.training.ntuple import (
     write_shards,
 )
 from rs3l_coffea.variants import VARIANT_CODES, VARIANT_NAMES
+
+if TYPE_CHECKING:  # the features package imports fastjet; only the annotation is needed here
+    from rs3l_coffea.features import JetSelection
 
 EVENT_ID_BRANCH = "Event/Event.HardEventID"
 VARIANT_BRANCH = "Event/Event.VariantCode"
@@ -99,7 +103,7 @@ def _file_identity(path: Path) -> tuple[str, int, int]:
 
 
 def _jet_table(
-    path: Path, offset: int, selection: object, recluster_radius: float,
+    path: Path, offset: int, selection: JetSelection | None, recluster_radius: float,
     signal: Sequence[str], background: Sequence[str] | None, max_particles: int,
     near: NearJets | None = None,
 ) -> JetTable:
@@ -164,7 +168,7 @@ def _table_from_features(
 
 
 def _generated_rows(
-    files: Sequence[Path], selection: object, max_delta_r: float, recluster_radius: float,
+    files: Sequence[Path], selection: JetSelection | None, max_delta_r: float, recluster_radius: float,
     signal: Sequence[str], background: Sequence[str] | None, max_particles: int,
 ) -> Iterator[dict[str, np.ndarray]]:
     from rs3l_coffea.features import JetSelection
@@ -272,7 +276,7 @@ def _published_rows(files: Sequence[Path]) -> Iterator[dict[str, np.ndarray]]:
 
 
 def _unpaired_rows(
-    files: Sequence[Path], selection: object, source: str, signal: Sequence[str],
+    files: Sequence[Path], selection: JetSelection | None, source: str, signal: Sequence[str],
     background: Sequence[str] | None, max_particles: int,
 ) -> Iterator[dict[str, np.ndarray]]:
     from rs3l_coffea.features.pipeline import features_from_file

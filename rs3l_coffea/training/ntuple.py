@@ -101,7 +101,7 @@ class JetTable:
 
     def take(self, index: np.ndarray) -> JetTable:
         return JetTable(
-            **{
+            **{  # type: ignore[arg-type]  # mypy cannot tie each field name to its own type here
                 name: None if getattr(self, name) is None else getattr(self, name)[index]
                 for name in self.__dataclass_fields__
             }
@@ -136,15 +136,15 @@ def match_jets(
     # Greedy one-to-one in increasing ΔR; candidate lists are short (jets per event squared).
     used_nominal: set[int] = set()
     used_variant: set[int] = set()
-    chosen = []
+    picked: list[int] = []
     for k in np.argsort(distance, kind="stable"):
         a, b = int(nominal_candidates[k]), int(variant_candidates[k])
         if a in used_nominal or b in used_variant:
             continue
         used_nominal.add(a)
         used_variant.add(b)
-        chosen.append(k)
-    chosen = np.asarray(chosen, dtype=np.int64)
+        picked.append(int(k))
+    chosen = np.asarray(picked, dtype=np.int64)
     result_order = np.argsort(nominal_candidates[chosen], kind="stable")
     chosen = chosen[result_order]
     return nominal_candidates[chosen], variant_candidates[chosen], distance[chosen]
