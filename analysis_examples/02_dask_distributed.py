@@ -110,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from coffea import processor
     from coffea.util import save
-    from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
     from uhi.io.json import default as uhi_default
 
     from rs3l_coffea.atomic import atomic_open, atomic_path
     from rs3l_coffea.coffea_processing.runner import read_fileset, run_fileset
     from rs3l_coffea.inference.tagger import RS3LTagger
     from rs3l_coffea.io import FlatDelphesSchema
+    from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
     from rs3l_coffea.samples import bundled_fileset
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -159,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import hist as hist_module
-    from rs3l_coffea.processors import VariantProcessor
     from uhi.io.json import default as uhi_default
 
     from rs3l_coffea.atomic import atomic_open
     from rs3l_coffea.coffea_processing.runner import run_fileset, save_output
     from rs3l_coffea.evaluation import plot_variant_ratios
     from rs3l_coffea.inference.tagger import RS3LTagger
+    from rs3l_coffea.processors import VariantProcessor
     from rs3l_coffea.samples import bundled_fileset
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -82,10 +82,10 @@ def make_sample(directory: Path, n_events: int) -> Path:
 def bench_processor(sample: Path, model: Path, chunksize: int, workers: int) -> list[dict]:
     from coffea.processor import DaskExecutor
     from distributed import Client
-    from rs3l_coffea.processors import TaggingProcessor
 
     from rs3l_coffea.coffea_processing.runner import local_cluster, run_fileset
     from rs3l_coffea.inference.tagger import RS3LTagger
+    from rs3l_coffea.processors import TaggingProcessor
 
     fileset = {"zh": [str(sample)]}
     rows = []

@@ -219,9 +219,8 @@ def test_demo_w1_cell_leaves_out_undefined_jets() -> None:
 
 
 def test_processor_hook_adds_outputs_and_refuses_to_replace_its_own(demo_run) -> None:
-    from rs3l_coffea.processors import TaggingProcessor
-
     from rs3l_coffea.coffea_processing.runner import run_fileset
+    from rs3l_coffea.processors import TaggingProcessor
 
     _, _, model_path = demo_run
     fileset = {"zj": [str(bundled_file("zj", "nominal"))]}

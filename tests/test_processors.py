@@ -13,7 +13,6 @@ import dask
 import numpy as np
 import pytest
 import torch
-from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
 
 from rs3l_coffea.coffea_processing.runner import run_fileset
 from rs3l_coffea.errors import ConfigError, InputFileError, MissingConstituentsError
@@ -21,6 +20,7 @@ from rs3l_coffea.features import JetSelection, build_features
 from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.io import load_jets
 from rs3l_coffea.nn import DGCNNConfig, HeadConfig, ModelConfig
+from rs3l_coffea.processors import TaggingProcessor, VariantProcessor
 
 SAMPLES = {"delphes": "delphes.root", "pfnano": "pfnano.root"}
 CHUNKSIZE = 13  # Delphes (25 events): two chunks, the last one shorter; PFNano (10): one
@@ -555,9 +555,9 @@ def test_groomed_n2_histogram_and_puppi_option_on_pfnano(coffea_sample, tmp_path
     """n2_groomed is filled for the jets where CMS's FatJet_n2b1 is defined (it stores -1 where
     the groomed jet is too small), and --puppi changes the constituent-based observables only."""
     import uproot
-    from rs3l_coffea.processors import TaggingProcessor
 
     from rs3l_coffea.coffea_processing.runner import run_fileset
+    from rs3l_coffea.processors import TaggingProcessor
 
     path = str(coffea_sample("pfnano.root"))
     fileset = {"pf": {"files": {path: "Events"}}}

@@ -23,11 +23,11 @@ import cloudpickle
 import numpy as np
 import pytest
 import torch
-from rs3l_coffea.processors import TaggingProcessor
 
 from rs3l_coffea.coffea_processing.runner import run_fileset
 from rs3l_coffea.inference.tagger import RS3LTagger
 from rs3l_coffea.nn import DGCNNConfig, HeadConfig, ModelConfig, build_model, save_model
+from rs3l_coffea.processors import TaggingProcessor
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::RuntimeWarning"),
