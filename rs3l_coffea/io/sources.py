@@ -148,6 +148,23 @@ _NANO_GEN = GenTable(
 _NANO_INDEX_FIELDS = ("pFCandsIdx", "pfCandIdx", "candIdx", "pFCandIdx")
 _NANO_EVENT_IDS = frozenset({"run", "luminosityBlock", "event"})
 
+_PFNANO = SourceFormat(
+    name="pfnano",
+    tree="Events",
+    layout="nanoaod",
+    schema="PFNanoAODSchema",
+    branch_prefixes=(),
+    branches=("nPFCands",),
+    candidates=(CandidateTable("PFCands", _frozen(_NANO_CANDIDATE_COLUMNS), _NANO_OPTIONAL),),
+    jet_columns=_frozen(_NANO_JET_COLUMNS),
+    default_jets="FatJet",
+    gen=_NANO_GEN,
+    index_fields=_NANO_INDEX_FIELDS,
+    length_to_mm=CM_TO_MM,
+    no_track_placeholder=PFNANO_NO_TRACK,
+    event_id_branches=_NANO_EVENT_IDS,
+)
+
 FORMATS: Mapping[str, SourceFormat] = _frozen({
     "delphes": SourceFormat(
         name="delphes",
@@ -177,37 +194,14 @@ FORMATS: Mapping[str, SourceFormat] = _frozen({
         ),
         extra_collections=("Event",),
     ),
-    "pfnano": SourceFormat(
-        name="pfnano",
-        tree="Events",
-        layout="nanoaod",
-        schema="PFNanoAODSchema",
-        branch_prefixes=(),
-        branches=("nPFCands",),
-        candidates=(CandidateTable("PFCands", _frozen(_NANO_CANDIDATE_COLUMNS), _NANO_OPTIONAL),),
-        jet_columns=_frozen(_NANO_JET_COLUMNS),
-        default_jets="FatJet",
-        gen=_NANO_GEN,
-        index_fields=_NANO_INDEX_FIELDS,
-        length_to_mm=CM_TO_MM,
-        no_track_placeholder=PFNANO_NO_TRACK,
-        event_id_branches=_NANO_EVENT_IDS,
-    ),
-    "nanoaod": SourceFormat(
+    "pfnano": _PFNANO,
+    # NanoAOD v15: PFNano's candidate columns under another table name and schema.
+    "nanoaod": dataclasses.replace(
+        _PFNANO,
         name="nanoaod",
-        tree="Events",
-        layout="nanoaod",
         schema="NanoAODSchema",
-        branch_prefixes=(),
         branches=("nPFCand",),
         candidates=(CandidateTable("PFCand", _frozen(_NANO_CANDIDATE_COLUMNS), _NANO_OPTIONAL),),
-        jet_columns=_frozen(_NANO_JET_COLUMNS),
-        default_jets="FatJet",
-        gen=_NANO_GEN,
-        index_fields=_NANO_INDEX_FIELDS,
-        length_to_mm=CM_TO_MM,
-        no_track_placeholder=PFNANO_NO_TRACK,
-        event_id_branches=_NANO_EVENT_IDS,
     ),
 })
 """The supported formats by name (detection tries them in this order)."""
