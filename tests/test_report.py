@@ -234,12 +234,22 @@ def test_exported_model_card_and_re_evaluation(tiny_study, tmp_path: Path) -> No
     cli = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path / "default"), "--test", str(out / "data" / "test-hbb")])
     assert cli.exit_code == 0, cli.output
     assert json.loads(cli.output)["auc"] == pytest.approx(again["auc"], abs=1e-9)
-    # The CLI: a finished study re-run with --export-model saves the fixed-backbone model.
+    # The CLI: a finished study re-run with --export-model saves the model that the stability
+    # rule (choose_default_model) picks, and the card says why.
     cli = CliRunner().invoke(app, ["report", "--config", str(TINY), "--out", str(out), "-q",
                                    "--export-model", str(tmp_path / "cli-default")])
     assert cli.exit_code == 0, cli.output
     _model, cli_card = load_model(tmp_path / "cli-default")
-    assert cli_card.training["trainer_config"]["finetune"]["mode"] == "fixed"
+    selection = cli_card.metrics["selection"]
+    assert {c["model"] for c in selection["candidates"]} == {"fixed", "floating", "supervised"}
+    trainer = cli_card.training["trainer_config"]
+    exported = "supervised" if trainer["task"] == "supervised" else trainer["finetune"]["mode"]
+    assert exported == selection["chosen"]
+    assert cli_card.training["labelled_size"] == max(config.split.labelled_sizes)
+    uncertainty = cli_card.metrics["this_model_uncertainty"]
+    assert 0 < uncertainty["auc_hanley_mcneil"] < 0.5
+    for low, high in uncertainty["background_efficiency_clopper_pearson_68"].values():
+        assert 0 <= low <= high <= 1
 
 
 def test_n2_from_features_matches_a_hand_computation() -> None:
@@ -292,6 +302,12 @@ def test_study_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"pretrain\.lr"):
         study_config_from_dict({"pretrain": {"lr": True}})
     assert study_config_from_dict({"pretrain": {"lr": "1e-3"}}).pretrain.lr == pytest.approx(1e-3)  # PyYAML's string
+    # refused when the study starts, not hours later when the trainer receives them
+    for section, key, value in [("pretrain", "temperature", -1), ("pretrain", "temperature", "nan"),
+                                ("pretrain", "lr", 0), ("pretrain", "batch_size", 0), ("classifier", "fixed_lr", -0.1),
+                                ("classifier", "min_steps", -5), ("pretrain", "max_steps_per_epoch", 0)]:
+        with pytest.raises(ConfigError, match=rf"{section}\.{key}"):
+            study_config_from_dict({section: {key: value}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("generation:\n  keep_roots: true\n")
     with pytest.raises(ConfigError, match=r"unknown study config key generation\.keep_roots in .*bad\.yaml"):
@@ -302,3 +318,64 @@ def test_study_config_errors_name_the_key(tmp_path: Path) -> None:
     assert max(sizes) >= 100 * min(sizes) and len(at_scale.classifier.seeds) >= 3 and not at_scale.generation.keep_root
     result = CliRunner().invoke(app, ["report", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and "nope.yaml" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_diagnosis_reuses_the_study_split_and_reports_each_variant(tiny_study, tmp_path: Path) -> None:
+    """`rs3l diagnose`: one re-pretraining per variant on the study's own split, evaluated like the report."""
+    from rs3l_coffea.cli import app
+    from rs3l_coffea.study.diagnosis import run_diagnosis
+
+    out, config, _result, _ = tiny_study
+    diag = tmp_path / "diag.yaml"
+    diag.write_text(yaml.safe_dump({
+        "name": "tiny-diagnosis", "study_config": str(TINY), "task": "hbb", "seed": 0,
+        "variants": {"warm": {"pretrain": {"temperature": 0.5}},
+                     "vincia_only": {"pretrain": {"variants": ["vincia"]}}},
+    }))
+    messages: list[str] = []
+    report = run_diagnosis(diag, out, tmp_path / "diag-out", log=messages.append)
+    results = json.loads((tmp_path / "diag-out" / "diagnosis.json").read_text())
+    assert results["labelled_size"] == max(config.split.labelled_sizes)
+    assert set(results["variants"]) == {"warm", "vincia_only"}
+    for name, summary in results["variants"].items():
+        fixed = summary["models"]["fixed"]
+        assert 0 <= fixed["auc"] <= 1 and fixed["auc_uncertainty"] > 0
+        # the same held-out test jets as the study's own rows
+        assert (fixed["n_signal"], fixed["n_background"]) == (results["study_rows"]["fixed"]["n_signal"],
+                                                              results["study_rows"]["fixed"]["n_background"])
+        for variant in ("fsr_up", "vincia"):
+            w1 = fixed["w1_relative"][variant]["score"]
+            assert w1["w1"] >= 0 and w1["floor"] > 0 and w1["uncertainty"] >= 0
+        # the variant's pretraining used its own setting, on the study's split (linked, not copied)
+        card = json.loads((tmp_path / "diag-out" / name / "train" / "pretrain-resim" / "model.json").read_text())
+        trainer = card["training"]["config"]
+        assert (tmp_path / "diag-out" / name / "data").resolve() == (out / "data").resolve()
+        if name == "warm":
+            assert trainer["loss"]["temperature"] == pytest.approx(0.5)
+        else:
+            assert trainer["data"]["augmentations"] == ["vincia"]
+    # the study's own rows and N2 come along for comparison; the markdown names every variant
+    assert {"fixed", "floating", "supervised"} <= set(results["study_rows"])
+    text = report.read_text()
+    assert "| warm |" in text and "| vincia_only |" in text and "N2 baseline" in text
+    # a rerun skips every finished stage
+    again: list[str] = []
+    run_diagnosis(diag, out, tmp_path / "diag-out", log=again.append)
+    assert not any(m.startswith("[run ]") for m in again), again
+    # up-front errors: an override of generation, a study config that does not match the split
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "study_config": str(TINY), "variants": {"a": {"generation": {"seed": 3}}}}))
+    with pytest.raises(ConfigError, match=r"variants.*only \['pretrain', 'model', 'classifier'\]"):
+        run_diagnosis(bad, out, tmp_path / "bad-out")
+    other = tmp_path / "other.yaml"
+    raw = yaml.safe_load(TINY.read_text())
+    raw["split"]["val_fraction"] = 0.2
+    other.write_text(yaml.safe_dump(raw))
+    mismatched = tmp_path / "mismatch.yaml"
+    mismatched.write_text(yaml.safe_dump({"name": "x", "study_config": str(other), "variants": {"a": {}}}))
+    with pytest.raises(ConfigError, match="does not match the split"):
+        run_diagnosis(mismatched, out, tmp_path / "mismatch-out")
+    cli = CliRunner().invoke(app, ["diagnose", "--config", str(diag), "--study", str(out), "--out",
+                                   str(tmp_path / "diag-out"), "--only", "nope"])
+    assert cli.exit_code != 0 and "unknown variants ['nope']" in cli.output

@@ -65,12 +65,17 @@ def test_card_records_training_and_the_committed_report_metrics() -> None:
                 "hardware", "versions", "git_commit", "labelled_size", "seed"):
         assert key in training, key
     assert training["study_command"].startswith("rs3l report --config studies/")
-    assert training["trainer_config"]["task"] == "finetune"
+    assert training["trainer_config"]["task"] in ("finetune", "supervised")
     # The card's metrics are the numbers the committed report wrote for this very model.
     results = json.loads(REPORT_RESULTS.read_text())
-    mode = training["trainer_config"]["finetune"]["mode"]
+    from rs3l_coffea.study.config import MODEL_TITLES
+
+    trainer = training["trainer_config"]
+    model = "supervised" if trainer["task"] == "supervised" else trainer["finetune"]["mode"]
     row = next(r for r in results["rejection"]["hbb"]
-               if r["labelled_size"] == training["labelled_size"] and r["model"].endswith(f"RS3L {mode}"))
+               if r["labelled_size"] == training["labelled_size"] and r["model"].endswith(MODEL_TITLES[model]))
+    if "selection" in card.metrics:  # exported with the stability rule: it chose this model
+        assert card.metrics["selection"]["chosen"] == model
     this_seed = next(p for p in row["per_seed"] if p["seed"] == training["seed"])
     assert card.metrics["this_model"] == {"auc": this_seed["auc"], "rejection": this_seed["rejection"]}
     assert card.metrics["report_row"]["auc"] == row["auc"]

@@ -19,10 +19,11 @@ def report(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory; completed stages in it are skipped."),
     export_model: Path | None = typer.Option(
         None, "--export-model",
-        help="After the study, save its fine-tuned RS3L model with a model card at this stem (e.g. rs3l_coffea/data/models/default, the shipped default model).",
+        help="After the study, save one of its fine-tuned models (see --export-kind) with a model card at this stem (e.g. rs3l_coffea/data/models/default, the shipped default model).",
     ),
     export_kind: str = typer.Option(
-        "fixed", "--export-kind", help="Which fine-tuned model --export-model saves: fixed, floating or supervised."
+        "auto", "--export-kind",
+        help="Which fine-tuned model --export-model saves: auto (the best one that is as stable across showers as the steadiest, see docs/report/README.md), fixed, floating or supervised.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-stage log lines."),
 ) -> None:
@@ -55,7 +56,25 @@ def evaluate(
         typer.echo(json.dumps(evaluate_model(model, test, threads=threads), indent=1))
 
 
+def diagnose(
+    config: Path = typer.Option(..., "--config", "-c", help="Diagnosis YAML (e.g. studies/at_scale_diagnosis.yaml)."),
+    study: Path = typer.Option(..., "--study", "-s", help="A study output directory that has finished its evaluation stage."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory; finished variants in it are skipped."),
+    only: str | None = typer.Option(None, "--only", help="Comma-separated variant names to run (default: all)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-stage log lines."),
+) -> None:
+    """Re-pretrain with one knob changed per variant, on a finished study's data; compare rejection and stability."""
+    with user_errors():
+        check_output_path(out, option="--out", directory=True)
+        from rs3l_coffea.study.diagnosis import run_diagnosis
+
+        names = None if only is None else [n.strip() for n in only.split(",") if n.strip()]
+        report_path = run_diagnosis(config, study, out, log=(lambda _m: None) if quiet else None, only=names)
+        typer.echo(str(report_path))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``rs3l report`` and ``rs3l evaluate`` to the root CLI."""
+    """Add ``rs3l report``, ``rs3l evaluate`` and ``rs3l diagnose`` to the root CLI."""
     app.command("report")(report)
     app.command("evaluate")(evaluate)
+    app.command("diagnose")(diagnose)

@@ -29,7 +29,11 @@ reports live in :mod:`rs3l_coffea.evaluation`, which imports none of those.
 from __future__ import annotations
 
 from rs3l_coffea.study.config import StudyConfig, load_study_config, study_config_from_dict
-from rs3l_coffea.study.default_model import evaluate_model, export_default_model
+from rs3l_coffea.study.default_model import (
+    choose_default_model,
+    evaluate_model,
+    export_default_model,
+)
 from rs3l_coffea.study.layout import RowKey, RunKey, StudyLayout
 from rs3l_coffea.study.run import StudyResult, run_study
 from rs3l_coffea.study.scoring import n2_from_features
@@ -41,6 +45,7 @@ __all__ = [
     "StudyConfig",
     "StudyLayout",
     "StudyResult",
+    "choose_default_model",
     "evaluate_model",
     "export_default_model",
     "load_study_config",

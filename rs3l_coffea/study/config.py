@@ -50,6 +50,11 @@ def _no_bool(value: Any) -> Any:
 
 #: A float that also takes YAML's ``1e-3`` (a string to PyYAML) and integers, never booleans.
 Number = Annotated[float, Field(strict=False), BeforeValidator(_no_bool)]
+#: Learning rates, temperatures: finite and > 0 (checked when the study starts, not hours later
+#: when the trainer gets them).
+PositiveNumber = Annotated[float, Field(strict=False, gt=0, allow_inf_nan=False), BeforeValidator(_no_bool)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class _Section(BaseModel):
@@ -92,11 +97,11 @@ class SplitSection(_Section):
 
 
 class PretrainSection(_Section):
-    epochs: int = 5
-    batch_size: int = 100
-    lr: Number = 1e-3
-    temperature: Number = 0.1
-    max_steps_per_epoch: int | None = None
+    epochs: PositiveInt = 5
+    batch_size: PositiveInt = 100
+    lr: PositiveNumber = 1e-3
+    temperature: PositiveNumber = 0.1
+    max_steps_per_epoch: PositiveInt | None = None
     #: Re-simulated variants used as positive partners.
     variants: list[str] = Field(default_factory=lambda: ["seed", "fsr_up", "fsr_down", "vincia"])
     #: Also pretrain with symmetry augmentations only and with both (issue 10 comparison).
@@ -111,16 +116,16 @@ class PretrainSection(_Section):
 class ClassifierSection(_Section):
     """Fine-tuning (fixed, floating) and the supervised baseline share these settings."""
 
-    epochs: int = 10
+    epochs: PositiveInt = 10
     #: Small labelled sets get more epochs: at least this many optimizer steps per training.
-    min_steps: int = 0
-    batch_size: int = 50
-    lr: Number = 1e-3
+    min_steps: NonNegativeInt = 0
+    batch_size: PositiveInt = 50
+    lr: PositiveNumber = 1e-3
     #: Learning rate of the floating fine-tuning (the whole network; the paper uses a smaller one).
-    floating_lr: Number = 5e-4
+    floating_lr: PositiveNumber = 5e-4
     #: Learning rate of the head on the frozen backbone (None: ``lr``). The frozen embedding is
     #: small and clustered (unit-scale outputs of a contrastive model), so the head needs larger steps.
-    fixed_lr: Number | None = None
+    fixed_lr: PositiveNumber | None = None
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     tasks: list[str] = Field(default_factory=lambda: ["hbb", "wqq"])
     models: list[str] = Field(default_factory=lambda: list(CLASSIFIERS))

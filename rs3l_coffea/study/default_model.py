@@ -4,6 +4,7 @@ trained model of a finished study with a full model card (``rs3l report --export
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -54,14 +55,38 @@ def _validity_range(selection: str) -> dict[str, Any]:
     }
 
 
+def _uncertainties(this: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """Statistical uncertainties of one model's test metrics: Hanley-McNeil on the AUC, 68 %
+    Clopper-Pearson on the background efficiency (ε_B = 1 / rejection of ``n_background`` jets)."""
+    from rs3l_coffea.evaluation.roc import auc_uncertainty, clopper_pearson
+
+    n_signal, n_background = int(row["n_signal"]), int(row["n_background"])
+    intervals = {}
+    for eff, rejection in this["rejection"].items():
+        passing = n_background / rejection if rejection and math.isfinite(rejection) else 0.0
+        intervals[eff] = list(clopper_pearson(min(passing, n_background), n_background))
+    return {
+        "auc_hanley_mcneil": auc_uncertainty(this["auc"], n_signal, n_background),
+        "background_efficiency_clopper_pearson_68": intervals,
+        "n_signal": n_signal,
+        "n_background": n_background,
+    }
+
+
 def _card(results: dict[str, Any], key: RunKey, row: Mapping[str, Any], this: dict[str, Any], test_dir: Path,
           trainer_config: dict[str, Any]) -> dict[str, Any]:
     study = results["reproduce"]["study"]
+    if key.model == "supervised":
+        origin = ("DGCNN trained from random initialisation on the labelled jets only (the study's supervised "
+                  "baseline; its RS3L-pretrained rivals are compared in metrics.selection)")
+    else:
+        backbone = "frozen" if key.model == "fixed" else "fine-tuned with it"
+        origin = ("DGCNN backbone pretrained contrastively (NT-Xent) on re-simulated Pythia8 jet pairs, then "
+                  f"a head trained on the labelled jets (backbone {backbone})")
     return {
         "description": (
-            f"RS3L {MODEL_TITLES[key.model]} fine-tuned tagger ({TASK_TITLES[key.task]}) from the study "
-            f"'{results['name']}': DGCNN backbone pretrained contrastively (NT-Xent) on re-simulated "
-            "Pythia8 jet pairs, then fine-tuned with a sigmoid head 'score' (1 = signal)."
+            f"{MODEL_TITLES[key.model]} tagger ({TASK_TITLES[key.task]}) from the study '{results['name']}': "
+            f"{origin}; sigmoid head 'score' (1 = signal)."
         ),
         "preprocessing": {
             "features": "rs3l_coffea.features.build_features: the 15 FEATURE_NAMES per particle, "
@@ -92,6 +117,7 @@ def _card(results: dict[str, Any], key: RunKey, row: Mapping[str, Any], this: di
             "test_set": f"{test_dir} (nominal jets, fine-tuning pool test split): "
                         f"{row['n_background']} QCD jets",
             "this_model": {"auc": this["auc"], "rejection": this["rejection"]},
+            "this_model_uncertainty": _uncertainties(this, row),
             "report_row": {"model": row["model"], "auc": row["auc"], "rejection": row["rejection"]},
             "evaluation_command": (
                 f"rs3l evaluate --model <this model stem> --test {test_dir} "
@@ -103,20 +129,93 @@ def _card(results: dict[str, Any], key: RunKey, row: Mapping[str, Any], this: di
     }
 
 
+#: The shower change the default model must be stable under: the alternative shower model
+#: (Vincia here, Herwig7 in the paper), the largest of the study's variations.
+STABILITY_VARIANT = "vincia"
+
+
+def choose_default_model(results: Mapping[str, Any], task: str = "hbb", *, efficiency: float = 0.5,
+                         z: float = 2.0) -> dict[str, Any]:
+    """The best fine-tuned network that is also as stable as the most stable one.
+
+    Candidates: the fine-tuned networks (RS3L fixed, RS3L floating, supervised) of ``task`` at
+    the study's largest labelled size. Stability: the relative W1 of the classifier **score**
+    between nominal and :data:`STABILITY_VARIANT` jets, with its bootstrap uncertainty
+    (``results["wasserstein_relative"]``, measured on the first seed). A candidate is *stable*
+    when its W1 exceeds the smallest candidate W1 by at most ``z`` combined standard deviations.
+    Among the stable candidates the one with the lowest background efficiency at
+    ``ε_S = efficiency`` (mean over seeds) is chosen. Returns the rule, every candidate's numbers
+    and the choice, which the model card records.
+    """
+    from rs3l_coffea.evaluation.verdict import quadrature
+    from rs3l_coffea.study.layout import classifier_title
+
+    study = results["reproduce"]["study"]
+    size = max(study["split"]["labelled_sizes"])
+    seed = study["classifier"]["seeds"][0]
+    w1_tables = results.get("wasserstein_relative", {})
+    key_eff = f"{efficiency:g}"
+    candidates: list[dict[str, Any]] = []
+    for row in results["rejection"].get(task, []):
+        model = row["key"]["model"]
+        if model == "n2" or row["labelled_size"] != size:
+            continue
+        title = classifier_title(RunKey(task, model, size, seed))
+        table = w1_tables.get(title, {}).get(STABILITY_VARIANT)
+        if table is None:
+            raise InputFileError(
+                f"results have no {STABILITY_VARIANT} W1 of {title!r}: the study measures stability for its "
+                f"embedding task only (W1 tables: {sorted(w1_tables)})")
+        efficiency_row = row["background_efficiency"][key_eff]
+        candidates.append({
+            "model": model,
+            "title": title,
+            "background_efficiency": efficiency_row["mean"],
+            "background_efficiency_uncertainty": efficiency_row["uncertainty"],
+            "auc": row["auc"]["mean"],
+            "score_w1": table["score"]["w1"],
+            "score_w1_uncertainty": table["score"]["uncertainty"],
+            "score_w1_floor": table["score"]["floor"],
+            "embedding_w1": table["mean z"]["w1"],
+            "embedding_w1_uncertainty": table["mean z"]["uncertainty"],
+        })
+    if not candidates:
+        raise InputFileError(f"results have no fine-tuned {task} model at labelled size {size}")
+    steadiest = min(candidates, key=lambda c: c["score_w1"])
+    for c in candidates:
+        gap = c["score_w1"] - steadiest["score_w1"]
+        c["score_w1_excess_over_steadiest_sigma"] = gap / max(
+            quadrature(c["score_w1_uncertainty"], steadiest["score_w1_uncertainty"]), 1e-300)
+        c["stable"] = c is steadiest or c["score_w1_excess_over_steadiest_sigma"] <= z
+    chosen = min((c for c in candidates if c["stable"]), key=lambda c: c["background_efficiency"])
+    return {
+        "rule": (f"among the fine-tuned networks for {TASK_TITLES[task]} at {size} labelled jets, those whose "
+                 f"score W1 (nominal vs {STABILITY_VARIANT}, relative, seed {seed}) exceeds the smallest one by "
+                 f"at most {z:g} sigma are stable; the stable one with the lowest background efficiency at "
+                 f"signal efficiency {key_eff} (mean over seeds) is chosen"),
+        "task": task,
+        "labelled_size": size,
+        "seed": seed,
+        "candidates": candidates,
+        "chosen": chosen["model"],
+    }
+
+
 def export_default_model(
     study_dir: PathLike,
     stems: PathLike | Sequence[PathLike],
     *,
     task: str = "hbb",
-    model: str = "fixed",
+    model: str = "auto",
     seed: int | None = None,
     size: int | None = None,
 ) -> list[Path]:
     """Save one fine-tuned model of a finished study with a full model card at each stem.
 
-    Picks ``model`` (``fixed`` by default, the shipped default model; or ``floating``,
-    ``supervised``) for ``task`` at the largest labelled size and the
-    first seed unless given; the card records the architecture, feature order, preprocessing,
+    Picks ``model`` for ``task``: ``auto`` (the default) applies :func:`choose_default_model`
+    (the best network that is as stable across showers as the steadiest one) and records the
+    rule and every candidate's numbers in the card; ``fixed``, ``floating`` or ``supervised``
+    pick that one. The largest labelled size and the first seed are used unless given; the card records the architecture, feature order, preprocessing,
     training data and configuration, wall time, hardware, the report's metrics for this very
     model and for its row (mean ± std over seeds), and the command that reproduces them.
     """
@@ -127,6 +226,12 @@ def export_default_model(
         raise InputFileError(f"{layout.results} does not exist: run the study first (rs3l report)")
     results = json.loads(layout.results.read_text())
     study = results["reproduce"]["study"]
+    selection: dict[str, Any] | None = None
+    if model == "auto":
+        selection = choose_default_model(results, task)
+        model = selection["chosen"]
+    elif model not in MODEL_TITLES or model == "n2":
+        raise ConfigError(f"model to export must be auto, fixed, floating or supervised, got {model!r}")
     key = RunKey(task, model, max(study["split"]["labelled_sizes"]) if size is None else size,
                  study["classifier"]["seeds"][0] if seed is None else seed)
     path = layout.model_file(key)
@@ -140,6 +245,8 @@ def export_default_model(
     except (KeyError, StopIteration):
         raise InputFileError(f"{layout.results} has no rejection record of {key}: re-run the study's report") from None
     new_card = _card(results, key, row, this, layout.test_data(task), card.training.get("config", {}))
+    if selection is not None:
+        new_card["metrics"]["selection"] = selection
     if isinstance(stems, str | os.PathLike):
         stems = [stems]
     written: list[Path] = []

@@ -125,10 +125,14 @@ def _reuse_former_layout(state: StudyState) -> bool:
     return True
 
 
+def split_depends(config: StudyConfig) -> dict[str, Any]:
+    """What the split depends on: the fingerprint behind every later stage of the study."""
+    return {"gen": _generation_depends(config), "split": config.split.model_dump(), "tasks": config.classifier.tasks}
+
+
 def split_stage(state: StudyState) -> None:
     config = state.config
-    state.split_depends = {"gen": _generation_depends(config), "split": config.split.model_dump(),
-                           "tasks": config.classifier.tasks}
+    state.split_depends = split_depends(config)
     state.split_summary = state.stages.run("split", state.split_depends, lambda: split_ntuples(config, state.layout))
 
 

@@ -301,27 +301,36 @@ def expectation_checks(
     return rows
 
 
+#: What the stability check compares: the embedding (mean relative W1 over its dimensions) and
+#: the classifier score, each between nominal and vincia jets.
+_STABILITY_QUANTITIES: dict[str, str] = {"mean z": "mean relative W1 over embedding dims", "score": "relative W1 of the score"}
+
+
 def _stability_checks(w_results: Mapping[RunKey, Mapping[str, Mapping[str, W1Estimate]]]) -> list[dict[str, Any]]:
-    """The fixed RS3L backbone moves less between nominal and vincia than every other classifier."""
+    """The fixed RS3L backbone's embedding and score move less between nominal and vincia than
+    every other classifier's (the paper's direction iii), one row per quantity."""
     from rs3l_coffea.study.layout import classifier_title
 
     alternative = "vincia"
-    means = {key: table[alternative]["mean z"] for key, table in w_results.items() if alternative in table}
-    fixed = next((key for key in means if key.model == "fixed"), None)
-    if fixed is None or len(means) < 2:
-        return []
-    others = [key for key in means if key != fixed]
-    verdicts = [verdict(means[k].value - means[fixed].value, quadrature(means[k].uncertainty, means[fixed].uncertainty))
-                for k in others]
-    return [{"expectation": "fixed RS3L backbone moves less (mean relative W1 over embedding dims, nominal vs vincia) "
-                            "than every other classifier",
-             "case": "; ".join(f"{classifier_title(k)}: {v.format()}" for k, v in means.items()),
-             "measured": "; ".join(f"{classifier_title(k)} minus fixed: {means[k].value - means[fixed].value:.3g}"
-                                   for k in others),
-             "difference / σ": min((means[k].value - means[fixed].value)
-                                   / max(quadrature(means[k].uncertainty, means[fixed].uncertainty), 1e-300)
-                                   for k in others),
-             "verdict": combine(verdicts)}]
+    rows = []
+    for quantity, description in _STABILITY_QUANTITIES.items():
+        means = {key: table[alternative][quantity] for key, table in w_results.items()
+                 if quantity in table.get(alternative, {})}
+        fixed = next((key for key in means if key.model == "fixed"), None)
+        if fixed is None or len(means) < 2:
+            continue
+        others = [key for key in means if key != fixed]
+        differences = {k: means[k].value - means[fixed].value for k in others}
+        errors = {k: quadrature(means[k].uncertainty, means[fixed].uncertainty) for k in others}
+        rows.append({
+            "expectation": f"fixed RS3L backbone moves less ({description}, nominal vs vincia) "
+                           "than every other classifier",
+            "case": "; ".join(f"{classifier_title(k)}: {v.format()}" for k, v in means.items()),
+            "measured": "; ".join(f"{classifier_title(k)} minus fixed: {differences[k]:.3g}" for k in others),
+            "difference / σ": min(differences[k] / max(errors[k], 1e-300) for k in others),
+            "verdict": combine(verdict(differences[k], errors[k]) for k in others),
+        })
+    return rows
 
 
 def data_numbers(gen_summary: Mapping[str, Any], split_summary: Mapping[str, Any], tasks: Sequence[str],
