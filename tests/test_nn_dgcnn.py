@@ -147,6 +147,30 @@ def test_padding_length_particle_order_and_masked_values():
     torch.testing.assert_close(permuted, base, rtol=1e-10, atol=1e-12)
 
 
+def test_particle_cap_sees_only_the_leading_slots_in_training_and_export(tmp_path):
+    """``max_particles = 4``: the network's output equals the uncapped network (same weights) on
+    the first 4 slots of every jet; the slots behind the cap never matter, in eager and TorchScript."""
+    from rs3l_coffea.nn.export import script_model
+
+    capped, full = small_model(max_particles=4), small_model()
+    capped.load_state_dict(full.state_dict())
+    generator = torch.Generator().manual_seed(8)
+    x, mask = ragged_batch([0, 2, 4, 7, 12], generator)
+    with torch.no_grad():
+        expected = full(x[:, :4], mask[:, :4])[0]
+        got = capped(x, mask)[0]
+        x_changed = x.clone()
+        x_changed[:, 4:] = torch.randn(x[:, 4:].shape, generator=generator, dtype=x.dtype) * 100
+        changed = capped(x_changed, mask)[0]
+        scripted = script_model(capped)(x, mask)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(changed, got, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(scripted, got, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(full(x, mask)[0], got)  # the cap does change jets with more particles
+    with pytest.raises(Exception, match="max_particles"):
+        DGCNNConfig(max_particles=0)
+
+
 def test_empty_jet_is_output_of_zero_pool():
     model = small_model()
     x = torch.full((2, 4, 15), 7.0, dtype=torch.float64)

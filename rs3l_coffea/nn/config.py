@@ -110,6 +110,12 @@ class DGCNNConfig:
     shortcut (``"algebraic"``, default, needs ``aggregation="max"``) or explicit edge messages
     (``"general"``); both give the same numbers. ``gather_budget`` bounds the elements of the
     temporary neighbour tensor per chunk (memory control, not architecture).
+
+    ``max_particles`` caps the particles the network sees: only the first ``max_particles``
+    slots of ``x (B, P, F)`` enter (rs3l features put the leading-pT particles first), in
+    training and inference alike; ``None`` (default, the published model) uses every slot.
+    The cost of a step grows with the particles of a jet (kNN quadratically), so a cap trades
+    time for the soft tail of the jet.
     """
 
     input_dim: Width = N_FEATURES
@@ -125,6 +131,7 @@ class DGCNNConfig:
     edge_path: EdgePath = "algebraic"
     #: Memory control, not architecture: no upper bound.
     gather_budget: PositiveInt = 1 << 23
+    max_particles: PositiveInt | None = None
 
     def __post_init__(self) -> None:
         if self.edge_path == "algebraic" and self.aggregation != "max":

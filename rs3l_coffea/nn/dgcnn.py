@@ -31,7 +31,8 @@ def masked_pool(h: torch.Tensor, mask: torch.Tensor, mean: bool) -> torch.Tensor
 class DGCNN(Backbone):
     """Embedding MLP → dynamic EdgeConv layers → pool and output MLP (order per config).
 
-    ``forward(x (B, P, F) float, mask (B, P) bool) -> (B, output_dim)``. Padded particles
+    ``forward(x (B, P, F) float, mask (B, P) bool) -> (B, output_dim)``; with
+    ``config.max_particles`` only the first that many slots of ``P`` are used. Padded particles
     (mask False) never enter the kNN graph nor the pool, whatever values they hold. A jet with
     zero particles pools to the zero vector, so its embedding is ``output(0)`` with
     ``pool_first=True`` (the published order) and exactly 0 with ``pool_first=False``.
@@ -66,10 +67,13 @@ class DGCNN(Backbone):
         self.pool_first = config.pool_first
         self.mean_pool = config.pool == "mean"
         self.feature_error = feature_count_message(config.input_dim)
+        self.max_particles = config.max_particles
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.input_dim:
             raise ValueError(self.feature_error + ", got " + str(x.shape[-1]))
+        if self.max_particles is not None:
+            x, mask = x[:, : self.max_particles], mask[:, : self.max_particles]
         real = mask.unsqueeze(-1)
         h = torch.where(real, x, torch.zeros_like(x))  # padding may hold anything, even inf/NaN
         h = self.embed(h)
