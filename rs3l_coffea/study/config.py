@@ -174,14 +174,25 @@ class StudyConfig(_Section):
         return self.model_dump()
 
 
-def _config_error(error: ValidationError, source: str) -> ConfigError:
+def config_error(error: ValidationError, source: str, what: str = "study config") -> ConfigError:
     """The first validation problem as one line naming the dotted key (and the file)."""
     problem = error.errors()[0]
     key = ".".join(str(part) for part in problem["loc"]) or "<top level>"
     where = f" in {source}" if source else ""
     if problem["type"] == "extra_forbidden":
-        return ConfigError(f"unknown study config key {key}{where}")
-    return ConfigError(f"study config key {key}{where}: {problem['msg']}, got {problem.get('input')!r}")
+        return ConfigError(f"unknown {what} key {key}{where}")
+    return ConfigError(f"{what} key {key}{where}: {problem['msg']}, got {problem.get('input')!r}")
+
+
+def read_yaml(path: PathLike, what: str = "study configuration") -> Any:
+    """The parsed YAML of ``path`` (ConfigError naming the file when it is missing or not YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} {path} is not valid YAML: {error}") from error
 
 
 def study_config_from_dict(raw: Mapping[str, Any], source: str = "") -> StudyConfig:
@@ -191,7 +202,7 @@ def study_config_from_dict(raw: Mapping[str, Any], source: str = "") -> StudyCon
     try:
         config = StudyConfig.model_validate(dict(raw))
     except ValidationError as error:
-        raise _config_error(error, source) from None
+        raise config_error(error, source) from None
     try:
         _check_study(config)
     except ConfigError as error:
@@ -203,14 +214,7 @@ def study_config_from_dict(raw: Mapping[str, Any], source: str = "") -> StudyCon
 
 def load_study_config(path: PathLike) -> StudyConfig:
     """Read and validate a study YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study configuration {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"study configuration {path} is not valid YAML: {error}") from error
-    return study_config_from_dict(raw, source=str(path))
+    return study_config_from_dict(read_yaml(path), source=str(path))
 
 
 def _check_generation(config: StudyConfig) -> None:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rs3l_coffea.atomic import atomic_open
@@ -35,7 +34,9 @@ from rs3l_coffea.study.config import (
     TASK_TITLES,
     PathLike,
     StudyConfig,
+    config_error,
     load_study_config,
+    read_yaml,
     study_config_from_dict,
 )
 from rs3l_coffea.study.layout import EmbeddingSource, RunKey, StudyLayout, classifier_title
@@ -86,17 +87,11 @@ class DiagnosisConfig(BaseModel):
 def load_diagnosis_config(path: PathLike) -> DiagnosisConfig:
     """Read and validate a diagnosis YAML (ConfigError naming the file and key)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"diagnosis configuration {path} does not exist")
+    raw = read_yaml(path, "diagnosis configuration")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
         config = DiagnosisConfig.model_validate(raw)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"diagnosis configuration {path} is not valid YAML: {error}") from error
     except ValidationError as error:
-        problem = error.errors()[0]
-        key = ".".join(str(part) for part in problem["loc"]) or "<top level>"
-        raise ConfigError(f"{path}: {key}: {problem['msg']}") from None
+        raise config_error(error, str(path), "diagnosis config") from None
     if not config.study_config.is_absolute():
         config = config.model_copy(update={"study_config": path.parent / config.study_config})
     return config
