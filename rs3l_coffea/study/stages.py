@@ -3,12 +3,19 @@
 A stage's marker ``<out>/stages/<stage>.json`` is written atomically when the stage completes,
 with a fingerprint of what its result depends on; re-running skips it, a killed run loses only
 the stage in progress.
+
+Wall time across sittings: while a stage runs, ``<stage>.attempt.json`` beside its marker records
+when this sitting started and, every :data:`HEARTBEAT_S` seconds, that it is still alive. A
+stage killed mid-way (a closed session, SIGKILL) and resumed later (its chunks and checkpoints
+survive) thus adds the earlier sittings' time, up to its last heartbeat, to the marker's
+``wall_s``; ``sittings`` counts them and ``wall_this_sitting_s`` keeps the last one alone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +27,9 @@ from rs3l_coffea.atomic import atomic_open, atomic_path
 from rs3l_coffea.errors import ConfigError
 
 Log = Callable[[str], None]
+
+#: Seconds between two "still running" notes of a running stage (the time an interruption can lose).
+HEARTBEAT_S = 30.0
 
 
 def file_digest(path: str | Path) -> str:
@@ -47,6 +57,44 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+class _Attempt:
+    """The running stage's ``.attempt.json``: earlier sittings' time, this sitting's start, heartbeats."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.earlier_s, self.earlier_sittings = 0.0, 0
+        if path.is_file():  # a sitting that was killed before the stage finished
+            try:
+                old = json.loads(path.read_text())
+                self.earlier_s = float(old["earlier_s"]) + max(0.0, float(old["alive"]) - float(old["start"]))
+                self.earlier_sittings = int(old["earlier_sittings"]) + 1
+            except (ValueError, KeyError, TypeError):
+                pass  # unreadable note: count this sitting only
+        self.start = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat {path.name}", daemon=True)
+
+    def _write(self) -> None:
+        with atomic_open(self.path, "w") as handle:
+            json.dump({"start": self.start, "alive": time.time(), "earlier_s": self.earlier_s,
+                       "earlier_sittings": self.earlier_sittings}, handle)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self._write()
+
+    def __enter__(self) -> _Attempt:
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is not None:  # a failed stage: its time so far still counts on the next sitting
+            self._write()
 
 
 class Stages:
@@ -94,14 +142,20 @@ class Stages:
             self.log(f"[skip] {name} (done, {record['wall_s']:.1f} s)")
             return record["result"]
         self.log(f"[run ] {name}")
-        start = time.perf_counter()
-        result = fn()
-        wall = time.perf_counter() - start
+        attempt_path = marker.with_suffix(".attempt.json")
+        with _Attempt(attempt_path) as attempt:
+            start = time.perf_counter()
+            result = fn()
+            this_sitting = time.perf_counter() - start
+        wall = attempt.earlier_s + this_sitting
         with atomic_open(marker, "w") as handle:
-            json.dump({"stage": name, "fingerprint": key, "depends": depends, "wall_s": wall, "result": result,
-                       "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}, handle, indent=1,
-                      default=str)
+            json.dump({"stage": name, "fingerprint": key, "depends": depends, "wall_s": wall,
+                       "sittings": attempt.earlier_sittings + 1, "wall_this_sitting_s": this_sitting,
+                       "result": result, "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())},
+                      handle, indent=1, default=str)
+        attempt_path.unlink(missing_ok=True)
         self.wall[name] = wall
         self.ran.append(name)
-        self.log(f"[done] {name} in {wall:.1f} s")
+        earlier = f" ({attempt.earlier_sittings + 1} sittings, {this_sitting:.1f} s in this one)" if attempt.earlier_sittings else ""
+        self.log(f"[done] {name} in {wall:.1f} s{earlier}")
         return result
