@@ -244,3 +244,52 @@ def test_read_published_h5_refuses_rows_already_in_our_convention(tmp_path: Path
         handle["features"][...] = features
     with pytest.raises(InputFileError, match=r"ours\.h5: published features: e_rel = -2\.29.* at jet 0, particle 0"):
         read_published_h5(tmp_path / "ours.h5")
+
+
+def test_shards_are_written_in_small_baskets_and_old_shards_rebasket_losslessly(tmp_path: Path, monkeypatch) -> None:
+    """A reader decompresses whole baskets: shards must not be one basket (see BASKET_ROWS)."""
+    from rs3l_coffea.training import ntuple
+
+    monkeypatch.setattr(ntuple, "BASKET_ROWS", 4)
+    n = 11
+    nominal = _table(list(range(n)), np.zeros(n), np.zeros(n), labels=[i % 2 for i in range(n)])
+    rows = build_pair_rows(nominal, {"seed": _table(list(range(n)), np.full(n, 0.01), np.zeros(n), seed=3)})
+    (shard,) = write_shards(rows, tmp_path / "nt", shard_size=100)
+    with uproot.open(shard) as handle:
+        assert list(handle[TREE_NAME]["features"].entry_offsets) == [0, 4, 8, 11]
+    assert ntuple.largest_basket_rows(shard) == 4
+    assert ntuple.rebasket_shard(shard) is False  # already small: left alone
+
+    # a shard of the former layout: one basket for all rows
+    monkeypatch.setattr(ntuple, "BASKET_ROWS", 1000)
+    old = tmp_path / "old.root"
+    ntuple._write_one_shard(old, rows)
+    assert ntuple.largest_basket_rows(old) == n
+    monkeypatch.setattr(ntuple, "BASKET_ROWS", 3)
+    assert ntuple.rebasket_shard(old) is True
+    assert ntuple.largest_basket_rows(old) == 3
+    with uproot.open(old) as handle:
+        again = handle[TREE_NAME].arrays(list(BRANCHES), library="np")
+    for k in BRANCHES:  # a lossless re-encoding: the very same values
+        np.testing.assert_array_equal(again[k], rows[k])
+
+
+def test_training_stream_warns_about_shards_of_huge_baskets(tmp_path: Path, monkeypatch) -> None:
+    from rs3l_coffea.training import ntuple
+    from rs3l_coffea.training.dataset import JetStream, inspect_shards
+
+    n = 30
+    rows = build_pair_rows(_table(list(range(n)), np.zeros(n), np.zeros(n)),
+                           {"seed": _table(list(range(n)), np.full(n, 0.01), np.zeros(n), seed=3)})
+    monkeypatch.setattr(ntuple, "BASKET_ROWS", 1000)
+    old = tmp_path / "old.root"
+    ntuple._write_one_shard(old, rows)  # one basket of 30 rows
+    monkeypatch.setattr(ntuple, "BASKET_ROWS", 5)
+    with pytest.warns(UserWarning, match=r"baskets of up to 30 rows.*rebasket_shard"):
+        JetStream(inspect_shards([old]), mode="pairs", step_size=5)
+    ntuple.rebasket_shard(old)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        JetStream(inspect_shards([old]), mode="pairs", step_size=5)

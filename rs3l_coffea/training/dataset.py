@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import queue
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,8 @@ class ShardInfo:
     entries: int
     n_features: int
     max_particles: int
+    #: Most rows in one basket of ``features`` (a read decompresses whole baskets).
+    basket_rows: int = 0
 
 
 def inspect_shards(files: Sequence[Path], expected_features: int | None = None) -> list[ShardInfo]:
@@ -134,7 +137,8 @@ def inspect_shards(files: Sequence[Path], expected_features: int | None = None) 
                     f"ntuple shard {path} has {n_features} features per particle but the model "
                     f"expects {expected_features}"
                 )
-            infos.append(ShardInfo(Path(path), tree.num_entries, n_features, max_particles))
+            basket_rows = int(np.diff(np.asarray(tree["features"].entry_offsets)).max())
+            infos.append(ShardInfo(Path(path), tree.num_entries, n_features, max_particles, basket_rows))
     return infos
 
 
@@ -208,6 +212,18 @@ class JetStream(IterableDataset):
         self.world_size = world_size
         self.prefetch = prefetch
         self.epoch = 0
+        from rs3l_coffea.training import ntuple
+
+        # Baskets up to the writer's size are expected; far larger ones are the former one-basket layout.
+        oversized = [info for info in self.shards if info.basket_rows > max(4 * step_size, ntuple.BASKET_ROWS)]
+        if oversized:
+            warnings.warn(
+                f"{len(oversized)} ntuple shard(s), e.g. {oversized[0].path}, have baskets of up to "
+                f"{max(i.basket_rows for i in oversized)} rows: every read of {step_size} rows decompresses "
+                "whole baskets, which can dominate a training step; rewrite them with "
+                "rs3l_coffea.training.ntuple.rebasket_shard (same rows and values)",
+                stacklevel=2,
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose (deterministic) order the next iteration produces."""
