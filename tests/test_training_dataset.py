@@ -197,3 +197,66 @@ def test_prefetch_thread_reraises_read_errors(tmp_path: Path) -> None:
     infos[0].path.write_bytes(b"not a ROOT file any more")
     with pytest.raises(InputFileError, match=r"shard_00000\.root"):
         list(JetStream(infos, mode="pairs", split=None, batch_size=8, prefetch=2))
+
+
+def test_read_cache_gives_the_same_batches_and_decompresses_each_chunk_once(shards: list, monkeypatch) -> None:
+    """``read_cache_mb``: memory, not results. Every epoch (and the validation stream) of a
+    cached stream gives the batches of an uncached one; the second epoch opens no file."""
+    import uproot
+
+    from rs3l_coffea.training import dataset
+
+    monkeypatch.setattr(dataset, "_READ_CACHE", dataset.ReadCache())
+    opened: list[str] = []
+    real_open = uproot.open
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(uproot, "open", counting_open)
+
+    def batches(cache_mb: int, epoch: int, split: str = "train") -> list[dict]:
+        stream = JetStream(shards, mode="jets", split=split, pool="finetune", batch_size=8, step_size=50,
+                           seed=3, read_cache_mb=cache_mb, balance_classes=split == "train",
+                           drop_last=split == "train")
+        stream.set_epoch(epoch)
+        return list(stream)
+
+    for epoch in (0, 1):
+        plain = batches(0, epoch)
+        before = len(opened)
+        cached = batches(64, epoch)
+        if epoch == 1:
+            assert len(opened) == before  # every chunk came from memory
+        assert len(plain) == len(cached) > 2
+        for a, b in zip(plain, cached, strict=True):
+            assert a.keys() == b.keys()
+            for k in a:
+                assert torch.equal(a[k], b[k]), k
+    before = len(opened)
+    validation = batches(64, 0, split="val")  # the same chunks, another selection: still no reads
+    assert len(opened) == before and validation
+    for a, b in zip(batches(0, 0, split="val"), validation, strict=True):
+        assert torch.equal(a["x"], b["x"])
+
+    # a budget smaller than the data evicts, results unchanged; a rewritten file is read anew
+    small = dataset.ReadCache()
+    monkeypatch.setattr(dataset, "_READ_CACHE", small)
+    for a, b in zip(batches(0, 2), batches(1, 2), strict=True):
+        assert torch.equal(a["x"], b["x"])
+    assert small._bytes <= 1 << 20
+
+
+def test_cached_arrays_are_read_only() -> None:
+    from rs3l_coffea.training.dataset import ReadCache
+
+    cache = ReadCache()
+    arrays = {"x": np.zeros(4)}
+    cache.put(("k",), arrays, 1 << 20)
+    found = cache.get(("k",))
+    assert found is not None
+    with pytest.raises(ValueError):
+        found["x"][0] = 1.0
+    cache.put(("big",), {"x": np.zeros(1 << 18)}, 1 << 10)  # larger than the budget: not kept
+    assert cache.get(("big",)) is None

@@ -242,8 +242,10 @@ def test_resume_with_another_configuration_is_refused_unless_asked(toy_ntuple: P
     for key in ("optimizer.lr: 0.001 -> 0.005", "data.batch_size: 24 -> 12", "seed: 0 -> 4", "--resume-with-changes"):
         assert key in message
     assert "epochs" not in message.split("(")[1].split(")")[0]  # more epochs is a plain resume
-    # more epochs alone resumes; an explicit override resumes with the new learning rate applied
-    assert train(_config(toy_ntuple, out, "epochs=2", "max_steps_per_epoch=3"), resume=True).progress.global_step == 6
+    # more epochs (or another read cache: memory, not results) resumes; an explicit override
+    # resumes with the new learning rate applied
+    resumed = train(_config(toy_ntuple, out, "epochs=2", "max_steps_per_epoch=3", "data.read_cache_mb=0"), resume=True)
+    assert resumed.progress.global_step == 6
     trainer = Trainer(_config(toy_ntuple, out, "epochs=3", "max_steps_per_epoch=3", "optimizer.lr=0.005"),
                       allow_changed_config=True)
     result = trainer.fit(resume=True)

@@ -64,6 +64,10 @@ class DataConfig:
     shuffle_buffer: PositiveInt = 2000
     #: Rows read per uproot chunk.
     step_size: PositiveInt = 1000
+    #: Decompressed ntuple chunks kept in memory (MB, per process; 0: none). A small labelled set
+    #: is read every epoch and every validation; kept, it is decompressed once. Memory, not
+    #: results: the batches are the same either way.
+    read_cache_mb: NonNegativeInt = 1024
     #: DataLoader worker processes; shards are split between them.
     num_workers: NonNegativeInt = 0
     #: Fine-tuning / supervised: draw classes with equal probability.

@@ -22,6 +22,7 @@ import glob
 import queue
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,49 @@ def expand_files(patterns: Sequence[str]) -> list[Path]:
             else:
                 files.append(path)
     return files
+
+
+class ReadCache:
+    """Decompressed ntuple chunks by (file identity, rows, branches), least recently used first out.
+
+    One per process (the train and validation streams of a training share it). The arrays are
+    read-only: what a later read returns is bit for bit what the first read returned.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[object, ...], dict[str, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def key(path: Path, start: int, stop: int, branches: Sequence[str]) -> tuple[object, ...]:
+        stat = path.stat()  # a rewritten file (other inode, size or time) is a new entry
+        return (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, start, stop, tuple(branches))
+
+    def get(self, key: tuple[object, ...]) -> dict[str, np.ndarray] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[object, ...], arrays: dict[str, np.ndarray], budget_bytes: int) -> None:
+        size = sum(a.nbytes for a in arrays.values())
+        if size > budget_bytes:
+            return
+        for array in arrays.values():
+            array.flags.writeable = False
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = arrays
+            self._bytes += size
+            while self._bytes > budget_bytes:
+                _old, evicted = self._entries.popitem(last=False)
+                self._bytes -= sum(a.nbytes for a in evicted.values())
+
+
+_READ_CACHE = ReadCache()
 
 
 @dataclass(frozen=True)
@@ -186,6 +230,7 @@ class JetStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         prefetch: int = 2,
+        read_cache_mb: int = 0,
     ) -> None:
         super().__init__()
         if not shards:
@@ -211,6 +256,7 @@ class JetStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.prefetch = prefetch
+        self.read_cache_bytes = read_cache_mb << 20
         self.epoch = 0
         from rs3l_coffea.training import ntuple
 
@@ -268,10 +314,17 @@ class JetStream(IterableDataset):
         if self.mode == "pairs" or self.use_partner_jets:
             branches += ["partner_features", "partner_mask"]
         try:
+            key = ReadCache.key(path, start, stop, branches) if self.read_cache_bytes else None
+            cached = None if key is None else _READ_CACHE.get(key)
+            if cached is not None:
+                return dict(cached)
             with uproot.open(path) as handle:
-                return handle[TREE_NAME].arrays(branches, entry_start=start, entry_stop=stop, library="np")
+                arrays = handle[TREE_NAME].arrays(branches, entry_start=start, entry_stop=stop, library="np")
         except Exception as error:
             raise InputFileError(f"reading rows {start}:{stop} of ntuple shard {path} failed: {error}") from error
+        if key is not None:
+            _READ_CACHE.put(key, arrays, self.read_cache_bytes)
+        return dict(arrays)
 
     def _select(self, chunk: dict[str, np.ndarray]) -> np.ndarray:
         keep = np.ones(len(chunk["variant"]), dtype=bool)

@@ -73,7 +73,7 @@ MODEL_NAME = "model"  # -> model.safetensors + model.json (rs3l_coffea.nn.save_m
 
 #: Keys that may change between a run and its ``--resume`` without changing what is computed:
 #: more epochs continue the same run, the rest only changes reporting or speed.
-RESUMABLE_CHANGES = ("epochs", "progress", "threads", "out_dir")
+RESUMABLE_CHANGES = ("epochs", "progress", "threads", "out_dir", "data.read_cache_mb")
 
 
 class NonFiniteLossError(RS3LError, FloatingPointError):
@@ -202,6 +202,7 @@ class Trainer:
             seed=c.seed,
             rank=self.world.rank,
             world_size=self.world.size,
+            read_cache_mb=data.read_cache_mb,
         )
 
     def _loader(self, stream: JetStream, epoch: int) -> torch.utils.data.DataLoader:
@@ -268,7 +269,7 @@ class Trainer:
         return {
             key: values
             for key, values in config_differences(saved, current).items()
-            if key.split(".")[0] not in RESUMABLE_CHANGES
+            if key not in RESUMABLE_CHANGES and key.split(".")[0] not in RESUMABLE_CHANGES
         }
 
     def _apply_optimizer_settings(self) -> None:
