@@ -252,6 +252,25 @@ def test_exported_model_card_and_re_evaluation(tiny_study, tmp_path: Path) -> No
         assert 0 <= low <= high <= 1
 
 
+@pytest.mark.slow
+def test_study_n2_computes_each_nominal_jet_once_with_the_per_row_values(tiny_study) -> None:
+    """The n2 stage computes a nominal jet once (it sits on one row per partner) and both N2
+    definitions in one pass; the stored values equal a direct per-row computation."""
+    from rs3l_coffea.study import n2_from_features, read_ntuple
+    from rs3l_coffea.study.stages import load_npz
+
+    out, _config, _result, _ = tiny_study
+    t = read_ntuple(out / "data" / "test-hbb")
+    stored = load_npz(out / "eval" / "n2-hbb.npz")
+    assert (t["pair_rank"] > 0).any()  # nominal jets do repeat over rows
+    for name, features, mask, groomed in [
+        ("nominal", t["features"], t["mask"], True), ("nominal_ungroomed", t["features"], t["mask"], False),
+        ("partner", t["partner_features"], t["partner_mask"], True),
+        ("partner_ungroomed", t["partner_features"], t["partner_mask"], False),
+    ]:
+        np.testing.assert_allclose(stored[name], n2_from_features(features, mask, groomed=groomed), rtol=1e-12, atol=0)
+
+
 def test_n2_from_features_matches_a_hand_computation() -> None:
     """N2 = 2e3 / (1e2)^2 (beta = 1, pT fractions, ΔR in rapidity-phi) summed over pairs/triples by hand."""
     from rs3l_coffea.features.names import FEATURE_INDEX, N_FEATURES

@@ -37,9 +37,19 @@ N2_DEFINITION = "n2_groomed: beta 1 on the soft-drop (z_cut 0.1, beta 0) groomed
 def n2_from_features(features: np.ndarray, mask: np.ndarray, *, groomed: bool = True) -> np.ndarray:
     """N2 (``e3^(2)/(e2^(1))^2``, beta = 1) of jets given by their stored constituents.
 
+    One definition; :func:`n2_both_from_features` gives both from one pass.
+
     ``groomed=True`` (the study's baseline): N2 of the soft-drop groomed jet, the definition of
     CMS's ``FatJet_n2b1`` that the RS3L paper compares with (docs/observables.md); jets whose
     groomed jet has < 3 particles get 0. ``groomed=False``: the ungroomed N2 (< 2 particles: 0).
+    """
+    groomed_n2, ungroomed_n2 = n2_both_from_features(features, mask)
+    return groomed_n2 if groomed else ungroomed_n2
+
+
+def n2_both_from_features(features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(groomed, ungroomed)`` N2 of :func:`n2_from_features`, from one fastjet pass per jet.
+
     Constituents are rebuilt as massless four-vectors from ``log_pt``, ``deta``, ``dphi`` (the
     jet axis shift does not change the angular distances N2 uses) and handed to
     :func:`rs3l_coffea.features.jet_observables` (fastjet). Uses the same (at most
@@ -70,10 +80,22 @@ def n2_from_features(features: np.ndarray, mask: np.ndarray, *, groomed: bool = 
         with_name="Momentum4D",
     )
     observables = jet_observables(jets, parts)
-    if not groomed:
-        return np.asarray(observables["n2"], dtype=np.float64)
     valid = np.asarray(observables["n2_groomed_valid"], dtype=bool)
-    return np.where(valid, np.asarray(observables["n2_groomed"], dtype=np.float64), 0.0)
+    return (np.where(valid, np.asarray(observables["n2_groomed"], dtype=np.float64), 0.0),
+            np.asarray(observables["n2"], dtype=np.float64))
+
+
+def _n2_nominal_once(t: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(groomed, ungroomed)`` N2 of every row's nominal jet, each distinct jet computed once.
+
+    A nominal jet appears on one row per re-simulated partner (same features on each), keyed by
+    ``(hard_event_id, jet_index)``; the per-jet values are spread back to the rows.
+    """
+    keys = np.stack([t["hard_event_id"].astype(np.int64), t["jet_index"].astype(np.int64)], axis=1)
+    _unique, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    groomed, ungroomed = n2_both_from_features(t["features"][first], t["mask"][first])
+    inverse = inverse.reshape(-1)
+    return groomed[inverse], ungroomed[inverse]
 
 
 def compute_n2(config: StudyConfig, layout: StudyLayout, tests: TestSets) -> dict[str, Any]:
@@ -86,10 +108,10 @@ def compute_n2(config: StudyConfig, layout: StudyLayout, tests: TestSets) -> dic
     sp = config.split
     largest = max(sp.labelled_sizes)
     for task, t in tests.items():
-        save_npz(layout.n2_file(task), nominal=n2_from_features(t["features"], t["mask"]),
-                 partner=n2_from_features(t["partner_features"], t["partner_mask"]),
-                 nominal_ungroomed=n2_from_features(t["features"], t["mask"], groomed=False),
-                 partner_ungroomed=n2_from_features(t["partner_features"], t["partner_mask"], groomed=False))
+        nominal, nominal_ungroomed = _n2_nominal_once(t)
+        partner, partner_ungroomed = n2_both_from_features(t["partner_features"], t["partner_mask"])
+        save_npz(layout.n2_file(task), nominal=nominal, partner=partner,
+                 nominal_ungroomed=nominal_ungroomed, partner_ungroomed=partner_ungroomed)
         # The N2 cut direction is chosen on labelled training jets, never on the test set.
         labelled = read_ntuple(layout.labelled_data(task, largest),
                                ["features", "mask", "label", "pair_rank", "hard_event_id"])
