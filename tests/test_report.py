@@ -398,3 +398,8 @@ def test_diagnosis_reuses_the_study_split_and_reports_each_variant(tiny_study, t
     cli = CliRunner().invoke(app, ["diagnose", "--config", str(diag), "--study", str(out), "--out",
                                    str(tmp_path / "diag-out"), "--only", "nope"])
     assert cli.exit_code != 0 and "unknown variants ['nope']" in cli.output
+    # another thread count resumes a finished variant without rerunning anything
+    cli = CliRunner().invoke(app, ["diagnose", "--config", str(diag), "--study", str(out), "--out",
+                                   str(tmp_path / "diag-out"), "--only", "warm", "--threads", "2"])
+    assert cli.exit_code == 0, cli.output
+    assert "[run ]" not in cli.output and "[skip] pretrain:resim" in cli.output

@@ -61,6 +61,11 @@ def diagnose(
     study: Path = typer.Option(..., "--study", "-s", help="A study output directory that has finished its evaluation stage."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory; finished variants in it are skipped."),
     only: str | None = typer.Option(None, "--only", help="Comma-separated variant names to run (default: all)."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1,
+        help="torch CPU threads (default: the diagnosis file's, else the study's). Two processes that each use "
+             "every core slow each other down far more than they share: use 1 beside another run.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-stage log lines."),
 ) -> None:
     """Re-pretrain with one knob changed per variant, on a finished study's data; compare rejection and stability."""
@@ -69,7 +74,8 @@ def diagnose(
         from rs3l_coffea.study.diagnosis import run_diagnosis
 
         names = None if only is None else [n.strip() for n in only.split(",") if n.strip()]
-        report_path = run_diagnosis(config, study, out, log=(lambda _m: None) if quiet else None, only=names)
+        report_path = run_diagnosis(config, study, out, log=(lambda _m: None) if quiet else None, only=names,
+                                    threads=threads)
         typer.echo(str(report_path))
 
 

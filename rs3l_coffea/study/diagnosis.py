@@ -168,8 +168,11 @@ def _variant_summary(rejection: list[dict[str, Any]], w1: dict[RunKey, dict[str,
 
 
 def run_diagnosis(config_path: PathLike, study_dir: PathLike, out_dir: PathLike, *, log: Log | None = None,
-                  only: list[str] | None = None) -> Path:
-    """Run (or resume) every variant of a diagnosis; write ``out_dir/diagnosis.{json,md}``."""
+                  only: list[str] | None = None, threads: int | None = None) -> Path:
+    """Run (or resume) every variant of a diagnosis; write ``out_dir/diagnosis.{json,md}``.
+
+    ``threads`` overrides the configuration's torch threads (it is not part of any stage's
+    fingerprint: a diagnosis resumed with another thread count keeps its finished stages)."""
     import torch
 
     from rs3l_coffea.study.run import StudyState, classifier_stage, pretrain_stage
@@ -180,6 +183,8 @@ def run_diagnosis(config_path: PathLike, study_dir: PathLike, out_dir: PathLike,
 
     log = log or (lambda message: print(message, flush=True))
     diagnosis = load_diagnosis_config(config_path)
+    if threads is not None:
+        diagnosis = diagnosis.model_copy(update={"threads": threads})
     names = list(diagnosis.variants) if only is None else only
     unknown = sorted(set(names) - set(diagnosis.variants))
     if unknown:
