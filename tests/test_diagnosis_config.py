@@ -21,8 +21,8 @@ def test_shipped_diagnosis_builds_every_variant_from_the_at_scale_study() -> Non
     assert diagnosis.study_config.resolve() == (REPO / "studies" / "at_scale.yaml").resolve()
     for name, overrides in diagnosis.variants.items():
         config = variant_config(study, diagnosis, name)
-        # narrowed to one task, size, seed; generation and split untouched
-        assert config.classifier.tasks == ["hbb"] and config.classifier.seeds == [0]
+        # narrowed to the diagnosis's tasks, one size, one seed; generation and split untouched
+        assert config.classifier.tasks == ["hbb", "wqq"] == diagnosis.tasks and config.classifier.seeds == [0]
         assert config.split.labelled_sizes == [max(study.split.labelled_sizes)]
         assert config.generation == study.generation
         for key, value in overrides.get("pretrain", {}).items():
@@ -36,7 +36,9 @@ def test_shipped_diagnosis_builds_every_variant_from_the_at_scale_study() -> Non
     ({"name": "x", "study_config": "s.yaml", "variants": {}}, "at least one variant"),
     ({"name": "x", "study_config": "s.yaml", "variants": {"a b": {}}}, "variant name 'a b'"),
     ({"name": "x", "study_config": "s.yaml", "variants": {"a": {"split": {}}}}, r"overrides \['split'\]"),
-    ({"name": "x", "study_config": "s.yaml", "variants": {"a": {}}, "task": "zz"}, "task"),
+    ({"name": "x", "study_config": "s.yaml", "variants": {"a": {}}, "tasks": ["zz"]}, "tasks"),
+    ({"name": "x", "study_config": "s.yaml", "variants": {"a": {}}, "tasks": ["hbb", "hbb"]}, "repeat a task"),
+    ({"name": "x", "study_config": "s.yaml", "variants": {"a": {}}, "tasks": []}, "tasks"),
     ({"name": "x", "study_config": "s.yaml", "variants": {"a": {}}, "typo": 1}, "typo"),
 ])
 def test_bad_diagnosis_configs_are_refused_naming_the_problem(tmp_path: Path, text: dict, message: str) -> None:

@@ -348,7 +348,7 @@ def test_diagnosis_reuses_the_study_split_and_reports_each_variant(tiny_study, t
     out, config, _result, _ = tiny_study
     diag = tmp_path / "diag.yaml"
     diag.write_text(yaml.safe_dump({
-        "name": "tiny-diagnosis", "study_config": str(TINY), "task": "hbb", "seed": 0,
+        "name": "tiny-diagnosis", "study_config": str(TINY), "tasks": ["hbb", "wqq"], "seed": 0,
         "variants": {"warm": {"pretrain": {"temperature": 0.5}},
                      "vincia_only": {"pretrain": {"variants": ["vincia"]}}},
     }))
@@ -356,16 +356,23 @@ def test_diagnosis_reuses_the_study_split_and_reports_each_variant(tiny_study, t
     report = run_diagnosis(diag, out, tmp_path / "diag-out", log=messages.append)
     results = json.loads((tmp_path / "diag-out" / "diagnosis.json").read_text())
     assert results["labelled_size"] == max(config.split.labelled_sizes)
+    assert results["tasks"] == ["hbb", "wqq"] and results["embedding_task"] == "hbb"
     assert set(results["variants"]) == {"warm", "vincia_only"}
     for name, summary in results["variants"].items():
-        fixed = summary["models"]["fixed"]
-        assert 0 <= fixed["auc"] <= 1 and fixed["auc_uncertainty"] > 0
-        # the same held-out test jets as the study's own rows
-        assert (fixed["n_signal"], fixed["n_background"]) == (results["study_rows"]["fixed"]["n_signal"],
-                                                              results["study_rows"]["fixed"]["n_background"])
+        for task in ("hbb", "wqq"):
+            fixed = summary["tasks"][task]["fixed"]
+            assert 0 <= fixed["auc"] <= 1 and fixed["auc_uncertainty"] > 0
+            # the same held-out test jets as the study's own rows of that task
+            study_fixed = results["study_rows"][task]["fixed"]
+            assert (fixed["n_signal"], fixed["n_background"]) == (study_fixed["n_signal"], study_fixed["n_background"])
+        # W1 on the embedding task's test set only (the study measures it there too)
+        assert "w1_relative" not in summary["tasks"]["wqq"]["fixed"]
+        assert not results["study_rows"]["wqq"]["fixed"]["w1_relative"]
         for variant in ("fsr_up", "vincia"):
-            w1 = fixed["w1_relative"][variant]["score"]
+            w1 = summary["tasks"]["hbb"]["fixed"]["w1_relative"][variant]["score"]
             assert w1["w1"] >= 0 and w1["floor"] > 0 and w1["uncertainty"] >= 0
+        # both tasks' heads sit on the variant's one pretraining
+        assert sum(m.startswith("[run ] pretrain:resim") for m in messages) == 2
         # the variant's pretraining used its own setting, on the study's split (linked, not copied)
         card = json.loads((tmp_path / "diag-out" / name / "train" / "pretrain-resim" / "model.json").read_text())
         trainer = card["training"]["config"]
@@ -374,10 +381,12 @@ def test_diagnosis_reuses_the_study_split_and_reports_each_variant(tiny_study, t
             assert trainer["loss"]["temperature"] == pytest.approx(0.5)
         else:
             assert trainer["data"]["augmentations"] == ["vincia"]
-    # the study's own rows and N2 come along for comparison; the markdown names every variant
-    assert {"fixed", "floating", "supervised"} <= set(results["study_rows"])
+    # the study's own rows and N2 come along for comparison; the markdown names every variant and task
+    assert {"fixed", "floating", "supervised"} <= set(results["study_rows"]["hbb"])
+    assert set(results["n2"]) == {"hbb", "wqq"}
     text = report.read_text()
     assert "| warm |" in text and "| vincia_only |" in text and "N2 baseline" in text
+    assert "## H→bb vs QCD (in-domain)" in text and "## W→qq vs QCD (out-of-domain)" in text
     # a rerun skips every finished stage
     again: list[str] = []
     run_diagnosis(diag, out, tmp_path / "diag-out", log=again.append)

@@ -5,10 +5,11 @@ the diagnosis configuration is the study's configuration with a few keys of its 
 ``model`` or ``classifier`` sections overridden (temperature, batch size, epochs, which
 re-simulated variants are positives, the trainer's loss, model size, ...). A variant pretrains
 a new backbone on the study's pretraining pool, fine-tunes the configured heads on one labelled
-set (one task, one size, one seed), and is evaluated exactly as the study's report evaluates:
-rejection with Clopper-Pearson intervals and the AUC with its Hanley-McNeil error
-(:func:`~rs3l_coffea.study.tables.rejection_tables`), W1 of the score and of the embedding between
-nominal and every re-simulated variant with bootstrap uncertainty and statistical floor
+set per task (one size, one seed; the backbone is shared by the tasks), and is evaluated exactly
+as the study's report evaluates: rejection with Clopper-Pearson intervals and the AUC with its
+Hanley-McNeil error (:func:`~rs3l_coffea.study.tables.rejection_tables`) for every task, and on
+the first task's test set (the study's embedding task) W1 of the score and of the embedding
+between nominal and every re-simulated variant with bootstrap uncertainty and statistical floor
 (:func:`~rs3l_coffea.study.tables.wasserstein_tables`).
 
 The study's split (``data/``) and N2 (``eval/n2-*.npz``) are linked, never copied or rebuilt;
@@ -48,6 +49,7 @@ OVERRIDABLE = ("pretrain", "model", "classifier")
 
 
 FineTuning = Literal["fixed", "floating"]
+Task = Literal["hbb", "wqq"]
 
 
 class DiagnosisConfig(BaseModel):
@@ -58,7 +60,8 @@ class DiagnosisConfig(BaseModel):
     name: str
     #: The study's YAML, relative to the diagnosis file (the one the study directory was made with).
     study_config: Path
-    task: Literal["hbb", "wqq"] = "hbb"
+    #: Fine-tuning tasks; the first is where embeddings and W1 are measured (as in the study).
+    tasks: list[Literal["hbb", "wqq"]] = Field(default_factory=lambda: list[Task](["hbb"]), min_length=1)
     #: Labelled size of the fine-tunings (one of the study's; None: its largest).
     labelled_size: int | None = None
     seed: int = 0
@@ -66,6 +69,13 @@ class DiagnosisConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     variants: dict[str, dict[str, Any]]
     notes: list[str] = Field(default_factory=list)
+
+    @field_validator("tasks")
+    @classmethod
+    def _check_tasks(cls, tasks: list[Task]) -> list[Task]:
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks {tasks} repeat a task")
+        return tasks
 
     @field_validator("variants")
     @classmethod
@@ -98,12 +108,12 @@ def load_diagnosis_config(path: PathLike) -> DiagnosisConfig:
 
 
 def variant_config(study: StudyConfig, diagnosis: DiagnosisConfig, name: str) -> StudyConfig:
-    """The study's configuration with the variant's overrides, narrowed to the diagnosis's one
-    task, labelled size, seed and models (no symmetry comparison)."""
+    """The study's configuration with the variant's overrides, narrowed to the diagnosis's tasks,
+    one labelled size, one seed and its models (no symmetry comparison)."""
     raw = study.to_dict()
     deep_merge(raw, diagnosis.variants[name])
     size = diagnosis.labelled_size or max(study.split.labelled_sizes)
-    raw["classifier"].update(tasks=[diagnosis.task], seeds=[diagnosis.seed], models=list(diagnosis.models))
+    raw["classifier"].update(tasks=list(diagnosis.tasks), seeds=[diagnosis.seed], models=list(diagnosis.models))
     raw["split"]["labelled_sizes"] = [size]
     raw["pretrain"]["symmetry_comparison"] = False
     if diagnosis.threads is not None:
@@ -123,7 +133,7 @@ def _link(target: Path, link: Path) -> None:
     link.symlink_to(target, target_is_directory=target.is_dir())
 
 
-def _check_study(study: StudyConfig, study_layout: StudyLayout, task: str, size: int) -> dict[str, Any]:
+def _check_study(study: StudyConfig, study_layout: StudyLayout, tasks: list[Task], size: int) -> dict[str, Any]:
     """The study's split stage depends (the fingerprint every pretraining and training uses)."""
     from rs3l_coffea.study.run import split_depends
 
@@ -134,24 +144,25 @@ def _check_study(study: StudyConfig, study_layout: StudyLayout, task: str, size:
     if json.loads(marker.read_text())["fingerprint"] != fingerprint(depends):
         raise ConfigError(f"the study configuration does not match the split of {study_layout.out} "
                           f"(stage marker {marker}): give the YAML that study was run with")
-    if task not in study.classifier.tasks:
-        raise ConfigError(f"task {task!r} is not one of the study's tasks {study.classifier.tasks}")
+    unknown = [task for task in tasks if task not in study.classifier.tasks]
+    if unknown:
+        raise ConfigError(f"tasks {unknown} are not among the study's tasks {study.classifier.tasks}")
     if size not in study.split.labelled_sizes:
         raise ConfigError(f"labelled_size {size} is not one of the study's sizes {study.split.labelled_sizes}")
-    for path in (study_layout.n2_file(task), study_layout.n2_file(task, labelled=True)):
-        if not path.is_file():
-            raise InputFileError(f"study {study_layout.out} has no {path.name}: run it through its evaluation stage")
+    for task in tasks:
+        for path in (study_layout.n2_file(task), study_layout.n2_file(task, labelled=True)):
+            if not path.is_file():
+                raise InputFileError(f"study {study_layout.out} has no {path.name}: run it through its evaluation stage")
     return depends
 
 
-def _variant_summary(rejection: list[dict[str, Any]], w1: dict[RunKey, dict[str, Any]], pretrain_record: dict[str, Any],
-                     ) -> dict[str, Any]:
+def _task_summary(rejection: list[dict[str, Any]], w1: dict[RunKey, dict[str, Any]] | None) -> dict[str, Any]:
+    """Per model: AUC, rejection with intervals, test sizes, and (embedding task only) W1."""
     models: dict[str, Any] = {}
     for row in rejection:
         model = row["key"]["model"]
         if model == "n2":
             continue
-        key = next(k for k in w1 if k.model == model)
         models[model] = {
             "auc": row["auc"]["mean"],
             "auc_uncertainty": row["auc_uncertainty"],
@@ -160,11 +171,19 @@ def _variant_summary(rejection: list[dict[str, Any]], w1: dict[RunKey, dict[str,
             "background_efficiency": row["background_efficiency"],
             "n_signal": row["n_signal"],
             "n_background": row["n_background"],
-            "w1_relative": {variant: {q: table[q].as_dict() for q in ("score", "mean z")}
-                            for variant, table in w1[key].items()},
         }
-    return {"models": models, "pretrain_wall_s": pretrain_record.get("wall_s"),
-            "pretrain_steps": pretrain_record.get("result", {}).get("steps")}
+        if w1 is not None:
+            key = next(k for k in w1 if k.model == model)
+            models[model]["w1_relative"] = {variant: {q: table[q].as_dict() for q in ("score", "mean z")}
+                                            for variant, table in w1[key].items()}
+    return models
+
+
+def _n2_summary(rejection: list[dict[str, Any]]) -> dict[str, Any]:
+    row = next(r for r in rejection if r["key"]["model"] == "n2")
+    return {"auc": row["auc"]["mean"], "auc_uncertainty": row["auc_uncertainty"],
+            "rejection": {e: v["mean"] for e, v in row["rejection"].items()},
+            "rejection_clopper_pearson_68": row["rejection_clopper_pearson_68"]}
 
 
 def run_diagnosis(config_path: PathLike, study_dir: PathLike, out_dir: PathLike, *, log: Log | None = None,
@@ -192,7 +211,7 @@ def run_diagnosis(config_path: PathLike, study_dir: PathLike, out_dir: PathLike,
     study = load_study_config(diagnosis.study_config)
     study_layout = StudyLayout(Path(study_dir))
     size = diagnosis.labelled_size or max(study.split.labelled_sizes)
-    depends = _check_study(study, study_layout, diagnosis.task, size)
+    depends = _check_study(study, study_layout, diagnosis.tasks, size)
     configs = {name: variant_config(study, diagnosis, name) for name in names}  # every variant valid up front
     out = Path(out_dir)
     try:
@@ -200,21 +219,23 @@ def run_diagnosis(config_path: PathLike, study_dir: PathLike, out_dir: PathLike,
     except OSError as error:
         raise InputFileError(f"cannot create the diagnosis output directory {out}: {error}") from error
 
-    task: str = diagnosis.task
-    tests = {task: read_ntuple(study_layout.test_data(task))}
-    t = tests[task]
+    tasks: list[str] = list(diagnosis.tasks)
+    embed_task = tasks[0]
+    tests = {task: read_ntuple(study_layout.test_data(task)) for task in tasks}
+    t = tests[embed_task]
     variant_names = {c: VARIANT_NAMES[c] for c in sorted({int(v) for v in np.unique(t["variant"]) if v >= 0})}
-    n2 = load_npz(study_layout.n2_file(task))
+    n2 = load_npz(study_layout.n2_file(embed_task))
     summaries: dict[str, Any] = {}
-    n2_row: dict[str, Any] | None = None
+    n2_rows: dict[str, Any] = {}
     for name, config in configs.items():
         log(f"== diagnosis variant {name}: {json.dumps(diagnosis.variants[name], sort_keys=True)}")
         torch.set_num_threads(config.threads)
         layout = StudyLayout(out / name)
         layout.eval.mkdir(parents=True, exist_ok=True)
         _link(study_layout.data, layout.data)
-        for labelled in (False, True):
-            _link(study_layout.n2_file(task, labelled), layout.n2_file(task, labelled))
+        for task in tasks:
+            for labelled in (False, True):
+                _link(study_layout.n2_file(task, labelled), layout.n2_file(task, labelled))
         state = StudyState(config, layout, Stages(layout.stages, log), log)
         state.split_depends = depends
         pretrain_stage(state)
@@ -224,28 +245,35 @@ def run_diagnosis(config_path: PathLike, study_dir: PathLike, out_dir: PathLike,
             weights = {"model": path, "weights": file_digest(path), "split": depends}
             state.stages.run(f"score:{key.task}:{key.model}:{key.labelled_size}:s{key.seed}", weights,
                              functools.partial(score_test_set, config, layout, tests, key, path), derived=True)
+            if key.task != embed_task:
+                continue
             source = EmbeddingSource(classifier_title(key), path, run=key)
             state.stages.run(f"embed:{source.slug}", weights,
-                             functools.partial(embed_test_set, config, layout, tests, task, source), derived=True)
+                             functools.partial(embed_test_set, config, layout, {embed_task: t}, embed_task, source),
+                             derived=True)
             embeds[source] = load_npz(layout.embed_file(source))
         _rows, rejection, _rocs = rejection_tables(config, layout, tests, state.trained)
         _table, _means, w1 = wasserstein_tables(config, t, n2, embeds, variant_names)
         pretrain_record = json.loads(state.stages.marker("pretrain:resim").read_text())
-        summaries[name] = {"overrides": diagnosis.variants[name],
-                           **_variant_summary(rejection["rejection"][task], w1, pretrain_record)}
-        n2_row = next(r for r in rejection["rejection"][task] if r["key"]["model"] == "n2")
-    assert n2_row is not None  # at least one variant ran
+        summaries[name] = {
+            "overrides": diagnosis.variants[name],
+            "tasks": {task: _task_summary(rejection["rejection"][task], w1 if task == embed_task else None)
+                      for task in tasks},
+            "pretrain_wall_s": pretrain_record.get("wall_s"),
+            "pretrain_steps": pretrain_record.get("result", {}).get("steps"),
+        }
+        n2_rows = {task: _n2_summary(rejection["rejection"][task]) for task in tasks}
     results = {
         "name": diagnosis.name,
         "study": str(study_layout.out),
         "study_config": str(diagnosis.study_config),
-        "task": task,
+        "tasks": tasks,
+        "embedding_task": embed_task,
         "labelled_size": size,
         "seed": diagnosis.seed,
-        "n2": {"auc": n2_row["auc"]["mean"], "auc_uncertainty": n2_row["auc_uncertainty"],
-               "rejection": {e: v["mean"] for e, v in n2_row["rejection"].items()},
-               "rejection_clopper_pearson_68": n2_row["rejection_clopper_pearson_68"]},
-        "study_rows": _study_rows(study_layout, task, size, diagnosis.seed),
+        "n2": n2_rows,
+        "study_rows": {task: _study_rows(study_layout, task, size, diagnosis.seed, with_w1=task == embed_task)
+                       for task in tasks},
         "variants": summaries,
         "notes": diagnosis.notes,
     }
@@ -258,8 +286,9 @@ def run_diagnosis(config_path: PathLike, study_dir: PathLike, out_dir: PathLike,
     return report
 
 
-def _study_rows(layout: StudyLayout, task: str, size: int, seed: int) -> dict[str, Any]:
-    """The study's own rows at this size (all seeds) and its W1 of the seed's classifiers, if reported."""
+def _study_rows(layout: StudyLayout, task: str, size: int, seed: int, *, with_w1: bool) -> dict[str, Any]:
+    """The study's own rows at this size (all seeds) and, for its embedding task (``with_w1``), its
+    W1 of the seed's classifiers."""
     if not layout.results.is_file():
         return {}
     results = json.loads(layout.results.read_text())
@@ -269,7 +298,7 @@ def _study_rows(layout: StudyLayout, task: str, size: int, seed: int) -> dict[st
         if row["labelled_size"] != size or model == "n2":
             continue
         title = classifier_title(RunKey(task, model, size, seed))
-        w1 = results.get("wasserstein_relative", {}).get(title, {})
+        w1 = results.get("wasserstein_relative", {}).get(title, {}) if with_w1 else {}
         rows[model] = {"auc": row["auc"]["mean"], "auc_uncertainty": row["auc_uncertainty"],
                        "rejection": {e: v["mean"] for e, v in row["rejection"].items()},
                        "rejection_clopper_pearson_68": row["rejection_clopper_pearson_68"],
@@ -290,39 +319,46 @@ def _rejection_text(rejection: float, interval: list[float]) -> str:
     return f"{rejection:.4g} [{interval[0]:.4g}, {interval[1]:.4g}]"
 
 
+def _markdown_row(label: str, overrides: str, model: str, m: dict[str, Any], wall: str, with_w1: bool) -> str:
+    text = (f"| {label} | {overrides} | {model} | {m['auc']:.4f} ± {m['auc_uncertainty']:.4f} | "
+            f"{_rejection_text(m['rejection']['0.5'], m['rejection_clopper_pearson_68']['0.5'])} |")
+    if with_w1:
+        vincia = m.get("w1_relative", {}).get("vincia", {})
+        text += f" {_w1_text(vincia.get('score'))} | {_w1_text(vincia.get('mean z'))} |"
+    return text + f" {wall} |"
+
+
 def diagnosis_markdown(results: dict[str, Any]) -> str:
-    """The diagnosis table: one row per variant and model, then the study's own rows."""
-    task, size = results["task"], results["labelled_size"]
+    """One table per task (a row per variant and model, then the study's own rows and N2); W1
+    columns for the embedding task."""
+    size = results["labelled_size"]
     lines = [
         f"# Diagnosis: {results['name']}",
         "",
-        f"Study `{results['study']}` (configuration `{results['study_config']}`); {TASK_TITLES[task]}, "
-        f"{size} labelled jets, seed {results['seed']}. Rejection 1/ε_B at ε_S = 0.5 with its 68 % "
-        "Clopper-Pearson interval; AUC ± Hanley-McNeil; W1 relative to the nominal standard deviation, "
-        "nominal vs vincia, ± bootstrap (floor: W1 of two samples of one distribution).",
-        "",
-        "| variant | overrides | model | AUC | 1/ε_B at ε_S=0.5 | score W1 (vincia) | embedding W1 (vincia) | pretraining wall (s) |",
-        "|---|---|---|---|---|---|---|---:|",
+        f"Study `{results['study']}` (configuration `{results['study_config']}`); {size} labelled jets per task, "
+        f"seed {results['seed']}. Rejection 1/ε_B at ε_S = 0.5 with its 68 % Clopper-Pearson interval; "
+        "AUC ± Hanley-McNeil; W1 relative to the nominal standard deviation, nominal vs vincia, ± bootstrap "
+        "(floor: W1 of two samples of one distribution), measured on the embedding task's test set.",
     ]
-    for name, summary in results["variants"].items():
-        overrides = json.dumps(summary["overrides"], sort_keys=True) if summary["overrides"] else "(study's own settings)"
-        for model, m in summary["models"].items():
-            vincia = m["w1_relative"].get("vincia", {})
+    for task in results["tasks"]:
+        with_w1 = task == results["embedding_task"]
+        w1_head = " score W1 (vincia) | embedding W1 (vincia) |" if with_w1 else ""
+        lines += ["", f"## {TASK_TITLES[task]}", "",
+                  f"| variant | overrides | model | AUC | 1/ε_B at ε_S=0.5 |{w1_head} pretraining wall (s) |",
+                  "|---|---|---|---|---|" + ("---|---|" if with_w1 else "") + "---:|"]
+
+        for name, summary in results["variants"].items():
+            overrides = (f"`{json.dumps(summary['overrides'], sort_keys=True)}`" if summary["overrides"]
+                         else "(study's own settings)")
             wall = summary["pretrain_wall_s"]
-            lines.append(
-                f"| {name} | `{overrides}` | {model} | {m['auc']:.4f} ± {m['auc_uncertainty']:.4f} | "
-                f"{_rejection_text(m['rejection']['0.5'], m['rejection_clopper_pearson_68']['0.5'])} | "
-                f"{_w1_text(vincia.get('score'))} | {_w1_text(vincia.get('mean z'))} | "
-                f"{'-' if wall is None else f'{wall:.0f}'} |")
-    for model, m in results["study_rows"].items():
-        vincia = m["w1_relative"].get("vincia", {})
-        lines.append(
-            f"| study (mean of {m['seeds']} seeds) | - | {model} | {m['auc']:.4f} ± {m['auc_uncertainty']:.4f} | "
-            f"{_rejection_text(m['rejection']['0.5'], m['rejection_clopper_pearson_68']['0.5'])} | "
-            f"{_w1_text(vincia.get('score'))} | {_w1_text(vincia.get('mean z'))} | - |")
-    n2 = results["n2"]
-    lines.append(f"| N2 baseline | - | n2 | {n2['auc']:.4f} ± {n2['auc_uncertainty']:.4f} | "
-                 f"{_rejection_text(n2['rejection']['0.5'], n2['rejection_clopper_pearson_68']['0.5'])} | - | - | - |")
+            for model, m in summary["tasks"][task].items():
+                lines.append(_markdown_row(name, overrides, model, m, "-" if wall is None else f"{wall:.0f}", with_w1))
+        for model, m in results["study_rows"][task].items():
+            lines.append(_markdown_row(f"study (mean of {m['seeds']} seeds)", "-", model, m, "-", with_w1))
+        n2 = results["n2"][task]
+        lines.append(f"| N2 baseline | - | n2 | {n2['auc']:.4f} ± {n2['auc_uncertainty']:.4f} | "
+                     f"{_rejection_text(n2['rejection']['0.5'], n2['rejection_clopper_pearson_68']['0.5'])} |"
+                     + (" - | - |" if with_w1 else "") + " - |")
     if results["notes"]:
         lines += ["", *[f"* {note}" for note in results["notes"]]]
     lines += ["", "All W1 per variant (seed, fsr_up, fsr_down, vincia) and ε_S = 0.3 / 0.7 are in `diagnosis.json`.", ""]
