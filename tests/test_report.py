@@ -236,9 +236,12 @@ def test_exported_model_card_and_re_evaluation(tiny_study, tmp_path: Path) -> No
     assert json.loads(cli.output)["auc"] == pytest.approx(again["auc"], abs=1e-9)
     # The CLI: a finished study re-run with --export-model saves the model that the stability
     # rule (choose_default_model) picks, and the card says why.
-    cli = CliRunner().invoke(app, ["report", "--config", str(TINY), "--out", str(out), "-q",
+    # (--threads: another thread count resumes the finished study without retraining anything)
+    cli = CliRunner().invoke(app, ["report", "--config", str(TINY), "--out", str(out), "--threads", "1",
                                    "--export-model", str(tmp_path / "cli-default")])
     assert cli.exit_code == 0, cli.output
+    assert not [line for line in cli.output.splitlines() if line.startswith("[run ]") and line != "[run ] report"]
+    assert json.loads((out / "results.json").read_text())["reproduce"]["torch_threads"] == 1
     _model, cli_card = load_model(tmp_path / "cli-default")
     selection = cli_card.metrics["selection"]
     assert {c["model"] for c in selection["candidates"]} == {"fixed", "floating", "supervised"}

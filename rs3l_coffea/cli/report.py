@@ -25,6 +25,11 @@ def report(
         "auto", "--export-kind",
         help="Which fine-tuned model --export-model saves: auto (the best one that is as stable across showers as the steadiest, see docs/report/README.md), fixed, floating or supervised.",
     ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1,
+        help="torch CPU threads (default: the study file's). Not part of any stage's fingerprint: a study "
+             "resumes with another thread count. Two processes that each use all cores slow each other down.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-stage log lines."),
 ) -> None:
     """Generate, pretrain, fine-tune, evaluate: the whole RS3L study, cached stage by stage."""
@@ -35,7 +40,7 @@ def report(
         from rs3l_coffea.study import export_default_model, run_study
 
         command = "rs3l " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
-        result = run_study(config, out, log=(lambda _m: None) if quiet else None, command=command)
+        result = run_study(config, out, log=(lambda _m: None) if quiet else None, command=command, threads=threads)
         typer.echo(str(result.report))
         if export_model is not None:
             paths = export_default_model(out, export_model, model=export_kind)

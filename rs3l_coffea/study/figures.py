@@ -11,7 +11,7 @@ import numpy as np
 from rs3l_coffea.evaluation import RocCurve
 from rs3l_coffea.study.config import MODEL_TITLES, TASK_TITLES, StudyConfig
 from rs3l_coffea.study.layout import EmbeddingSource, RowKey
-from rs3l_coffea.study.tables import unit
+from rs3l_coffea.study.tables import selected_variant_rows, unit
 
 
 def _variant_hist(values_by_variant: Mapping[str, np.ndarray], name: str) -> Any:
@@ -66,7 +66,8 @@ def embedding_figures(
     plots: dict[str, Path] = {}
     nominal = t["pair_rank"] == 0
     rs3l = next(e for s, e in embeds.items() if s.pretrain == "resim")
-    by_variant = {"nominal": nominal, **{name: t["variant"] == c for c, name in variant_names.items()}}
+    rows = selected_variant_rows(config, t, list(variant_names))  # as the W1 tables compare them
+    by_variant = {"nominal": rows.nominal, **{name: rows.partners[c] for c, name in variant_names.items()}}
 
     def per_variant(source: Mapping[str, np.ndarray], nominal_key: str, partner_key: str) -> dict[str, np.ndarray]:
         return {v: source[nominal_key if v == "nominal" else partner_key][m] for v, m in by_variant.items()}

@@ -226,14 +226,22 @@ def run_study(
     *,
     log: Log | None = None,
     command: str | None = None,
+    threads: int | None = None,
 ) -> StudyResult:
-    """Run (or resume) the whole study into ``out_dir`` and write ``out_dir/report.md``."""
+    """Run (or resume) the whole study into ``out_dir`` and write ``out_dir/report.md``.
+
+    ``threads`` overrides the configuration's torch threads; it is part of no stage's fingerprint,
+    so a study resumed with another thread count keeps its finished stages."""
     from rs3l_coffea.study.report import build_report
 
     config_path = None
     if not isinstance(config, StudyConfig):
         config_path = Path(config)
         config = load_study_config(config_path)
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        config = config.model_copy(update={"threads": threads})
     log = log or (lambda message: print(message, flush=True))
     layout = StudyLayout(Path(out_dir))
     try:
