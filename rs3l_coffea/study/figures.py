@@ -66,8 +66,9 @@ def embedding_figures(
     plots: dict[str, Path] = {}
     nominal = t["pair_rank"] == 0
     rs3l = next(e for s, e in embeds.items() if s.pretrain == "resim")
-    rows = selected_variant_rows(config, t, list(variant_names))  # as the W1 tables compare them
-    by_variant = {"nominal": rows.nominal, **{name: rows.partners[c] for c, name in variant_names.items()}}
+    # one nominal histogram for every variant: the jets whose partners all pass the selection
+    rows = selected_variant_rows(config, t, list(variant_names))
+    by_variant = {"nominal": rows.common, **{name: rows.common_partners[c] for c, name in variant_names.items()}}
 
     def per_variant(source: Mapping[str, np.ndarray], nominal_key: str, partner_key: str) -> dict[str, np.ndarray]:
         return {v: source[nominal_key if v == "nominal" else partner_key][m] for v, m in by_variant.items()}
@@ -82,7 +83,8 @@ def embedding_figures(
     ratio_hists["N2"] = _variant_hist(per_variant(n2, "nominal", "partner"), "N2")
     path = plots_dir / "variant-ratios.png"
     plot_variant_ratios(ratio_hists, path)
-    plots["Nominal vs re-simulated variants: RS3L embedding, classifier scores and N2 (ratio to nominal)"] = path
+    plots["Nominal vs re-simulated variants: RS3L embedding, classifier scores and N2 (ratio to nominal; "
+          "test jets whose partner in every variant passes the jet selection)"] = path
 
     rng = np.random.default_rng(0)
     corner_idx = rng.permutation(int(nominal.sum()))[: config.evaluation.corner_points]

@@ -137,7 +137,7 @@ def build_report(state: StudyState, *, config_path: Path | None, command: str) -
     n2 = load_npz(layout.n2_file(state.embed_task))
     embeds = {source: load_npz(layout.embed_file(source)) for source in state.embeddings}
     wasserstein_rows, mean_rows, w_results = wasserstein_tables(config, t, n2, embeds, variant_names)
-    compared = selected_variant_rows(config, t, list(variant_names)).as_dict()
+    compared = selected_variant_rows(config, t, list(variant_names)).as_dict(variant_names)
     results["wasserstein_jets"] = compared
     results["wasserstein_relative"] = {
         source.name: {v: {q: e.as_dict() for q, e in row.items()} for v, row in w_results[source.run].items()}
@@ -145,10 +145,10 @@ def build_report(state: StudyState, *, config_path: Path | None, command: str) -
     }
     if mean_rows:
         extra_tables["Wasserstein-1 summary (relative to the nominal std; mean over embedding dimensions; "
-                     "± bootstrap uncertainty, floor = W1 of two samples of one distribution; on the "
-                     f"{compared['jets_with_every_partner_selected']:,} of {compared['nominal_test_jets']:,} test jets "
-                     "whose partner in every variant passes the jet selection too, the same jets in every column: "
-                     "the seed variant is the control)"] = mean_rows
+                     "± bootstrap uncertainty, floor = W1 of two samples of one distribution; per variant, the pairs "
+                     "of the " f"{compared['nominal_test_jets']:,} nominal test jets whose partner passes the jet "
+                     "selection too (" + ", ".join(f"{n} {v:,}" for v, n in compared["selected_pairs"].items())
+                     + "): nominal and partner selected alike, the seed variant is the control)"] = mean_rows
 
     history = Path(state.pretrained["resim"]["model"]).parent / "metrics.csv"
     plots.update(embedding_figures(config, layout.plots, t, n2, embeds, variant_names,

@@ -47,39 +47,48 @@ class VariantRows:
     each variant lies within ΔR < 0.4; the partner itself is not selected. Near the pT threshold
     that is regression to the mean: a quarter of the partners of a 450 GeV-selected nominal jet
     fall below 450 GeV even for the ``seed`` variant (same physics, new random numbers), so a
-    nominal-vs-partner comparison measures the selection, not the shower. Here a nominal jet
-    counts only when its partner in *every* variant exists and passes the same selection, and
-    each variant's sample is those jets' partners: the same jets everywhere, selected alike, as
-    two independently selected samples would be. The ``seed`` variant is the control: its W1
-    must sit at the statistical floor.
+    nominal-vs-partner comparison measures the selection, not the shower. Here, per variant, a
+    pair counts only when the partner passes the same selection; the variant's two samples are
+    the nominal and the partner jets of those pairs, selected alike (as two independently
+    selected samples would be). The ``seed`` variant is the control: its W1 must sit at the
+    statistical floor. ``common`` are the rows of the jets whose partner passes in *every*
+    variant: the same jets in every variant (for figures that share one nominal histogram).
     """
 
-    nominal: np.ndarray  # row indices of the nominal jets (their pair_rank == 0 rows)
-    partners: dict[int, np.ndarray]  # variant code -> row indices of those jets' partners
-    test_jets: int  # nominal jets in the test set before this requirement
+    pairs: dict[int, np.ndarray]  # variant code -> its rows whose partner passes the selection
+    common: np.ndarray  # pair_rank == 0 rows of the jets whose partner passes in every variant
+    common_partners: dict[int, np.ndarray]  # variant code -> those jets' partner rows
+    test_jets: int  # nominal jets in the test set
 
-    def as_dict(self) -> dict[str, int]:
-        return {"nominal_test_jets": self.test_jets, "jets_with_every_partner_selected": len(self.nominal)}
+    def as_dict(self, variant_names: Mapping[int, str]) -> dict[str, Any]:
+        return {"nominal_test_jets": self.test_jets,
+                "selected_pairs": {variant_names[c]: len(rows) for c, rows in self.pairs.items()},
+                "jets_with_every_partner_selected": len(self.common)}
 
 
 def selected_variant_rows(config: StudyConfig, t: Mapping[str, np.ndarray], variant_codes: Sequence[int]) -> VariantRows:
-    """:class:`VariantRows` of a test ntuple: the jets whose partners all pass the selection."""
+    """:class:`VariantRows` of a test ntuple: the pairs whose partner passes the study's selection."""
     from rs3l_coffea.features import JetSelection
 
     cuts = JetSelection.named(config.split.selection)
     passes = ((t["partner_pt"] > cuts.pt_min) & (t["partner_mass"] > cuts.mass_min)
               & (np.abs(t["partner_eta"]) < cuts.abs_eta_max)
               & (t["partner_mask"].sum(axis=1) >= cuts.min_constituents))
+    pairs = {code: np.flatnonzero((t["variant"] == code) & passes) for code in variant_codes}
     # one integer per nominal jet (hard_event_id may use all 64 bits, so no arithmetic packing)
     _, jet = np.unique(np.stack([t["hard_event_id"].astype(np.int64), t["jet_index"].astype(np.int64)], axis=1),
                        axis=0, return_inverse=True)
     jet = jet.reshape(-1)
     nominal_rows = np.flatnonzero(t["pair_rank"] == 0)
     complete = jet[nominal_rows]
-    for code in variant_codes:
-        complete = np.intersect1d(complete, jet[(t["variant"] == code) & passes])
-    partners = {code: np.flatnonzero((t["variant"] == code) & passes & np.isin(jet, complete)) for code in variant_codes}
-    return VariantRows(nominal_rows[np.isin(jet[nominal_rows], complete)], partners, len(nominal_rows))
+    for rows in pairs.values():
+        complete = np.intersect1d(complete, jet[rows])
+    return VariantRows(
+        pairs=pairs,
+        common=nominal_rows[np.isin(jet[nominal_rows], complete)],
+        common_partners={code: rows[np.isin(jet[rows], complete)] for code, rows in pairs.items()},
+        test_jets=len(nominal_rows),
+    )
 
 
 def _mean_std_json(value: Any) -> dict[str, float]:
@@ -259,7 +268,7 @@ def wasserstein_tables(
 ) -> tuple[list[Any], list[dict[str, Any]], dict[RunKey, dict[str, dict[str, W1Estimate]]]]:
     """Relative W1 nominal vs each variant per embedding dimension, score and N2 (classifiers),
     each with its bootstrap uncertainty and statistical floor (``rs3l_coffea.evaluation.wasserstein``),
-    on the test jets whose partners all pass the jet selection (:func:`selected_variant_rows`)."""
+    on the pairs whose partner passes the jet selection too (:func:`selected_variant_rows`)."""
     rows = selected_variant_rows(config, t, list(variant_names))
     table_rows: list[Any] = []
     mean_rows: list[dict[str, Any]] = []
@@ -267,16 +276,19 @@ def wasserstein_tables(
     for source, e in embeds.items():
         if source.run is None:
             continue
-        samples: dict[str, dict[str, np.ndarray]] = {}
-        for variant, rows_mask in [("nominal", rows.nominal)] + [(name, rows.partners[c]) for c, name in variant_names.items()]:
-            which = "nominal" if variant == "nominal" else "partner"
-            vectors = unit(e[which][rows_mask])
-            quantities = {f"z{i}": vectors[:, i] for i in range(vectors.shape[1])}
-            if f"score_{which}" in e:
-                quantities["score"] = e[f"score_{which}"][rows_mask]
-            quantities["N2"] = n2[which][rows_mask]
-            samples[variant] = quantities
-        table = wasserstein_estimate_table(samples, relative=True, n_resamples=config.evaluation.bootstrap, seed=0)
+        table: dict[str, dict[str, W1Estimate]] = {}
+        for code, name in variant_names.items():
+            pair = rows.pairs[code]
+            samples: dict[str, dict[str, np.ndarray]] = {}
+            for side, which in (("nominal", "nominal"), (name, "partner")):
+                vectors = unit(e[which][pair])
+                quantities = {f"z{i}": vectors[:, i] for i in range(vectors.shape[1])}
+                if f"score_{which}" in e:
+                    quantities["score"] = e[f"score_{which}"][pair]
+                quantities["N2"] = n2[which][pair]
+                samples[side] = quantities
+            table.update(wasserstein_estimate_table(samples, relative=True, n_resamples=config.evaluation.bootstrap,
+                                                    seed=0))
         for variant, row in table.items():
             dims = mean_estimate([v for q, v in row.items() if q.startswith("z")])
             mean_rows.append({"model": source.name, "variant": variant, "mean relative W1 over z": dims.format(),
