@@ -137,6 +137,11 @@ def test_tiny_study_records_what_reproduces_it(tiny_study) -> None:
     some = next(iter(next(iter(w1.values())).values()))["z0"]
     assert set(some) == {"w1", "uncertainty", "floor", "floor_spread", "excess_significance"}
     assert some["uncertainty"] > 0 and some["floor"] > 0
+    # W1 compares pairs whose partner passes the selection too: never more than the nominal jets
+    compared = results["wasserstein_jets"]
+    assert set(compared["selected_pairs"]) == set(config.pretrain.variants) == {"fsr_up", "vincia"}
+    assert 0 < compared["jets_with_every_partner_selected"] <= min(compared["selected_pairs"].values())
+    assert max(compared["selected_pairs"].values()) <= compared["nominal_test_jets"]
     assert results["expectations"] and {c["verdict"] for c in results["expectations"]} <= {
         "holds", "does not hold", "inconclusive"}
     assert "step rule" in report and "Clopper-Pearson" in report

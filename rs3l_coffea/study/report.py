@@ -147,7 +147,7 @@ def build_report(state: StudyState, *, config_path: Path | None, command: str) -
         extra_tables["Wasserstein-1 summary (relative to the nominal std; mean over embedding dimensions; "
                      "± bootstrap uncertainty, floor = W1 of two samples of one distribution; per variant, the pairs "
                      "of the " f"{compared['nominal_test_jets']:,} nominal test jets whose partner passes the jet "
-                     "selection too (" + ", ".join(f"{n} {v:,}" for v, n in compared["selected_pairs"].items())
+                     "selection too (" + ", ".join(f"{name} {n:,}" for name, n in compared["selected_pairs"].items())
                      + "): nominal and partner selected alike, the seed variant is the control)"] = mean_rows
 
     history = Path(state.pretrained["resim"]["model"]).parent / "metrics.csv"
