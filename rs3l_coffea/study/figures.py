@@ -11,7 +11,7 @@ import numpy as np
 from rs3l_coffea.evaluation import RocCurve
 from rs3l_coffea.study.config import MODEL_TITLES, TASK_TITLES, StudyConfig
 from rs3l_coffea.study.layout import EmbeddingSource, RowKey
-from rs3l_coffea.study.tables import selected_variant_rows, unit
+from rs3l_coffea.study.tables import VariantRows, selected_variant_rows, unit
 
 
 def _variant_hist(values_by_variant: Mapping[str, np.ndarray], name: str) -> Any:
@@ -53,6 +53,7 @@ def embedding_figures(
     variant_names: Mapping[int, str],
     class_names: Mapping[int, str],
     history: Path,
+    rows: VariantRows | None = None,
 ) -> dict[str, Path]:
     """Variant ratios (Fig. 3), corner plot, t-SNE and convergence of the re-simulation backbone."""
     from rs3l_coffea.evaluation.plots import (
@@ -67,7 +68,7 @@ def embedding_figures(
     nominal = t["pair_rank"] == 0
     rs3l = next(e for s, e in embeds.items() if s.pretrain == "resim")
     # one nominal histogram for every variant: the jets whose partners all pass the selection
-    rows = selected_variant_rows(config, t, list(variant_names))
+    rows = rows or selected_variant_rows(config, t, list(variant_names))
     by_variant = {"nominal": rows.common, **{name: rows.common_partners[c] for c, name in variant_names.items()}}
 
     def per_variant(source: Mapping[str, np.ndarray], nominal_key: str, partner_key: str) -> dict[str, np.ndarray]:

@@ -136,8 +136,9 @@ def build_report(state: StudyState, *, config_path: Path | None, command: str) -
     variant_names = {c: VARIANT_NAMES[c] for c in sorted({int(v) for v in np.unique(t["variant"]) if v >= 0})}
     n2 = load_npz(layout.n2_file(state.embed_task))
     embeds = {source: load_npz(layout.embed_file(source)) for source in state.embeddings}
-    wasserstein_rows, mean_rows, w_results = wasserstein_tables(config, t, n2, embeds, variant_names)
-    compared = selected_variant_rows(config, t, list(variant_names)).as_dict(variant_names)
+    variant_rows = selected_variant_rows(config, t, list(variant_names))  # one selection for tables and figures
+    wasserstein_rows, mean_rows, w_results = wasserstein_tables(config, t, n2, embeds, variant_names, variant_rows)
+    compared = variant_rows.as_dict(variant_names)
     results["wasserstein_jets"] = compared
     results["wasserstein_relative"] = {
         source.name: {v: {q: e.as_dict() for q, e in row.items()} for v, row in w_results[source.run].items()}
@@ -152,7 +153,7 @@ def build_report(state: StudyState, *, config_path: Path | None, command: str) -
 
     history = Path(state.pretrained["resim"]["model"]).parent / "metrics.csv"
     plots.update(embedding_figures(config, layout.plots, t, n2, embeds, variant_names,
-                                   _class_names(state.embed_task), history))
+                                   _class_names(state.embed_task), history, variant_rows))
 
     probe_rows, anomaly_rows = probe_tables(config, embeds, nominal, t["label"][nominal])
     extra_tables["Linear classifier test and kNN on frozen embeddings (H→bb vs QCD test jets, unit-normalised)"] = probe_rows

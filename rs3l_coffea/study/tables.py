@@ -71,9 +71,8 @@ def selected_variant_rows(config: StudyConfig, t: Mapping[str, np.ndarray], vari
     from rs3l_coffea.features import JetSelection
 
     cuts = JetSelection.named(config.split.selection)
-    passes = ((t["partner_pt"] > cuts.pt_min) & (t["partner_mass"] > cuts.mass_min)
-              & (np.abs(t["partner_eta"]) < cuts.abs_eta_max)
-              & (t["partner_mask"].sum(axis=1) >= cuts.min_constituents))
+    kinematics = cuts.mask({"pt": t["partner_pt"], "mass": t["partner_mass"], "eta": t["partner_eta"]})
+    passes = np.asarray(kinematics, dtype=bool) & (t["partner_mask"].sum(axis=1) >= cuts.min_constituents)
     pairs = {code: np.flatnonzero((t["variant"] == code) & passes) for code in variant_codes}
     # one integer per nominal jet (hard_event_id may use all 64 bits, so no arithmetic packing)
     _, jet = np.unique(np.stack([t["hard_event_id"].astype(np.int64), t["jet_index"].astype(np.int64)], axis=1),
@@ -265,11 +264,13 @@ def mean_estimate(estimates: Sequence[W1Estimate]) -> W1Estimate:
 def wasserstein_tables(
     config: StudyConfig, t: Mapping[str, np.ndarray], n2: Mapping[str, np.ndarray],
     embeds: Mapping[EmbeddingSource, Mapping[str, np.ndarray]], variant_names: Mapping[int, str],
+    rows: VariantRows | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]], dict[RunKey, dict[str, dict[str, W1Estimate]]]]:
     """Relative W1 nominal vs each variant per embedding dimension, score and N2 (classifiers),
     each with its bootstrap uncertainty and statistical floor (``rs3l_coffea.evaluation.wasserstein``),
-    on the pairs whose partner passes the jet selection too (:func:`selected_variant_rows`)."""
-    rows = selected_variant_rows(config, t, list(variant_names))
+    on the pairs whose partner passes the jet selection too (``rows``; computed when not given:
+    :func:`selected_variant_rows`)."""
+    rows = rows or selected_variant_rows(config, t, list(variant_names))
     table_rows: list[Any] = []
     mean_rows: list[dict[str, Any]] = []
     w_results: dict[RunKey, dict[str, dict[str, W1Estimate]]] = {}
