@@ -156,6 +156,14 @@ def _check_study(study: StudyConfig, study_layout: StudyLayout, tasks: list[Task
     return depends
 
 
+def _row_numbers(row: dict[str, Any]) -> dict[str, Any]:
+    """AUC with its Hanley-McNeil error and the rejections with their Clopper-Pearson intervals
+    of one rejection-table row (``rejection_tables`` record, as in ``results.json``)."""
+    return {"auc": row["auc"]["mean"], "auc_uncertainty": row["auc_uncertainty"],
+            "rejection": {eff: value["mean"] for eff, value in row["rejection"].items()},
+            "rejection_clopper_pearson_68": row["rejection_clopper_pearson_68"]}
+
+
 def _task_summary(rejection: list[dict[str, Any]], w1: dict[RunKey, dict[str, Any]] | None) -> dict[str, Any]:
     """Per model: AUC, rejection with intervals, test sizes, and (embedding task only) W1."""
     models: dict[str, Any] = {}
@@ -164,10 +172,7 @@ def _task_summary(rejection: list[dict[str, Any]], w1: dict[RunKey, dict[str, An
         if model == "n2":
             continue
         models[model] = {
-            "auc": row["auc"]["mean"],
-            "auc_uncertainty": row["auc_uncertainty"],
-            "rejection": {eff: value["mean"] for eff, value in row["rejection"].items()},
-            "rejection_clopper_pearson_68": row["rejection_clopper_pearson_68"],
+            **_row_numbers(row),
             "background_efficiency": row["background_efficiency"],
             "n_signal": row["n_signal"],
             "n_background": row["n_background"],
@@ -180,10 +185,7 @@ def _task_summary(rejection: list[dict[str, Any]], w1: dict[RunKey, dict[str, An
 
 
 def _n2_summary(rejection: list[dict[str, Any]]) -> dict[str, Any]:
-    row = next(r for r in rejection if r["key"]["model"] == "n2")
-    return {"auc": row["auc"]["mean"], "auc_uncertainty": row["auc_uncertainty"],
-            "rejection": {e: v["mean"] for e, v in row["rejection"].items()},
-            "rejection_clopper_pearson_68": row["rejection_clopper_pearson_68"]}
+    return _row_numbers(next(r for r in rejection if r["key"]["model"] == "n2"))
 
 
 def run_diagnosis(config_path: PathLike, study_dir: PathLike, out_dir: PathLike, *, log: Log | None = None,
@@ -299,9 +301,7 @@ def _study_rows(layout: StudyLayout, task: str, size: int, seed: int, *, with_w1
             continue
         title = classifier_title(RunKey(task, model, size, seed))
         w1 = results.get("wasserstein_relative", {}).get(title, {}) if with_w1 else {}
-        rows[model] = {"auc": row["auc"]["mean"], "auc_uncertainty": row["auc_uncertainty"],
-                       "rejection": {e: v["mean"] for e, v in row["rejection"].items()},
-                       "rejection_clopper_pearson_68": row["rejection_clopper_pearson_68"],
+        rows[model] = {**_row_numbers(row),
                        "seeds": len(row["per_seed"]),
                        "n_signal": row["n_signal"], "n_background": row["n_background"],
                        "w1_relative": {v: {q: table[q] for q in ("score", "mean z") if q in table}
