@@ -14,7 +14,7 @@ import numpy as np
 
 from rs3l_coffea.study.config import StudyConfig
 from rs3l_coffea.study.layout import EmbeddingSource, RunKey, StudyLayout
-from rs3l_coffea.study.splits import read_ntuple
+from rs3l_coffea.study.splits import nominal_jets, read_ntuple
 from rs3l_coffea.study.stages import save_npz
 
 TestSets = Mapping[str, Mapping[str, np.ndarray]]
@@ -91,11 +91,9 @@ def _n2_nominal_once(t: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
     A nominal jet appears on one row per re-simulated partner (same features on each), keyed by
     ``(hard_event_id, jet_index)``; the per-jet values are spread back to the rows.
     """
-    keys = np.stack([t["hard_event_id"].astype(np.int64), t["jet_index"].astype(np.int64)], axis=1)
-    _unique, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    first, jet_of_row = nominal_jets(t)
     groomed, ungroomed = n2_both_from_features(t["features"][first], t["mask"][first])
-    inverse = inverse.reshape(-1)
-    return groomed[inverse], ungroomed[inverse]
+    return groomed[jet_of_row], ungroomed[jet_of_row]
 
 
 def compute_n2(config: StudyConfig, layout: StudyLayout, tests: TestSets) -> dict[str, Any]:

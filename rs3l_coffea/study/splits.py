@@ -8,7 +8,7 @@ jets for every model), a validation set and the held-out test sets (``test-<task
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,15 @@ def read_ntuple(directory: Path, branches: Sequence[str] | None = None) -> dict[
 
     shards = ntuple_shards(directory)
     return uproot.concatenate([f"{s}:{TREE_NAME}" for s in shards], list(branches or BRANCHES), library="np")
+
+
+def nominal_jets(t: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(first_row, jet_of_row)``: a nominal jet sits on one row per re-simulated partner, keyed
+    by ``(hard_event_id, jet_index)``; ``first_row[j]`` is a row of distinct jet ``j`` and
+    ``jet_of_row[i]`` the jet of row ``i`` (no arithmetic packing: the ids may use all 64 bits)."""
+    keys = np.stack([t["hard_event_id"].astype(np.int64), t["jet_index"].astype(np.int64)], axis=1)
+    _unique, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
 
 
 def _shard_rows(directory: Path) -> Iterator[dict[str, np.ndarray]]:

@@ -31,6 +31,7 @@ from rs3l_coffea.evaluation import (
 from rs3l_coffea.evaluation.verdict import combine, quadrature, verdict
 from rs3l_coffea.study.config import SIGNAL_EFFICIENCIES, TASK_TITLES, StudyConfig
 from rs3l_coffea.study.layout import EmbeddingSource, RowKey, RunKey, StudyLayout
+from rs3l_coffea.study.splits import nominal_jets
 from rs3l_coffea.study.stages import Stages, load_npz
 
 
@@ -74,10 +75,7 @@ def selected_variant_rows(config: StudyConfig, t: Mapping[str, np.ndarray], vari
     kinematics = cuts.mask({"pt": t["partner_pt"], "mass": t["partner_mass"], "eta": t["partner_eta"]})
     passes = np.asarray(kinematics, dtype=bool) & (t["partner_mask"].sum(axis=1) >= cuts.min_constituents)
     pairs = {code: np.flatnonzero((t["variant"] == code) & passes) for code in variant_codes}
-    # one integer per nominal jet (hard_event_id may use all 64 bits, so no arithmetic packing)
-    _, jet = np.unique(np.stack([t["hard_event_id"].astype(np.int64), t["jet_index"].astype(np.int64)], axis=1),
-                       axis=0, return_inverse=True)
-    jet = jet.reshape(-1)
+    _first, jet = nominal_jets(t)
     nominal_rows = np.flatnonzero(t["pair_rank"] == 0)
     complete = jet[nominal_rows]
     for rows in pairs.values():
