@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/training.py [--threads 1] [--rounds 3] [--steps 4] [--pairs 100]
         [--real-dir DIR] [--events 1500] [--bucket 32] [--particles 100]
-        [--caps 32,48,64,100] [--widths 64,128]
+        [--caps 32,48,64,100] [--widths 64,128] [--bounds]
 
 The paper-size DGCNN (128 wide, 3 EdgeConv k = 24, 8-d output), NT-Xent, P = 100 pairs per
 step (2P jets in one forward pass), backward and an Adam update (exactly
@@ -35,12 +35,19 @@ At 48 particles, W = 128: linear ~11.2 MFLOP, knn ~1.8 MFLOP, step ~35 MFLOP per
 
 ``--caps`` and ``--widths`` add a trade-off table: real-jet step time vs particle cap
 (``x[:, :cap]``; the ntuple keeps the 100 highest-pT particles) and model width.
+
+``--bounds`` adds upper bounds on what faster kernels could buy, on the same real batches:
+the step with the EdgeConv gather-max replaced by a slice of its table (a gather-max that costs
+nothing), and with the kNN replaced by fixed neighbour indices as well. The outputs of those
+rows are wrong by construction; only their time means something, and their fraction of peak
+still counts the real model's useful FLOPs.
 Benchmarks are scripts: timings on a shared machine vary, so quote ratios and say so.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -54,7 +61,7 @@ from pathlib import Path
 
 import torch
 
-from rs3l_coffea.nn import build_model
+from rs3l_coffea.nn import build_model, edge_conv
 from rs3l_coffea.nn.config import DGCNNConfig, HeadConfig, ModelConfig
 from rs3l_coffea.training.config import load_config
 from rs3l_coffea.training.dataset import JetStream, expand_files, inspect_shards
@@ -193,6 +200,32 @@ class Pretrainer:
         return total
 
 
+def _free_gather_max(table: torch.Tensor, index: torch.Tensor, custom_backward: bool = True) -> torch.Tensor:
+    """Timing bound only: the first ``R`` table rows instead of the maximum over neighbours."""
+    return table[:, : index.shape[1]] * 1.0
+
+
+def _free_knn(query: torch.Tensor, points: torch.Tensor, point_mask: torch.Tensor, k: int,
+              export_mode: bool = False) -> torch.Tensor:
+    """Timing bound only: neighbour slots 0, 1, ..., k-1 (wrapped) for every query row."""
+    slots = torch.arange(k, device=query.device) % max(points.shape[1], 1)
+    return slots.expand(query.shape[0], query.shape[1], k)
+
+
+@contextlib.contextmanager
+def patched(gather_max: bool, knn: bool) -> Iterator[None]:
+    """Swap the EdgeConv gather-max and/or kNN for the free versions above, restored on exit."""
+    saved = edge_conv._gather_max, edge_conv.dense_knn
+    try:
+        if gather_max:
+            edge_conv._gather_max = _free_gather_max
+        if knn:
+            edge_conv.dense_knn = _free_knn
+        yield
+    finally:
+        edge_conv._gather_max, edge_conv.dense_knn = saved
+
+
 def _time_steps(step, n_steps: int) -> list[float]:
     step()  # warm-up
     times = []
@@ -235,6 +268,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1500, help="Hard events per process for the real sample.")
     parser.add_argument("--caps", default="", help="Particle caps for the trade-off table, e.g. 32,48,64,100.")
     parser.add_argument("--widths", default="", help="Model widths for the trade-off table, e.g. 64,128.")
+    parser.add_argument("--bounds", action="store_true",
+                        help="Add steps with a free gather-max, and a free gather-max and kNN (timing bounds).")
     parser.add_argument("--no-other-tasks", action="store_true", help="Skip the fine-tuning/supervised rows.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -286,6 +321,21 @@ def main() -> None:
                 run = model.run(batches, args.steps)
                 print(f"| {width} | {cap} | {run.seconds / args.steps:.3f} | {run.jets / run.seconds:.0f} "
                       f"| {100 * run.flops / run.seconds / 1e9 / peak:.1f} |")
+
+    if args.bounds:
+        print()
+        print("Upper bounds on real jets (same model and batches; wrong outputs, time only; peak before each row):")
+        print()
+        print("| step | s/step | jets/s | % of peak |")
+        print("|---|---:|---:|---:|")
+        for title, free_gather, free_knn in (("as trained", False, False), ("gather-max free", True, False),
+                                             ("gather-max and kNN free", True, True)):
+            with patched(free_gather, free_knn):
+                trainer.step(next(real))  # warm-up
+                peak = matmul_peak()
+                run = trainer.run(real, args.steps)
+            print(f"| {title} | {run.seconds / args.steps:.3f} | {run.jets / run.seconds:.0f} "
+                  f"| {100 * run.flops / run.seconds / 1e9 / peak:.1f} |")
 
     if not args.no_other_tasks:
         print()

@@ -366,3 +366,78 @@ def test_ranking_key_knn_equals_exact_difference_knn():
     assert torch.equal(fast.sort(dim=2).values, exact.sort(dim=2).values)
     chunk = dense_knn(x[:, 10:20], x, mask, 8)
     assert torch.equal(chunk.sort(dim=2).values, exact[:, 10:20].sort(dim=2).values)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_gather_max_equals_slot_tracking_loop(dtype):
+    # The numba kernel against the torch comparison loop: bit-identical maxima (a max is exact,
+    # documented in gather_max_kernels) and the same winning rows (both take the first slot on
+    # ties), with -inf sentinels, +inf, the largest negative value, subnormals and planted ties.
+    from rs3l_coffea.nn.edge_conv import _neighbour_slots, _slot_gather_max
+    from rs3l_coffea.nn.gather_max_kernels import FusedGatherMax, gather_max
+
+    generator = torch.Generator().manual_seed(31)
+    n_rows = 301
+    table = (torch.randn(2, n_rows + 1, 7, generator=generator) * 1e3).to(dtype)
+    table[:, -1] = float("-inf")
+    table[0, 3, 2] = float("inf")
+    table[1, 5, :] = torch.finfo(dtype).tiny / 4
+    table[1, 6, 1] = -torch.finfo(dtype).max
+    table[0, 10] = table[0, 11]  # exact ties between two rows
+    index = torch.randint(0, n_rows + 1, (2, n_rows, 9), generator=generator)
+    index[0, 0, :] = n_rows  # every neighbour missing
+    index[0, 1, :] = torch.tensor([10, 11] + [n_rows] * 7)  # only the tied rows: the first slot (10) wins
+    flat = table.reshape(-1, 7)
+    slots = _neighbour_slots(table, index)
+    ref_value, ref_rows = _slot_gather_max(flat, slots)
+    value = FusedGatherMax.apply(flat, slots.t())
+    assert value.dtype == dtype
+    assert torch.equal(value, ref_value)
+    assert torch.equal(gather_max(flat, slots.t()), ref_value)
+    # The winners, read back through the backward: a unit gradient lands on the winning rows.
+    weights = torch.rand(ref_value.shape, generator=generator, dtype=dtype)
+    flat_grad = flat.clone().requires_grad_(True)
+    (FusedGatherMax.apply(flat_grad, slots.t()) * weights).sum().backward()
+    expected = torch.zeros_like(flat).index_put_((ref_rows, torch.arange(7).expand_as(ref_rows)), weights,
+                                                 accumulate=True)
+    torch.testing.assert_close(flat_grad.grad, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_gather_max_gradient_passes_gradcheck_and_matches_autograd():
+    from rs3l_coffea.nn.edge_conv import _neighbour_slots, _running_max
+    from rs3l_coffea.nn.gather_max_kernels import FusedGatherMax
+
+    generator = torch.Generator().manual_seed(32)
+    table = torch.randn(3, 9, 5, dtype=torch.float64, generator=generator)
+    index = torch.randint(0, 9, (3, 7, 4), generator=generator)
+    slots = _neighbour_slots(table, index)
+    flat = table.reshape(-1, 5).clone().requires_grad_(True)
+    weights = torch.randn(3 * 7, 5, dtype=torch.float64, generator=generator)
+    (grad_fused,) = torch.autograd.grad((FusedGatherMax.apply(flat, slots.t()) * weights).sum(), flat)
+    (grad_reference,) = torch.autograd.grad((_running_max(flat, slots) * weights).sum(), flat)
+    torch.testing.assert_close(grad_fused, grad_reference, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda f: FusedGatherMax.apply(f, slots.t()), (flat,))
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_gather_max_propagates_nan_like_torch_maximum(requires_grad):
+    # A NaN in the table must reach the output of every row that has it as a neighbour (the
+    # fused kernel assumes no NaN, so such a table takes the torch path).
+    from rs3l_coffea.nn.edge_conv import _gather_max
+
+    table = torch.arange(24, dtype=torch.float32).reshape(1, 6, 4).clone()
+    table[0, 2, 1] = float("nan")
+    index = torch.tensor([[[0, 2], [3, 4], [2, 5]]])
+    out = _gather_max(table.requires_grad_(requires_grad), index)
+    expected_nan = torch.zeros(1, 3, 4, dtype=torch.bool)
+    expected_nan[0, 0, 1] = expected_nan[0, 2, 1] = True
+    assert torch.equal(torch.isnan(out), expected_nan)
+
+
+def test_fused_gather_max_refuses_what_it_cannot_index():
+    from rs3l_coffea.nn.gather_max_kernels import gather_max
+
+    with pytest.raises(TypeError, match="int64 rows"):
+        gather_max(torch.zeros(3, 2), torch.zeros(2, 2, dtype=torch.int32))
+    with pytest.raises(TypeError, match="float32/float64"):
+        gather_max(torch.zeros(3, 2, dtype=torch.float16), torch.zeros(2, 2, dtype=torch.int64))

@@ -21,7 +21,7 @@ def feature_count_message(expected: int) -> str:
 
 def masked_pool(h: torch.Tensor, mask: torch.Tensor, mean: bool) -> torch.Tensor:
     """Sum (or mean) of ``h (B, P, C)`` over real particles; a jet without particles pools to 0."""
-    total = torch.where(mask.unsqueeze(-1), h, torch.zeros_like(h)).sum(dim=1)
+    total = h.masked_fill(~mask.unsqueeze(-1), 0.0).sum(dim=1)
     if mean:
         count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(h.dtype)
         return total / count
@@ -74,10 +74,11 @@ class DGCNN(Backbone):
             raise ValueError(self.feature_error + ", got " + str(x.shape[-1]))
         if self.max_particles is not None:
             x, mask = x[:, : self.max_particles], mask[:, : self.max_particles]
-        real = mask.unsqueeze(-1)
-        h = torch.where(real, x, torch.zeros_like(x))  # padding may hold anything, even inf/NaN
+        # masked_fill, not torch.where: one pass, no zero tensor to fill (as in every layer below).
+        padding = ~mask.unsqueeze(-1)
+        h = x.masked_fill(padding, 0.0)  # padding may hold anything, even inf/NaN
         h = self.embed(h)
-        h = torch.where(real, h, torch.zeros_like(h))
+        h = h.masked_fill(padding, 0.0)
         for conv in self.convs:
             h = conv(h, mask)
         if self.pool_first:

@@ -19,6 +19,7 @@ shapes must not depend on a Python loop over a symbolic size).
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -83,8 +84,7 @@ def dense_knn(
         )
         dist = torch.cat([dist, filler], dim=2)
     nearest, index = torch.topk(dist, k, dim=2, largest=False, sorted=False)
-    sentinel = torch.full_like(index, n_points)
-    return torch.where(torch.isinf(nearest), sentinel, index)
+    return index.masked_fill(torch.isinf(nearest), n_points)
 
 
 def _neighbour_slots(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -188,6 +188,23 @@ class _GatherMaxFunction(torch.autograd.Function):
 
 
 @torch.jit.unused
+def _fused_gather_max(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    from rs3l_coffea.nn import gather_max_kernels
+
+    # The kernels assume a table without NaN; torch.maximum propagates one. A NaN makes the sum
+    # NaN (so does +inf beside the -inf sentinels: that rare table takes the torch path too),
+    # and a sum is several times cheaper than isnan().any().
+    if math.isnan(float(flat.detach().sum())):
+        slots = rows.t()
+        if torch.is_grad_enabled() and flat.requires_grad:
+            return _GatherMaxFunction.apply(flat, slots)
+        return _running_max(flat, slots)
+    if torch.is_grad_enabled() and flat.requires_grad:
+        return gather_max_kernels.FusedGatherMax.apply(flat, rows)
+    return gather_max_kernels.gather_max(flat, rows)
+
+
+@torch.jit.unused
 def _gather_max_autograd(flat: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     return _GatherMaxFunction.apply(flat, slots)
 
@@ -203,6 +220,15 @@ def _gather_max(table: torch.Tensor, index: torch.Tensor, custom_backward: bool 
     """
     batch, n_rows, width = table.shape
     flat = table.reshape(batch * n_rows, width)
+    if (
+        custom_backward
+        and not torch.jit.is_scripting()
+        and flat.device.type == "cpu"
+        and (flat.dtype == torch.float32 or flat.dtype == torch.float64)
+    ):
+        offsets = torch.arange(batch, device=index.device).view(batch, 1, 1) * n_rows
+        best = _fused_gather_max(flat, (index + offsets).reshape(-1, index.shape[2]))
+        return best.view(index.shape[0], index.shape[1], width)
     slots = _neighbour_slots(table, index)
     if (
         custom_backward
@@ -283,7 +309,7 @@ class DenseDynamicEdgeConv(nn.Module):
                 index = dense_knn(query, x, mask, self.k, self.export_mode)
                 chunks.append(self._aggregate_general(x, query, index))
             out = torch.cat(chunks, dim=1)
-        return torch.where(mask.unsqueeze(-1), out, torch.zeros_like(out))
+        return out.masked_fill(~mask.unsqueeze(-1), 0.0)
 
     def _forward_algebraic(self, x: torch.Tensor, mask: torch.Tensor, rows: int) -> torch.Tensor:
         linear = self.message[0]  # nn.Linear, or LoRALinear (same weight and bias) before merging
