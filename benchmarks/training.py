@@ -212,18 +212,27 @@ def _free_knn(query: torch.Tensor, points: torch.Tensor, point_mask: torch.Tenso
     return slots.expand(query.shape[0], query.shape[1], k)
 
 
+def _free_center_plus_max(center: torch.Tensor, neighbour: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
+                          k: int, rows: int) -> torch.Tensor:
+    """Timing bound only: the fused CPU path without its gather-max (its kNN still runs)."""
+    edge_conv.dense_knn(x, x, mask, k)
+    return center + neighbour
+
+
 @contextlib.contextmanager
 def patched(gather_max: bool, knn: bool) -> Iterator[None]:
-    """Swap the EdgeConv gather-max and/or kNN for the free versions above, restored on exit."""
-    saved = edge_conv._gather_max, edge_conv.dense_knn
+    """Swap the EdgeConv gather-max (torch and fused CPU paths) and/or kNN for the free versions
+    above, restored on exit."""
+    saved = edge_conv._gather_max, edge_conv._fused_center_plus_max, edge_conv.dense_knn
     try:
         if gather_max:
             edge_conv._gather_max = _free_gather_max
+            edge_conv._fused_center_plus_max = _free_center_plus_max
         if knn:
             edge_conv.dense_knn = _free_knn
         yield
     finally:
-        edge_conv._gather_max, edge_conv.dense_knn = saved
+        edge_conv._gather_max, edge_conv._fused_center_plus_max, edge_conv.dense_knn = saved
 
 
 def _time_steps(step, n_steps: int) -> list[float]:

@@ -368,76 +368,121 @@ def test_ranking_key_knn_equals_exact_difference_knn():
     assert torch.equal(chunk.sort(dim=2).values, exact[:, 10:20].sort(dim=2).values)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_gather_max_equals_slot_tracking_loop(dtype):
-    # The numba kernel against the torch comparison loop: bit-identical maxima (a max is exact,
-    # documented in gather_max_kernels) and the same winning rows (both take the first slot on
-    # ties), with -inf sentinels, +inf, the largest negative value, subnormals and planted ties.
-    from rs3l_coffea.nn.edge_conv import _neighbour_slots, _slot_gather_max
-    from rs3l_coffea.nn.gather_max_kernels import FusedGatherMax, gather_max
+def _fused_reference_inputs(dtype, n_rows=301, width=7, k=9, seed=31):
+    """A table with -inf sentinel rows, +inf, the largest negative value, subnormals and planted
+    ties; neighbour indices into it; the same indices with -1 for the sentinel (kernel layout)."""
+    from rs3l_coffea.nn.edge_conv import _neighbour_slots
 
-    generator = torch.Generator().manual_seed(31)
-    n_rows = 301
-    table = (torch.randn(2, n_rows + 1, 7, generator=generator) * 1e3).to(dtype)
+    generator = torch.Generator().manual_seed(seed)
+    table = (torch.randn(2, n_rows + 1, width, generator=generator) * 1e3).to(dtype)
     table[:, -1] = float("-inf")
     table[0, 3, 2] = float("inf")
     table[1, 5, :] = torch.finfo(dtype).tiny / 4
     table[1, 6, 1] = -torch.finfo(dtype).max
     table[0, 10] = table[0, 11]  # exact ties between two rows
-    index = torch.randint(0, n_rows + 1, (2, n_rows, 9), generator=generator)
+    index = torch.randint(0, n_rows + 1, (2, n_rows, k), generator=generator)
     index[0, 0, :] = n_rows  # every neighbour missing
-    index[0, 1, :] = torch.tensor([10, 11] + [n_rows] * 7)  # only the tied rows: the first slot (10) wins
-    flat = table.reshape(-1, 7)
+    index[0, 1, :] = torch.tensor([10, 11] + [n_rows] * (k - 2))  # only the tied rows: the first slot (10) wins
     slots = _neighbour_slots(table, index)
-    ref_value, ref_rows = _slot_gather_max(flat, slots)
-    value = FusedGatherMax.apply(flat, slots.t())
+    flat = table.reshape(-1, width)
+    kernel_rows = torch.where(slots.t() % (n_rows + 1) == n_rows, -1, slots.t())
+    center = torch.randn(2 * n_rows, width, generator=generator).to(dtype)
+    return flat, slots, kernel_rows, center, generator
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_center_plus_max_equals_the_torch_comparison_loop(dtype):
+    # The numba kernel against the torch comparison loop plus the center: bit-identical values
+    # (a max is exact and the addition one float add, documented in gather_max_kernels) and the
+    # same winning rows (both take the first slot on ties).
+    from rs3l_coffea.nn.edge_conv import _slot_gather_max
+    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax, center_plus_max
+
+    flat, slots, kernel_rows, center, generator = _fused_reference_inputs(dtype)
+    ref_max, ref_rows = _slot_gather_max(flat, slots)
+    expected = center + ref_max
+    value = FusedCenterPlusMax.apply(flat, kernel_rows, center)
     assert value.dtype == dtype
-    assert torch.equal(value, ref_value)
-    assert torch.equal(gather_max(flat, slots.t()), ref_value)
-    # The winners, read back through the backward: a unit gradient lands on the winning rows.
-    weights = torch.rand(ref_value.shape, generator=generator, dtype=dtype)
-    flat_grad = flat.clone().requires_grad_(True)
-    (FusedGatherMax.apply(flat_grad, slots.t()) * weights).sum().backward()
-    expected = torch.zeros_like(flat).index_put_((ref_rows, torch.arange(7).expand_as(ref_rows)), weights,
-                                                 accumulate=True)
-    torch.testing.assert_close(flat_grad.grad, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(value, expected)
+    assert torch.equal(center_plus_max(flat, kernel_rows, center), expected)
+    assert torch.equal(value[0], torch.full_like(value[0], float("-inf")))  # a row without neighbours
+    # The winners, read back through the backward: each gradient lands on its winning row (none
+    # for the row without neighbours), and the center's gradient is the output's.
+    weights = torch.rand(expected.shape, generator=generator, dtype=dtype)
+    table_grad = flat.clone().requires_grad_(True)
+    center_grad = center.clone().requires_grad_(True)
+    (FusedCenterPlusMax.apply(table_grad, kernel_rows, center_grad) * weights).sum().backward()
+    has_winner = ref_max > float("-inf")
+    expected_grad = torch.zeros_like(flat).index_put_(
+        (ref_rows[has_winner], torch.arange(flat.shape[1]).expand_as(ref_rows)[has_winner]),
+        weights[has_winner], accumulate=True)
+    torch.testing.assert_close(table_grad.grad, expected_grad, rtol=1e-6, atol=1e-6)
+    assert torch.equal(center_grad.grad, weights)
 
 
-def test_fused_gather_max_gradient_passes_gradcheck_and_matches_autograd():
+def test_fused_center_plus_max_passes_gradcheck_and_matches_autograd():
     from rs3l_coffea.nn.edge_conv import _neighbour_slots, _running_max
-    from rs3l_coffea.nn.gather_max_kernels import FusedGatherMax
+    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax
 
     generator = torch.Generator().manual_seed(32)
     table = torch.randn(3, 9, 5, dtype=torch.float64, generator=generator)
     index = torch.randint(0, 9, (3, 7, 4), generator=generator)
     slots = _neighbour_slots(table, index)
     flat = table.reshape(-1, 5).clone().requires_grad_(True)
+    center = torch.randn(3 * 7, 5, dtype=torch.float64, generator=generator, requires_grad=True)
     weights = torch.randn(3 * 7, 5, dtype=torch.float64, generator=generator)
-    (grad_fused,) = torch.autograd.grad((FusedGatherMax.apply(flat, slots.t()) * weights).sum(), flat)
-    (grad_reference,) = torch.autograd.grad((_running_max(flat, slots) * weights).sum(), flat)
-    torch.testing.assert_close(grad_fused, grad_reference, rtol=0, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda f: FusedGatherMax.apply(f, slots.t()), (flat,))
+    fused = torch.autograd.grad((FusedCenterPlusMax.apply(flat, slots.t(), center) * weights).sum(), (flat, center))
+    reference = torch.autograd.grad(((center + _running_max(flat, slots)) * weights).sum(), (flat, center))
+    for got, want in zip(fused, reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda f, c: FusedCenterPlusMax.apply(f, slots.t(), c), (flat, center))
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_gather_max_propagates_nan_like_torch_maximum(requires_grad):
-    # A NaN in the table must reach the output of every row that has it as a neighbour (the
-    # fused kernel assumes no NaN, so such a table takes the torch path).
-    from rs3l_coffea.nn.edge_conv import _gather_max
+def test_edge_conv_propagates_nan_in_the_neighbour_table(requires_grad):
+    # The fused kernels assume no NaN in the neighbour table: such a table takes the torch path,
+    # so a NaN particle gives the same NaN pattern as graph export's plain torch ops (which
+    # torch.maximum propagates), and the two paths agree where there is no NaN.
+    from rs3l_coffea.nn.edge_conv import DenseDynamicEdgeConv
 
-    table = torch.arange(24, dtype=torch.float32).reshape(1, 6, 4).clone()
-    table[0, 2, 1] = float("nan")
-    index = torch.tensor([[[0, 2], [3, 4], [2, 5]]])
-    out = _gather_max(table.requires_grad_(requires_grad), index)
-    expected_nan = torch.zeros(1, 3, 4, dtype=torch.bool)
-    expected_nan[0, 0, 1] = expected_nan[0, 2, 1] = True
-    assert torch.equal(torch.isnan(out), expected_nan)
+    torch.manual_seed(41)
+    conv = DenseDynamicEdgeConv(4, 6, k=3)
+    x = torch.randn(2, 5, 4)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    with torch.set_grad_enabled(requires_grad):
+        clean = conv(x, mask)
+        conv.export_mode = True  # the plain torch ops of graph export
+        clean_torch = conv(x, mask)
+        conv.export_mode = False
+        torch.testing.assert_close(clean, clean_torch, rtol=1e-6, atol=1e-6)
+        poisoned = x.clone()
+        poisoned[0, 2, 1] = float("nan")
+        out = conv(poisoned, mask)
+        conv.export_mode = True
+        out_torch = conv(poisoned, mask)
+        conv.export_mode = False
+    assert torch.equal(torch.isnan(out), torch.isnan(out_torch))
+    assert torch.isnan(out[0, 2]).all() and torch.isfinite(out[1]).all()
+    torch.testing.assert_close(out.nan_to_num(), out_torch.nan_to_num(), rtol=1e-6, atol=1e-6)
+    # The kernels are never handed a table with a NaN (whose max they would not propagate).
+    from rs3l_coffea.nn.edge_conv import _fused_center_plus_max
+
+    table = torch.randn(2, 5, 6, requires_grad=requires_grad)
+    center = torch.randn(2, 5, 6)
+    with torch.no_grad():
+        table[1, 3, 0] = float("nan")
+    with torch.set_grad_enabled(requires_grad):
+        assert _fused_center_plus_max(center, table, x, mask, 3, 5) is None
+        assert _fused_center_plus_max(center, table.detach().nan_to_num(), x, mask, 3, 5) is not None
 
 
-def test_fused_gather_max_refuses_what_it_cannot_index():
-    from rs3l_coffea.nn.gather_max_kernels import gather_max
+def test_fused_kernels_refuse_what_they_cannot_index():
+    from rs3l_coffea.nn.gather_max_kernels import center_plus_max
 
     with pytest.raises(TypeError, match="int64 rows"):
-        gather_max(torch.zeros(3, 2), torch.zeros(2, 2, dtype=torch.int32))
+        center_plus_max(torch.zeros(3, 2), torch.zeros(2, 2, dtype=torch.int32), torch.zeros(2, 2))
     with pytest.raises(TypeError, match="float32/float64"):
-        gather_max(torch.zeros(3, 2, dtype=torch.float16), torch.zeros(2, 2, dtype=torch.int64))
+        center_plus_max(torch.zeros(3, 2, dtype=torch.float16), torch.zeros(2, 2, dtype=torch.int64),
+                        torch.zeros(2, 2, dtype=torch.float16))
+    with pytest.raises(TypeError, match="center of shape"):
+        center_plus_max(torch.zeros(3, 2), torch.zeros(2, 2, dtype=torch.int64), torch.zeros(3, 2))

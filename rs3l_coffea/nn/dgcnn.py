@@ -78,7 +78,7 @@ class DGCNN(Backbone):
         padding = ~mask.unsqueeze(-1)
         h = x.masked_fill(padding, 0.0)  # padding may hold anything, even inf/NaN
         h = self.embed(h)
-        h = h.masked_fill(padding, 0.0)
+        h = h.masked_fill_(padding, 0.0)  # in place: the embedding's own output (ELU keeps its input)
         for conv in self.convs:
             h = conv(h, mask)
         if self.pool_first:

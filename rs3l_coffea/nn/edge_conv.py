@@ -187,21 +187,39 @@ class _GatherMaxFunction(torch.autograd.Function):
         return grad_flat, None
 
 
-@torch.jit.unused
-def _fused_gather_max(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    from rs3l_coffea.nn import gather_max_kernels
+def _fused_kernels_apply(table: torch.Tensor) -> bool:
+    """The numba kernels serve float32/float64 tables on the CPU (graph export keeps torch ops)."""
+    return table.device.type == "cpu" and (table.dtype == torch.float32 or table.dtype == torch.float64)
 
-    # The kernels assume a table without NaN; torch.maximum propagates one. A NaN makes the sum
-    # NaN (so does +inf beside the -inf sentinels: that rare table takes the torch path too),
-    # and a sum is several times cheaper than isnan().any().
-    if math.isnan(float(flat.detach().sum())):
-        slots = rows.t()
-        if torch.is_grad_enabled() and flat.requires_grad:
-            return _GatherMaxFunction.apply(flat, slots)
-        return _running_max(flat, slots)
-    if torch.is_grad_enabled() and flat.requires_grad:
-        return gather_max_kernels.FusedGatherMax.apply(flat, rows)
-    return gather_max_kernels.gather_max(flat, rows)
+
+@torch.jit.unused
+def _fused_center_plus_max(
+    center: torch.Tensor, neighbour: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, k: int, rows: int
+) -> torch.Tensor | None:
+    """``center + max_j neighbour[j]`` over each row's kNN (``gather_max_kernels``); ``None`` when
+    the neighbour table holds a NaN (the kernels assume none; the torch path propagates it)."""
+    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax, center_plus_max
+
+    batch, n_particles, width = neighbour.shape
+    table = neighbour.reshape(batch * n_particles, width)
+    # A NaN makes the sum NaN (so does +inf beside -inf: that rare table takes the torch path too),
+    # and one sum is several times cheaper than isnan().any().
+    if math.isnan(float(table.detach().sum())):
+        return None
+    offsets = torch.arange(batch, device=x.device).view(batch, 1, 1) * n_particles
+    differentiable = torch.is_grad_enabled() and (table.requires_grad or center.requires_grad)
+    chunks: list[torch.Tensor] = []
+    for start in range(0, n_particles, rows):
+        index = dense_knn(x[:, start : start + rows], x, mask, k)
+        # Missing neighbours (the sentinel index P) become -1: the kernels skip them.
+        table_rows = torch.where(index == n_particles, -1, index + offsets).reshape(-1, k)
+        query = center[:, start : start + rows].reshape(-1, width)
+        if differentiable:
+            out = FusedCenterPlusMax.apply(table, table_rows, query)
+        else:
+            out = center_plus_max(table, table_rows, query)
+        chunks.append(out.view(batch, -1, width))
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 
 @torch.jit.unused
@@ -220,15 +238,6 @@ def _gather_max(table: torch.Tensor, index: torch.Tensor, custom_backward: bool 
     """
     batch, n_rows, width = table.shape
     flat = table.reshape(batch * n_rows, width)
-    if (
-        custom_backward
-        and not torch.jit.is_scripting()
-        and flat.device.type == "cpu"
-        and (flat.dtype == torch.float32 or flat.dtype == torch.float64)
-    ):
-        offsets = torch.arange(batch, device=index.device).view(batch, 1, 1) * n_rows
-        best = _fused_gather_max(flat, (index + offsets).reshape(-1, index.shape[2]))
-        return best.view(index.shape[0], index.shape[1], width)
     slots = _neighbour_slots(table, index)
     if (
         custom_backward
@@ -309,6 +318,10 @@ class DenseDynamicEdgeConv(nn.Module):
                 index = dense_knn(query, x, mask, self.k, self.export_mode)
                 chunks.append(self._aggregate_general(x, query, index))
             out = torch.cat(chunks, dim=1)
+        if self.algebraic:
+            # In place: the activation's own output, which its backward does not need (ELU keeps
+            # its input); the general path's max/mean output is kept by autograd, so copy there.
+            return out.masked_fill_(~mask.unsqueeze(-1), 0.0)
         return out.masked_fill(~mask.unsqueeze(-1), 0.0)
 
     def _forward_algebraic(self, x: torch.Tensor, mask: torch.Tensor, rows: int) -> torch.Tensor:
@@ -322,6 +335,11 @@ class DenseDynamicEdgeConv(nn.Module):
         # Per-node projections, once per layer: W [x_i, x_j − x_i] = (W_a − W_b) x_i + W_b x_j.
         center = nn.functional.linear(x, weight_center - weight_neighbour, bias)
         neighbour = nn.functional.linear(x, weight_neighbour)
+        if not self.export_mode and not torch.jit.is_scripting() and _fused_kernels_apply(neighbour):
+            fused = _fused_center_plus_max(center, neighbour, x, mask, self.k, rows)
+            if fused is not None:
+                # ELU (any non-decreasing activation) commutes with the max over neighbours.
+                return self.message[1](fused)
         # Sentinel row P holds -inf: a missing neighbour never wins the max.
         sentinel = torch.full(
             (x.shape[0], 1, self.out_dim), float("-inf"), dtype=neighbour.dtype, device=x.device
