@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from rs3l_coffea.errors import ConfigError
+from rs3l_coffea.errors import ConfigError, InputFileError
 from rs3l_coffea.study.layout import RowKey, RunKey
 
 pytest.importorskip("pythia8mc")
@@ -354,10 +354,11 @@ def test_diagnosis_reuses_the_study_split_and_reports_each_variant(tiny_study, t
     from rs3l_coffea.study.diagnosis import run_diagnosis
 
     out, config, _result, _ = tiny_study
+    extra_pairs = out / "ntuple" / "zh_bb" / "chunk_00000"  # any ntuple of pairs serves as extra pairs here
     diag = tmp_path / "diag.yaml"
     diag.write_text(yaml.safe_dump({
         "name": "tiny-diagnosis", "study_config": str(TINY), "tasks": ["hbb", "wqq"], "seed": 0,
-        "variants": {"warm": {"pretrain": {"temperature": 0.5}},
+        "variants": {"warm": {"pretrain": {"temperature": 0.5, "extra_pairs": [str(extra_pairs)]}},
                      "vincia_only": {"pretrain": {"variants": ["vincia"]}}},
     }))
     messages: list[str] = []
@@ -385,10 +386,13 @@ def test_diagnosis_reuses_the_study_split_and_reports_each_variant(tiny_study, t
         card = json.loads((tmp_path / "diag-out" / name / "train" / "pretrain-resim" / "model.json").read_text())
         trainer = card["training"]["config"]
         assert (tmp_path / "diag-out" / name / "data").resolve() == (out / "data").resolve()
+        pool = str(tmp_path / "diag-out" / name / "data" / "pretrain")
         if name == "warm":
             assert trainer["loss"]["temperature"] == pytest.approx(0.5)
+            assert trainer["data"]["files"] == [pool, str(extra_pairs)]
         else:
             assert trainer["data"]["augmentations"] == ["vincia"]
+            assert trainer["data"]["files"] == [pool]
     # the study's own rows and N2 come along for comparison; the markdown names every variant and task
     assert {"fixed", "floating", "supervised"} <= set(results["study_rows"]["hbb"])
     assert set(results["n2"]) == {"hbb", "wqq"}
@@ -412,6 +416,12 @@ def test_diagnosis_reuses_the_study_split_and_reports_each_variant(tiny_study, t
     mismatched.write_text(yaml.safe_dump({"name": "x", "study_config": str(other), "variants": {"a": {}}}))
     with pytest.raises(ConfigError, match="does not match the split"):
         run_diagnosis(mismatched, out, tmp_path / "mismatch-out")
+    lost = tmp_path / "lost.yaml"
+    lost.write_text(yaml.safe_dump({"name": "x", "study_config": str(TINY),
+                                    "variants": {"a": {"pretrain": {"extra_pairs": [str(tmp_path / "gone")]}}}}))
+    with pytest.raises(InputFileError, match=r"pretrain\.extra_pairs: .*gone not found"):
+        run_diagnosis(lost, out, tmp_path / "lost-out")
+    assert not (tmp_path / "lost-out" / "a").exists()  # refused before the variant's first stage
     cli = CliRunner().invoke(app, ["diagnose", "--config", str(diag), "--study", str(out), "--out",
                                    str(tmp_path / "diag-out"), "--only", "nope"])
     assert cli.exit_code != 0 and "unknown variants ['nope']" in cli.output

@@ -111,6 +111,11 @@ class PretrainSection(_Section):
     seed: int = 0
     #: Further trainer keys (``rs3l_coffea.training.config``), e.g. ``{scheduler: {name: cosine}}``.
     extra: dict[str, Any] = Field(default_factory=dict)
+    #: Further re-simulated pairs pretrained on beside the study's own pool: ntuple directories or
+    #: files of ``rs3l ntuple`` (``~`` expanded; relative paths from the working directory), e.g.
+    #: W→qq jets generated in every variant. The trainer keeps their jets whose hard event falls in
+    #: the pretraining pool (``split.pretrain_fraction`` of them) as it does the study's own.
+    extra_pairs: list[str] = Field(default_factory=list)
 
 
 class ClassifierSection(_Section):

@@ -200,6 +200,7 @@ def run_diagnosis(config_path: PathLike, study_dir: PathLike, out_dir: PathLike,
     from rs3l_coffea.study.scoring import embed_test_set, score_test_set
     from rs3l_coffea.study.splits import read_ntuple
     from rs3l_coffea.study.tables import rejection_tables, wasserstein_tables
+    from rs3l_coffea.study.trainings import extra_pair_paths
     from rs3l_coffea.training.config import VARIANT_NAMES
 
     log = log or (lambda message: print(message, flush=True))
@@ -215,6 +216,8 @@ def run_diagnosis(config_path: PathLike, study_dir: PathLike, out_dir: PathLike,
     size = diagnosis.labelled_size or max(study.split.labelled_sizes)
     depends = _check_study(study, study_layout, diagnosis.tasks, size)
     configs = {name: variant_config(study, diagnosis, name) for name in names}  # every variant valid up front
+    for config in configs.values():
+        extra_pair_paths(config)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

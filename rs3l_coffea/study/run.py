@@ -28,8 +28,10 @@ from rs3l_coffea.study.splits import ntuple_shards, read_ntuple, split_ntuples
 from rs3l_coffea.study.stages import Log, Stages, file_digest, fingerprint
 from rs3l_coffea.study.trainings import (
     classifier_config,
+    extra_pair_paths,
     pretrain_config,
     pretrain_kinds,
+    pretrain_settings,
     train_model,
 )
 
@@ -140,7 +142,7 @@ def pretrain_stage(state: StudyState) -> None:
     config = state.config
     # Depends on the study settings only (not on the trainer's derived dict, whose defaults
     # may grow with new code): a new trainer option must not invalidate finished stages.
-    state.pretrain_settings = config.pretrain.model_dump(exclude={"symmetry_comparison"})
+    state.pretrain_settings = pretrain_settings(config)
     for kind in pretrain_kinds(config):
         tc = pretrain_config(config, kind, state.layout)
         depends = {"split": state.split_depends, "model": config.model, "pretrain": state.pretrain_settings,
@@ -251,6 +253,7 @@ def run_study(
     import torch
 
     torch.set_num_threads(config.threads)
+    extra_pair_paths(config)  # before hours of generation, not at the pretraining stage
     state = StudyState(config, layout, Stages(layout.stages, log), log)
     for stage in (generate_stage, split_stage, pretrain_stage, classifier_stage, evaluation_stage):
         stage(state)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rs3l_coffea.errors import InputFileError
 from rs3l_coffea.study.config import ClassifierSection, StudyConfig
 from rs3l_coffea.study.layout import RunKey, StudyLayout
 from rs3l_coffea.typed_config import deep_merge
@@ -50,7 +51,8 @@ def pretrain_config(config: StudyConfig, kind: str, layout: StudyLayout) -> Any:
     from rs3l_coffea.variants import VARIANT_CODES
 
     pre = config.pretrain
-    base = _base_train_dict(config, "pretrain", layout.pretrain_dir(kind), [str(layout.pretrain_data())], pre.seed)
+    files = [str(layout.pretrain_data()), *(str(path) for path in extra_pair_paths(config))]
+    base = _base_train_dict(config, "pretrain", layout.pretrain_dir(kind), files, pre.seed)
     base.update(epochs=pre.epochs, max_steps_per_epoch=pre.max_steps_per_epoch, early_stopping_patience=None)
     # The pretraining pool's own "test" share is never tested on (test sets come from the
     # fine-tuning pool): train on it too, keeping only the validation share aside.
@@ -65,6 +67,27 @@ def pretrain_config(config: StudyConfig, kind: str, layout: StudyLayout) -> Any:
         spec = pre.symmetry_augmentations if kind == "symmetry" else f"{','.join(pre.variants)},{pre.symmetry_augmentations}"
         overrides = training_overrides(spec, variants, task="pretrain")
     return load_config(None, overrides, base=base)
+
+
+def extra_pair_paths(config: StudyConfig) -> list[Path]:
+    """``pretrain.extra_pairs`` as paths, each checked to exist (before any stage runs)."""
+    paths = [Path(entry).expanduser() for entry in config.pretrain.extra_pairs]
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        raise InputFileError(f"pretrain.extra_pairs: {', '.join(missing)} not found (make them with "
+                             "`rs3l generate` in every variant and `rs3l ntuple`)")
+    return paths
+
+
+def pretrain_settings(config: StudyConfig) -> dict[str, Any]:
+    """The pretraining settings every pretraining and fine-tuning stage depends on.
+
+    Keys a study leaves at their empty default are left out, so that a new option does not
+    invalidate stages finished before it existed."""
+    settings = config.pretrain.model_dump(exclude={"symmetry_comparison"})
+    if not settings["extra_pairs"]:
+        del settings["extra_pairs"]
+    return settings
 
 
 def classifier_epochs(cls: ClassifierSection, labelled_size: int) -> int:
