@@ -396,7 +396,7 @@ def test_fused_center_plus_max_equals_the_torch_comparison_loop(dtype):
     # (a max is exact and the addition one float add, documented in gather_max_kernels) and the
     # same winning rows (both take the first slot on ties).
     from rs3l_coffea.nn.edge_conv import _slot_gather_max
-    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax, center_plus_max
+    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax
 
     flat, slots, kernel_rows, center, generator = _fused_reference_inputs(dtype)
     ref_max, ref_rows = _slot_gather_max(flat, slots)
@@ -404,7 +404,6 @@ def test_fused_center_plus_max_equals_the_torch_comparison_loop(dtype):
     value = FusedCenterPlusMax.apply(flat, kernel_rows, center)
     assert value.dtype == dtype
     assert torch.equal(value, expected)
-    assert torch.equal(center_plus_max(flat, kernel_rows, center), expected)
     assert torch.equal(value[0], torch.full_like(value[0], float("-inf")))  # a row without neighbours
     # The winners, read back through the backward: each gradient lands on its winning row (none
     # for the row without neighbours), and the center's gradient is the output's.
@@ -477,12 +476,31 @@ def test_edge_conv_propagates_nan_in_the_neighbour_table(requires_grad):
 
 
 def test_fused_kernels_refuse_what_they_cannot_index():
-    from rs3l_coffea.nn.gather_max_kernels import center_plus_max
+    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax
 
     with pytest.raises(TypeError, match="int64 rows"):
-        center_plus_max(torch.zeros(3, 2), torch.zeros(2, 2, dtype=torch.int32), torch.zeros(2, 2))
+        FusedCenterPlusMax.apply(torch.zeros(3, 2), torch.zeros(2, 2, dtype=torch.int32), torch.zeros(2, 2))
     with pytest.raises(TypeError, match="float32/float64"):
-        center_plus_max(torch.zeros(3, 2, dtype=torch.float16), torch.zeros(2, 2, dtype=torch.int64),
-                        torch.zeros(2, 2, dtype=torch.float16))
+        FusedCenterPlusMax.apply(torch.zeros(3, 2, dtype=torch.float16), torch.zeros(2, 2, dtype=torch.int64),
+                                 torch.zeros(2, 2, dtype=torch.float16))
     with pytest.raises(TypeError, match="center of shape"):
-        center_plus_max(torch.zeros(3, 2), torch.zeros(2, 2, dtype=torch.int64), torch.zeros(3, 2))
+        FusedCenterPlusMax.apply(torch.zeros(3, 2), torch.zeros(2, 2, dtype=torch.int64), torch.zeros(3, 2))
+
+
+def test_training_takes_the_fused_kernels_and_inference_the_torch_ops(monkeypatch):
+    # Training (a gradient is needed) runs the numba kernels; inference keeps torch's ops (no
+    # LLVM JIT in the inference engine's process) and gives the same embedding.
+    from rs3l_coffea.nn import edge_conv
+
+    calls = []
+    original = edge_conv._fused_center_plus_max
+    monkeypatch.setattr(edge_conv, "_fused_center_plus_max", lambda *a: calls.append(1) or original(*a))
+    torch.manual_seed(42)
+    model = build_model(ModelConfig(backbone=DGCNNConfig(width=16, k=4, output_hidden=(8,), output_dim=4)))
+    x, mask = ragged_batch([3, 7, 12], torch.Generator().manual_seed(43), dtype=torch.float32)
+    with torch.no_grad():
+        inferred = model(x, mask)[0]
+    assert not calls
+    trained = model(x, mask)[0]
+    assert len(calls) == model.backbone.config.conv_layers
+    torch.testing.assert_close(trained.detach(), inferred, rtol=1e-6, atol=1e-6)

@@ -187,9 +187,18 @@ class _GatherMaxFunction(torch.autograd.Function):
         return grad_flat, None
 
 
-def _fused_kernels_apply(table: torch.Tensor) -> bool:
-    """The numba kernels serve float32/float64 tables on the CPU (graph export keeps torch ops)."""
-    return table.device.type == "cpu" and (table.dtype == torch.float32 or table.dtype == torch.float64)
+def _fused_kernels_apply(table: torch.Tensor, center: torch.Tensor) -> bool:
+    """The numba kernels serve training (a gradient is needed) on float32/float64 CPU tables.
+
+    Inference keeps the torch ops: the kernels gain little there with several torch threads
+    (they run on one), and loading them starts LLVM's JIT, ~180 MB of RSS once per process,
+    which the bounded-memory inference engine should not pay. Graph export keeps torch ops too."""
+    return (
+        torch.is_grad_enabled()
+        and (table.requires_grad or center.requires_grad)
+        and table.device.type == "cpu"
+        and (table.dtype == torch.float32 or table.dtype == torch.float64)
+    )
 
 
 @torch.jit.unused
@@ -198,7 +207,7 @@ def _fused_center_plus_max(
 ) -> torch.Tensor | None:
     """``center + max_j neighbour[j]`` over each row's kNN (``gather_max_kernels``); ``None`` when
     the neighbour table holds a NaN (the kernels assume none; the torch path propagates it)."""
-    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax, center_plus_max
+    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax
 
     batch, n_particles, width = neighbour.shape
     table = neighbour.reshape(batch * n_particles, width)
@@ -207,18 +216,13 @@ def _fused_center_plus_max(
     if math.isnan(float(table.detach().sum())):
         return None
     offsets = torch.arange(batch, device=x.device).view(batch, 1, 1) * n_particles
-    differentiable = torch.is_grad_enabled() and (table.requires_grad or center.requires_grad)
     chunks: list[torch.Tensor] = []
     for start in range(0, n_particles, rows):
         index = dense_knn(x[:, start : start + rows], x, mask, k)
         # Missing neighbours (the sentinel index P) become -1: the kernels skip them.
         table_rows = torch.where(index == n_particles, -1, index + offsets).reshape(-1, k)
         query = center[:, start : start + rows].reshape(-1, width)
-        if differentiable:
-            out = FusedCenterPlusMax.apply(table, table_rows, query)
-        else:
-            out = center_plus_max(table, table_rows, query)
-        chunks.append(out.view(batch, -1, width))
+        chunks.append(FusedCenterPlusMax.apply(table, table_rows, query).view(batch, -1, width))
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 
@@ -335,7 +339,7 @@ class DenseDynamicEdgeConv(nn.Module):
         # Per-node projections, once per layer: W [x_i, x_j − x_i] = (W_a − W_b) x_i + W_b x_j.
         center = nn.functional.linear(x, weight_center - weight_neighbour, bias)
         neighbour = nn.functional.linear(x, weight_neighbour)
-        if not self.export_mode and not torch.jit.is_scripting() and _fused_kernels_apply(neighbour):
+        if not self.export_mode and not torch.jit.is_scripting() and _fused_kernels_apply(neighbour, center):
             fused = _fused_center_plus_max(center, neighbour, x, mask, self.k, rows)
             if fused is not None:
                 # ELU (any non-decreasing activation) commutes with the max over neighbours.

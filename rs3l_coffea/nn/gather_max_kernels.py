@@ -1,4 +1,4 @@
-"""Fused CPU kernels of the EdgeConv gather-max (numba; compiled on first use, cached on disk).
+"""Fused CPU kernels of the EdgeConv gather-max for training (numba; compiled on first use, cached on disk).
 
 The max-aggregated EdgeConv (``edge_conv``, algebraic path) needs, before its activation,
 
@@ -64,25 +64,6 @@ def _center_plus_max_with_winner(
 
 
 @_kernel
-def _center_plus_max(table: np.ndarray, rows: np.ndarray, center: np.ndarray, out: np.ndarray) -> None:
-    n_out, k = rows.shape
-    width = table.shape[1]
-    for r in range(n_out):
-        for c in range(width):
-            out[r, c] = -np.inf
-        for t in range(k):
-            row = rows[r, t]
-            if row < 0:
-                continue
-            for c in range(width):
-                value = table[row, c]
-                if value > out[r, c]:
-                    out[r, c] = value
-        for c in range(width):
-            out[r, c] += center[r, c]
-
-
-@_kernel
 def _add_to_winners(grad: np.ndarray, winner: np.ndarray, grad_table: np.ndarray) -> None:
     n_out, width = grad.shape
     for r in range(n_out):
@@ -106,15 +87,6 @@ def _check(table: torch.Tensor, rows: torch.Tensor, center: torch.Tensor) -> Non
 
 def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
-
-
-def center_plus_max(table: torch.Tensor, rows: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
-    """``center + max`` over ``rows`` of ``table`` (see the module docstring), without autograd."""
-    _check(table, rows, center)
-    out = torch.empty(center.shape, dtype=table.dtype)
-    if rows.shape[0]:
-        _center_plus_max(_array(table), _array(rows), _array(center), out.numpy())
-    return out
 
 
 class FusedCenterPlusMax(torch.autograd.Function):
