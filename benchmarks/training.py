@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/training.py [--threads 1] [--rounds 3] [--steps 4] [--pairs 100]
         [--real-dir DIR] [--events 1500] [--bucket 32] [--particles 100]
-        [--caps 32,48,64,100] [--widths 64,128] [--bounds]
+        [--caps 32,48,64,100] [--widths 64,128] [--bounds] [--study-model studies/at_scale.yaml]
 
 The paper-size DGCNN (128 wide, 3 EdgeConv k = 24, 8-d output), NT-Xent, P = 100 pairs per
 step (2P jets in one forward pass), backward and an Adam update (exactly
@@ -41,6 +41,9 @@ the step with the EdgeConv gather-max replaced by a slice of its table (a gather
 nothing), and with the kNN replaced by fixed neighbour indices as well. The outputs of those
 rows are wrong by construction; only their time means something, and their fraction of peak
 still counts the real model's useful FLOPs.
+
+``--study-model CONFIG`` adds seconds per pretraining step of that study's backbone at its
+pretraining batch size (pairs per step), on the same real batches and ``--threads``.
 Benchmarks are scripts: timings on a shared machine vary, so quote ratios and say so.
 """
 
@@ -279,6 +282,8 @@ def main() -> None:
     parser.add_argument("--widths", default="", help="Model widths for the trade-off table, e.g. 64,128.")
     parser.add_argument("--bounds", action="store_true",
                         help="Add steps with a free gather-max, and a free gather-max and kNN (timing bounds).")
+    parser.add_argument("--study-model", type=Path,
+                        help="Also time pretraining steps of this study's model at its batch size.")
     parser.add_argument("--no-other-tasks", action="store_true", help="Skip the fine-tuning/supervised rows.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -345,6 +350,22 @@ def main() -> None:
                 run = trainer.run(real, args.steps)
             print(f"| {title} | {run.seconds / args.steps:.3f} | {run.jets / run.seconds:.0f} "
                   f"| {100 * run.flops / run.seconds / 1e9 / peak:.1f} |")
+
+    if args.study_model:
+        from rs3l_coffea.study import load_study_config
+
+        study = load_study_config(args.study_model)
+        backbone = ModelConfig.from_dict(study.model).backbone
+        if not isinstance(backbone, DGCNNConfig):
+            raise SystemExit(f"--study-model: {args.study_model} does not use a DGCNN backbone")
+        pairs = study.pretrain.batch_size
+        study_batches = endless(real_stream(real_dirs, pairs))
+        model = Pretrainer(backbone, bucket)
+        model.step(next(study_batches))  # warm-up
+        run = model.run(study_batches, args.steps)
+        print()
+        print(f"study model of {args.study_model} ({study.model['backbone']}), {pairs} pairs per step, "
+              f"{args.threads} thread(s): {run.seconds / args.steps:.4f} s/step, {run.jets / run.seconds:.0f} jets/s")
 
     if not args.no_other_tasks:
         print()
