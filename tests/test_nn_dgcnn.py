@@ -271,17 +271,26 @@ def test_float32_published_model_matches_float64(published_checkpoint):
     assert rel.max() < 1e-4, rel.max()
 
 
-def test_gather_max_backward_matches_autograd_of_running_max():
-    # The single-scatter backward must give the gradient autograd computes through the plain
-    # running maximum (no ties with continuous random inputs), and pass gradcheck.
-    from rs3l_coffea.nn.edge_conv import _GatherMaxFunction, _neighbour_slots, _running_max
+def _small_gather_inputs(seed):
+    """float64 table rows of 3 jets x 9 particles (width 5), 4 neighbour slots for 7 query rows
+    each (as ``(k, rows)`` slots), the table to differentiate, loss weights, the generator."""
+    from rs3l_coffea.nn.edge_conv import _neighbour_slots
 
-    generator = torch.Generator().manual_seed(3)
+    generator = torch.Generator().manual_seed(seed)
     table = torch.randn(3, 9, 5, dtype=torch.float64, generator=generator)
     index = torch.randint(0, 9, (3, 7, 4), generator=generator)
     slots = _neighbour_slots(table, index)
     flat = table.reshape(-1, 5).clone().requires_grad_(True)
     weights = torch.randn(3 * 7, 5, dtype=torch.float64, generator=generator)
+    return slots, flat, weights, generator
+
+
+def test_gather_max_backward_matches_autograd_of_running_max():
+    # The single-scatter backward must give the gradient autograd computes through the plain
+    # running maximum (no ties with continuous random inputs), and pass gradcheck.
+    from rs3l_coffea.nn.edge_conv import _GatherMaxFunction, _running_max
+
+    slots, flat, weights, _generator = _small_gather_inputs(3)
 
     (grad_custom,) = torch.autograd.grad((_GatherMaxFunction.apply(flat, slots) * weights).sum(), flat)
     (grad_reference,) = torch.autograd.grad((_running_max(flat, slots) * weights).sum(), flat)
@@ -420,16 +429,11 @@ def test_fused_center_plus_max_equals_the_torch_comparison_loop(dtype):
 
 
 def test_fused_center_plus_max_passes_gradcheck_and_matches_autograd():
-    from rs3l_coffea.nn.edge_conv import _neighbour_slots, _running_max
+    from rs3l_coffea.nn.edge_conv import _running_max
     from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax
 
-    generator = torch.Generator().manual_seed(32)
-    table = torch.randn(3, 9, 5, dtype=torch.float64, generator=generator)
-    index = torch.randint(0, 9, (3, 7, 4), generator=generator)
-    slots = _neighbour_slots(table, index)
-    flat = table.reshape(-1, 5).clone().requires_grad_(True)
+    slots, flat, weights, generator = _small_gather_inputs(32)
     center = torch.randn(3 * 7, 5, dtype=torch.float64, generator=generator, requires_grad=True)
-    weights = torch.randn(3 * 7, 5, dtype=torch.float64, generator=generator)
     fused = torch.autograd.grad((FusedCenterPlusMax.apply(flat, slots.t(), center) * weights).sum(), (flat, center))
     reference = torch.autograd.grad(((center + _running_max(flat, slots)) * weights).sum(), (flat, center))
     for got, want in zip(fused, reference, strict=True):
