@@ -215,11 +215,12 @@ def _free_knn(query: torch.Tensor, points: torch.Tensor, point_mask: torch.Tenso
     return slots.expand(query.shape[0], query.shape[1], k)
 
 
-def _free_center_plus_max(center: torch.Tensor, neighbour: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
+def _free_center_plus_max(projections: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
                           k: int, rows: int) -> torch.Tensor:
     """Timing bound only: the fused CPU path without its gather-max (its kNN still runs)."""
     edge_conv.dense_knn(x, x, mask, k)
-    return center + neighbour
+    center, neighbour = projections.split(projections.shape[-1] // 2, dim=-1)
+    return center + neighbour + bias
 
 
 @contextlib.contextmanager

@@ -377,6 +377,24 @@ def test_ranking_key_knn_equals_exact_difference_knn():
     assert torch.equal(chunk.sort(dim=2).values, exact[:, 10:20].sort(dim=2).values)
 
 
+def _fused(table, kernel_rows, center, query_mask=None, bias=None):
+    """``FusedCenterPlusMax`` on a table and query rows of different lengths: both padded to one
+    ``(N, 2C)`` projections tensor (extra query rows masked out), built with torch ops so that
+    gradients reach ``table`` and ``center``."""
+    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax
+
+    n_rows = max(table.shape[0], center.shape[0])
+
+    def pad(tensor, value=0):
+        return torch.cat([tensor, tensor.new_full((n_rows - tensor.shape[0], tensor.shape[1]), value)])
+
+    mask = torch.zeros(n_rows, dtype=torch.bool)
+    mask[: center.shape[0]] = True if query_mask is None else query_mask
+    projections = torch.cat([pad(center), pad(table)], dim=1)
+    bias = center.new_zeros(center.shape[1]) if bias is None else bias
+    return FusedCenterPlusMax.apply(projections, bias, pad(kernel_rows, -1), mask)[: center.shape[0]]
+
+
 def _fused_reference_inputs(dtype, n_rows=301, width=7, k=9, seed=31):
     """A table with -inf sentinel rows, +inf, the largest negative value, subnormals and planted
     ties; neighbour indices into it; the same indices with -1 for the sentinel (kernel layout)."""
@@ -405,12 +423,11 @@ def test_fused_center_plus_max_equals_the_torch_comparison_loop(dtype):
     # (a max is exact and the addition one float add, documented in gather_max_kernels) and the
     # same winning rows (both take the first slot on ties).
     from rs3l_coffea.nn.edge_conv import _slot_gather_max
-    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax
 
     flat, slots, kernel_rows, center, generator = _fused_reference_inputs(dtype)
     ref_max, ref_rows = _slot_gather_max(flat, slots)
     expected = center + ref_max
-    value = FusedCenterPlusMax.apply(flat, kernel_rows, center)
+    value = _fused(flat, kernel_rows, center)
     assert value.dtype == dtype
     assert torch.equal(value, expected)
     assert torch.equal(value[0], torch.full_like(value[0], float("-inf")))  # a row without neighbours
@@ -419,7 +436,7 @@ def test_fused_center_plus_max_equals_the_torch_comparison_loop(dtype):
     weights = torch.rand(expected.shape, generator=generator, dtype=dtype)
     table_grad = flat.clone().requires_grad_(True)
     center_grad = center.clone().requires_grad_(True)
-    (FusedCenterPlusMax.apply(table_grad, kernel_rows, center_grad) * weights).sum().backward()
+    (_fused(table_grad, kernel_rows, center_grad) * weights).sum().backward()
     has_winner = ref_max > float("-inf")
     expected_grad = torch.zeros_like(flat).index_put_(
         (ref_rows[has_winner], torch.arange(flat.shape[1]).expand_as(ref_rows)[has_winner]),
@@ -428,17 +445,46 @@ def test_fused_center_plus_max_equals_the_torch_comparison_loop(dtype):
     assert torch.equal(center_grad.grad, weights)
 
 
+def test_fused_center_plus_max_zeroes_masked_rows_forward_and_backward():
+    # Padded query rows: output exactly 0 and no gradient to their center row nor to any table
+    # row through them; the unmasked rows are those of the unmasked call.
+
+    flat, _, kernel_rows, center, generator = _fused_reference_inputs(torch.float32)
+    query_mask = torch.rand(center.shape[0], generator=generator) < 0.6
+    weights = torch.rand(center.shape, generator=generator)
+    grads = []
+    for row_mask in (None, query_mask):
+        table_grad = flat.clone().requires_grad_(True)
+        center_grad = center.clone().requires_grad_(True)
+        value = _fused(table_grad, kernel_rows, center_grad, row_mask)
+        (value * weights).sum().backward()
+        grads.append((value.detach(), table_grad.grad, center_grad.grad))
+    (full, _, _), (masked, masked_table_grad, masked_center_grad) = grads
+    assert torch.equal(masked[query_mask], full[query_mask])
+    assert torch.equal(masked[~query_mask], torch.zeros_like(masked[~query_mask]))
+    assert torch.equal(masked_center_grad[~query_mask], torch.zeros_like(masked_center_grad[~query_mask]))
+    assert torch.equal(masked_center_grad[query_mask], weights[query_mask])
+    # The table gradient is the one of the unmasked rows alone.
+    table_grad = flat.clone().requires_grad_(True)
+    kept = _fused(table_grad, kernel_rows[query_mask], center[query_mask])
+    (kept * weights[query_mask]).sum().backward()
+    torch.testing.assert_close(masked_table_grad, table_grad.grad, rtol=1e-6, atol=1e-6)
+
+
 def test_fused_center_plus_max_passes_gradcheck_and_matches_autograd():
     from rs3l_coffea.nn.edge_conv import _running_max
-    from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax
 
     slots, flat, weights, generator = _small_gather_inputs(32)
     center = torch.randn(3 * 7, 5, dtype=torch.float64, generator=generator, requires_grad=True)
-    fused = torch.autograd.grad((FusedCenterPlusMax.apply(flat, slots.t(), center) * weights).sum(), (flat, center))
-    reference = torch.autograd.grad(((center + _running_max(flat, slots)) * weights).sum(), (flat, center))
+    bias = torch.randn(5, dtype=torch.float64, generator=generator, requires_grad=True)
+    query_mask = torch.rand(3 * 7, generator=generator) < 0.7
+    inputs = (flat, center, bias)
+    fused = torch.autograd.grad((_fused(flat, slots.t(), center, query_mask, bias) * weights).sum(), inputs)
+    reference_value = (center + bias + _running_max(flat, slots)).masked_fill(~query_mask.unsqueeze(1), 0.0)
+    reference = torch.autograd.grad((reference_value * weights).sum(), inputs)
     for got, want in zip(fused, reference, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda f, c: FusedCenterPlusMax.apply(f, slots.t(), c), (flat, center))
+    assert torch.autograd.gradcheck(lambda f, c, b: _fused(f, slots.t(), c, query_mask, b), inputs)
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
@@ -475,20 +521,29 @@ def test_edge_conv_propagates_nan_in_the_neighbour_table(requires_grad):
     with torch.no_grad():
         table[1, 3, 0] = float("nan")
     with torch.set_grad_enabled(requires_grad):
-        assert _fused_center_plus_max(center, table, x, mask, 3, 5) is None
-        assert _fused_center_plus_max(center, table.detach().nan_to_num(), x, mask, 3, 5) is not None
+        bias = torch.zeros(6)
+        assert _fused_center_plus_max(torch.cat([center, table], dim=-1), bias, x, mask, 3, 5) is None
+        clean = torch.cat([center, table.detach().nan_to_num()], dim=-1)
+        assert _fused_center_plus_max(clean, bias, x, mask, 3, 5) is not None
 
 
 def test_fused_kernels_refuse_what_they_cannot_index():
     from rs3l_coffea.nn.gather_max_kernels import FusedCenterPlusMax
 
+    rows = torch.zeros(3, 2, dtype=torch.int64)
+    mask = torch.ones(3, dtype=torch.bool)
     with pytest.raises(TypeError, match="int64 rows"):
-        FusedCenterPlusMax.apply(torch.zeros(3, 2), torch.zeros(2, 2, dtype=torch.int32), torch.zeros(2, 2))
+        FusedCenterPlusMax.apply(torch.zeros(3, 4), torch.zeros(2), rows.int(), mask)
+    with pytest.raises(TypeError, match="int64 rows"):
+        FusedCenterPlusMax.apply(torch.zeros(3, 4), torch.zeros(2), rows[:2], mask)
     with pytest.raises(TypeError, match="float32/float64"):
-        FusedCenterPlusMax.apply(torch.zeros(3, 2, dtype=torch.float16), torch.zeros(2, 2, dtype=torch.int64),
-                                 torch.zeros(2, 2, dtype=torch.float16))
-    with pytest.raises(TypeError, match="center of shape"):
-        FusedCenterPlusMax.apply(torch.zeros(3, 2), torch.zeros(2, 2, dtype=torch.int64), torch.zeros(3, 2))
+        FusedCenterPlusMax.apply(torch.zeros(3, 4, dtype=torch.float16), torch.zeros(2, dtype=torch.float16), rows, mask)
+    with pytest.raises(TypeError, match=r"shape \(\.\.\., 2C\)"):
+        FusedCenterPlusMax.apply(torch.zeros(3, 5), torch.zeros(2), rows, mask)
+    with pytest.raises(TypeError, match="bool query mask"):
+        FusedCenterPlusMax.apply(torch.zeros(3, 4), torch.zeros(2), rows, mask.to(torch.uint8))
+    with pytest.raises(TypeError, match="bias of shape"):
+        FusedCenterPlusMax.apply(torch.zeros(3, 4), torch.zeros(3), rows, mask)
 
 
 def test_training_takes_the_fused_kernels_and_inference_the_torch_ops(monkeypatch):
@@ -510,17 +565,21 @@ def test_training_takes_the_fused_kernels_and_inference_the_torch_ops(monkeypatc
     torch.testing.assert_close(trained.detach(), inferred, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_edge_conv_equals_the_torch_ops_with_gradients(dtype):
+@pytest.mark.parametrize(("dtype", "gather_budget"), [(torch.float32, 1 << 23), (torch.float64, 1 << 23),
+                                                    (torch.float32, 40)])
+def test_fused_edge_conv_equals_the_torch_ops_with_gradients(dtype, gather_budget):
     # One EdgeConv layer, fused CPU path (training) against graph export's plain torch ops, on
-    # ragged jets (padded rows zero, a jet with fewer particles than k, an empty jet): same
+    # ragged jets (padded rows holding arbitrary finite values, a jet with fewer particles than
+    # k, an empty jet), in one query chunk or in chunks of one row (gather_budget 40): same
     # output, padded rows exactly zero, same gradients for the input and the weights.
     from rs3l_coffea.nn.edge_conv import DenseDynamicEdgeConv
 
     torch.manual_seed(44)
-    conv = DenseDynamicEdgeConv(6, 8, k=4).to(dtype)
+    conv = DenseDynamicEdgeConv(6, 8, k=4, gather_budget=gather_budget).to(dtype)
+    assert (conv._rows_per_chunk(5, 13) >= 13) == (gather_budget > 40)
     x, mask = ragged_batch([0, 2, 5, 9, 13], torch.Generator().manual_seed(45), dtype=dtype)
-    x = x[..., :6].masked_fill(~mask.unsqueeze(-1), 0.0)
+    x = x[..., :6]
+    assert x[~mask].abs().sum() > 0  # padding is not zero: it must not matter
     weights = torch.randn(x.shape[0], x.shape[1], 8, generator=torch.Generator().manual_seed(46)).to(dtype)
     results = []
     for export_mode in (False, True):

@@ -19,9 +19,11 @@ def feature_count_message(expected: int) -> str:
     return f"expected {expected} features per particle"
 
 
-def masked_pool(h: torch.Tensor, mask: torch.Tensor, mean: bool) -> torch.Tensor:
-    """Sum (or mean) of ``h (B, P, C)`` over real particles; a jet without particles pools to 0."""
-    total = h.masked_fill(~mask.unsqueeze(-1), 0.0).sum(dim=1)
+def masked_pool(h: torch.Tensor, mask: torch.Tensor, mean: bool, padding_is_zero: bool = False) -> torch.Tensor:
+    """Sum (or mean) of ``h (B, P, C)`` over real particles; a jet without particles pools to 0.
+
+    ``padding_is_zero``: the caller guarantees zeros on padded rows (no masking pass)."""
+    total = (h if padding_is_zero else h.masked_fill(~mask.unsqueeze(-1), 0.0)).sum(dim=1)
     if mean:
         count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(h.dtype)
         return total / count
@@ -78,9 +80,14 @@ class DGCNN(Backbone):
         padding = ~mask.unsqueeze(-1)
         h = x.masked_fill(padding, 0.0)  # padding may hold anything, even inf/NaN
         h = self.embed(h)
-        h = h.masked_fill_(padding, 0.0)  # in place: the embedding's own output (ELU keeps its input)
+        # Padded rows of h are now finite but not zero (the embedding's biases). An EdgeConv reads
+        # them only as queries whose outputs it zeroes, so they reach no real particle; without
+        # one they would reach the pool.
+        if len(self.convs) == 0:
+            h = h.masked_fill_(padding, 0.0)  # in place: the embedding's own output (ELU keeps its input)
         for conv in self.convs:
             h = conv(h, mask)
         if self.pool_first:
-            return self.output(masked_pool(h, mask, self.mean_pool))
+            # Padded rows are zero here (every EdgeConv zeroes its padded outputs).
+            return self.output(masked_pool(h, mask, self.mean_pool, padding_is_zero=True))
         return masked_pool(self.output(h), mask, self.mean_pool)
