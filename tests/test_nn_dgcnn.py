@@ -447,7 +447,10 @@ def test_fused_center_plus_max_equals_the_torch_comparison_loop(dtype):
 
 def test_fused_center_plus_max_zeroes_masked_rows_forward_and_backward():
     # Padded query rows: output exactly 0 and no gradient to their center row nor to any table
-    # row through them; the unmasked rows are those of the unmasked call.
+    # row through them; the unmasked rows are those of the unmasked call. Exact comparisons: the
+    # gather_max_kernels contract makes a masked row an exact 0, an unmasked row an exact max
+    # plus two float adds of its own inputs (the same in both calls), and passes the output
+    # gradient to the center unchanged.
 
     flat, _, kernel_rows, center, generator = _fused_reference_inputs(torch.float32)
     query_mask = torch.rand(center.shape[0], generator=generator) < 0.6
